@@ -1,0 +1,202 @@
+# libalign — plain GNU Makefile (no autotools, no CMake).
+#   make            shared + static library in $(BUILD)/
+#   make check      dependencies, then every test suite (the README's test command)
+#   make asan       the C test suites under AddressSanitizer + UBSan ($(BUILD)-asan/)
+#   make abi-check  exported symbols and ABI against abi/ (with a self-test)
+#   make help       all targets
+.DEFAULT_GOAL := all
+SHELL := /bin/bash
+
+# ---- version: lives once, in include/align.h (STYLE.md B10) ----------------
+VMAJOR  := $(shell sed -n 's/^\#define ALIGN_VERSION_MAJOR \([0-9]*\).*/\1/p' include/align.h)
+VMINOR  := $(shell sed -n 's/^\#define ALIGN_VERSION_MINOR \([0-9]*\).*/\1/p' include/align.h)
+VPATCH  := $(shell sed -n 's/^\#define ALIGN_VERSION_PATCH \([0-9]*\).*/\1/p' include/align.h)
+VERSION := $(VMAJOR).$(VMINOR).$(VPATCH)
+# ABI epoch, independent of the release version; bump only on an ABI break.
+SOVERSION := 0
+
+# ---- locations ----------------------------------------------------------------
+BUILD      ?= build
+PREFIX     ?= /usr/local
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+BINDIR     ?= $(PREFIX)/bin
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+DESTDIR    ?=
+
+# ---- dependencies --------------------------------------------------------------
+# Any cblas: BLAS_CFLAGS / BLAS_LIBS override; OpenBLAS by default.
+BLAS_PC     ?= openblas
+BLAS_CFLAGS ?= $(shell pkg-config --cflags $(BLAS_PC) 2>/dev/null)
+BLAS_LIBS   ?= $(shell pkg-config --libs $(BLAS_PC) 2>/dev/null || echo -lopenblas)
+DEP_CFLAGS  := $(shell pkg-config --cflags jansson libpcre2-8 2>/dev/null)
+DEP_LIBS    := $(shell pkg-config --libs jansson libpcre2-8 2>/dev/null || echo -ljansson -lpcre2-8)
+UV_CFLAGS   := $(shell pkg-config --cflags libuv 2>/dev/null)
+UV_LIBS     := $(shell pkg-config --libs libuv 2>/dev/null || echo -luv)
+CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
+CHECK_LIBS  := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -lm -lpthread)
+
+# ---- flags -----------------------------------------------------------------------
+CC      ?= cc
+CXX     ?= c++
+OPT     ?= -O2
+WERROR  ?= $(if $(CI),-Werror,)
+WARN    := -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes $(WERROR)
+# -fno-math-errno lets gcc vectorise sqrtf/expf (PERF.md: AdamW 346 -> 91 ms).
+BASE_CFLAGS := -std=c11 -D_POSIX_C_SOURCE=200809L $(OPT) -g -fno-math-errno \
+               -fvisibility=hidden -DALIGN_BUILDING -Iinclude -Ilib $(WARN)
+SAN     ?=
+LIB_CFLAGS  = $(BASE_CFLAGS) -fPIC $(SAN) $(BLAS_CFLAGS) $(DEP_CFLAGS) $(UV_CFLAGS) $(CFLAGS)
+LIB_LIBS    = $(BLAS_LIBS) $(DEP_LIBS) $(UV_LIBS) -lm -lpthread
+SO_LDFLAGS  = -shared -Wl,-soname,libalign.so.$(SOVERSION) \
+              -Wl,--version-script=lib/libalign.map -Wl,--no-undefined $(SAN) $(LDFLAGS)
+
+SRCS    := $(sort $(shell find lib -name '*.c'))
+OBJS    := $(SRCS:%.c=$(BUILD)/obj/%.o)
+HDRS    := $(shell find include lib -name '*.h')
+SO_REAL := $(BUILD)/libalign.so.$(VERSION)
+SO_NAME := $(BUILD)/libalign.so.$(SOVERSION)
+SO_DEV  := $(BUILD)/libalign.so
+ARCHIVE := $(BUILD)/libalign.a
+
+.PHONY: all lib check check-c check-sh check-py asan abi-check abi-baseline examples \
+        bench demo deps deps-bench install uninstall clean help
+all: lib examples
+
+lib: $(SO_REAL) $(SO_NAME) $(SO_DEV) $(ARCHIVE)
+
+$(BUILD)/obj/%.o: %.c $(HDRS) Makefile
+	@mkdir -p $(dir $@)
+	$(CC) $(LIB_CFLAGS) -c $< -o $@
+
+$(SO_REAL): $(OBJS) lib/libalign.map
+	$(CC) $(SO_LDFLAGS) -o $@ $(OBJS) $(LIB_LIBS)
+$(SO_NAME): $(SO_REAL)
+	ln -sf $(notdir $<) $@
+$(SO_DEV): $(SO_NAME)
+	ln -sf $(notdir $<) $@
+$(ARCHIVE): $(OBJS)
+	rm -f $@ && ar rcs $@ $^
+
+# ---- examples and the CLI (public API only, linked to the shared library) -------
+EX_SRCS  := $(sort $(wildcard examples/*.c))
+EX_BINS  := $(EX_SRCS:examples/%.c=$(BUILD)/bin/%)
+EX_CFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L $(OPT) -g -fno-math-errno -Iinclude $(WARN) $(SAN) $(CFLAGS)
+EX_LIBS   = -L$(BUILD) -lalign -Wl,-rpath,'$$ORIGIN/..' -lm $(SAN)
+examples: $(EX_BINS)
+$(BUILD)/bin/%: examples/%.c include/align.h $(SO_DEV)
+	@mkdir -p $(dir $@)
+	$(CC) $(EX_CFLAGS) $< -o $@ $(EX_LIBS) $(LDFLAGS)
+
+# ---- tests ----------------------------------------------------------------------------
+# tests/check_<module>.c exports Suite *<module>_suite(void). Files named
+# check_internal_*.c may use align__ internals and link the static archive;
+# the rest use align.h only and link the real libalign.so.
+PUB_TESTS := $(filter-out tests/check_main.c tests/check_internal_%.c,$(wildcard tests/check_*.c))
+INT_TESTS := $(wildcard tests/check_internal_*.c)
+TEST_CFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L $(OPT) -g -fno-math-errno -Iinclude -Ilib -Itests \
+              -I$(BUILD)/tests $(WARN) -Wno-pedantic $(SAN) $(CHECK_CFLAGS) $(BLAS_CFLAGS) $(DEP_CFLAGS) $(CFLAGS)
+
+$(BUILD)/tests/pub_suites.h: $(PUB_TESTS) Makefile
+	@mkdir -p $(dir $@)
+	@{ for f in $(PUB_TESTS); do n=$${f#tests/check_}; echo "SUITE($${n%.c})"; done; } > $@.tmp && mv $@.tmp $@
+$(BUILD)/tests/int_suites.h: $(INT_TESTS) Makefile
+	@mkdir -p $(dir $@)
+	@{ for f in $(INT_TESTS); do n=$${f#tests/check_}; echo "SUITE($${n%.c})"; done; } > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/tests/check_public: tests/check_main.c $(PUB_TESTS) tests/testutil.h $(BUILD)/tests/pub_suites.h $(SO_DEV)
+	$(CC) $(TEST_CFLAGS) -DSUITES_H='"pub_suites.h"' tests/check_main.c $(PUB_TESTS) -o $@ \
+	  -L$(BUILD) -lalign -Wl,-rpath,'$$ORIGIN/..' $(CHECK_LIBS) -lm $(LDFLAGS)
+$(BUILD)/tests/check_internal: tests/check_main.c $(INT_TESTS) tests/testutil.h $(BUILD)/tests/int_suites.h $(ARCHIVE)
+	$(CC) $(TEST_CFLAGS) -DSUITES_H='"int_suites.h"' tests/check_main.c $(INT_TESTS) -o $@ \
+	  $(ARCHIVE) $(LIB_LIBS) $(CHECK_LIBS) -lm $(LDFLAGS)
+
+TEST_ENV = CK_DEFAULT_TIMEOUT=600 ALIGN_BUILD=$(CURDIR)/$(BUILD) LD_LIBRARY_PATH=$(CURDIR)/$(BUILD)
+check-c: lib $(BUILD)/tests/check_public $(BUILD)/tests/check_internal
+	$(TEST_ENV) $(BUILD)/tests/check_internal
+	$(TEST_ENV) $(BUILD)/tests/check_public
+
+# Shell-level tests: tests/sh/*.sh, each run with BUILD, CC, CXX in the environment.
+check-sh: lib examples
+	@set -e; for t in $(sort $(wildcard tests/sh/*.sh)); do \
+	  echo "== $$t"; $(TEST_ENV) BUILD=$(BUILD) CC="$(CC)" CXX="$(CXX)" SAN="$(SAN)" MAKE="$(MAKE)" bash $$t; done
+
+# Python binding tests (not under sanitizers: python itself is not instrumented).
+check-py: lib
+	@if [ -d bindings/python/tests ]; then \
+	  LIBALIGN_LIBRARY=$(CURDIR)/$(SO_NAME) PYTHONPATH=$(CURDIR)/bindings/python ALIGN_BUILD=$(CURDIR)/$(BUILD) CC="$(CC)" \
+	  /usr/bin/python3 -m unittest discover -s bindings/python/tests -t bindings/python -v; fi
+
+check: deps
+	$(MAKE) check-c check-sh check-py
+	@echo "libalign: all test suites passed"
+
+asan: deps
+	$(MAKE) BUILD=$(BUILD)-asan OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	  check-c check-sh
+	@echo "libalign: sanitizer run passed"
+
+# ---- ABI (STYLE.md B12) --------------------------------------------------------------
+abi-check: lib
+	bash tools/abi-check.sh $(SO_REAL)
+abi-baseline: lib
+	bash tools/abi-check.sh --update $(SO_REAL)
+
+# ---- dependencies -----------------------------------------------------------------------
+deps:
+	@bash tools/deps.sh
+deps-bench:
+	@bash tools/deps.sh --bench
+
+# ---- benchmarks and demo ---------------------------------------------------------------
+BENCH_SRCS := $(sort $(wildcard bench/*.c))
+BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
+$(BUILD)/bench/%: bench/%.c include/align.h $(ARCHIVE)
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_POSIX_C_SOURCE=200809L -O2 -g -fno-math-errno -Iinclude -Ilib $(WARN) $(BLAS_CFLAGS) $(CFLAGS) \
+	  $< -o $@ $(ARCHIVE) $(LIB_LIBS) $(LDFLAGS)
+bench: deps-bench lib $(BENCH_BINS)
+	BUILD=$(BUILD) BENCH_JSON=$${BENCH_JSON:-$(BUILD)/bench.jsonl} bash bench/run.sh
+
+demo: deps
+	$(MAKE) lib examples
+	BUILD=$(BUILD) bash examples/demo.sh
+
+# ---- install (PREFIX, DESTDIR, LIBDIR, INCLUDEDIR honoured) -----------------------------
+$(BUILD)/libalign.pc: pkgconfig/libalign.pc.in Makefile
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
+	    -e 's|@VERSION@|$(VERSION)|' -e 's|@BLAS_PC@|$(BLAS_PC)|' $< > $@
+
+install: lib examples $(BUILD)/libalign.pc
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(BINDIR)
+	install -m 644 include/align.h $(DESTDIR)$(INCLUDEDIR)/
+	install -m 755 $(SO_REAL) $(DESTDIR)$(LIBDIR)/
+	ln -sf libalign.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libalign.so.$(SOVERSION)
+	ln -sf libalign.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libalign.so
+	install -m 644 $(ARCHIVE) $(DESTDIR)$(LIBDIR)/
+	install -m 644 $(BUILD)/libalign.pc $(DESTDIR)$(PKGCONFIGDIR)/
+	@if [ -x $(BUILD)/bin/alignctl ]; then \
+	  $(CC) $(EX_CFLAGS) examples/alignctl.c -o $(BUILD)/alignctl.installed -L$(BUILD) -lalign -lm -Wl,-rpath,$(LIBDIR) $(LDFLAGS) && \
+	  install -m 755 $(BUILD)/alignctl.installed $(DESTDIR)$(BINDIR)/alignctl; fi
+
+uninstall:
+	rm -f $(DESTDIR)$(INCLUDEDIR)/align.h $(DESTDIR)$(LIBDIR)/libalign.so.$(VERSION) \
+	      $(DESTDIR)$(LIBDIR)/libalign.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libalign.so \
+	      $(DESTDIR)$(LIBDIR)/libalign.a $(DESTDIR)$(PKGCONFIGDIR)/libalign.pc $(DESTDIR)$(BINDIR)/alignctl
+
+clean:
+	rm -rf $(BUILD) $(BUILD)-asan
+
+help:
+	@echo "libalign $(VERSION) — targets:"
+	@echo "  all (default)  shared libalign.so.$(VERSION) (SONAME libalign.so.$(SOVERSION)), libalign.a, examples"
+	@echo "  check          install missing dependencies (make deps), run every test suite"
+	@echo "  asan           C and shell tests under -fsanitize=address,undefined in $(BUILD)-asan/"
+	@echo "  abi-check      compare exports and ABI with abi/ (self-test included); abi-baseline rewrites it"
+	@echo "  demo           train a small model end to end and show samples"
+	@echo "  bench          benchmarks against PyTorch (BENCH_JSON=file for JSON lines)"
+	@echo "  examples       example programs and alignctl in $(BUILD)/bin"
+	@echo "  deps           check/install build and test dependencies (apt-get on Debian as root)"
+	@echo "  install        PREFIX=$(PREFIX) DESTDIR= LIBDIR= INCLUDEDIR= ; uninstall"
+	@echo "  clean"
+	@echo "Variables: BLAS_PC=openblas|blas  BLAS_CFLAGS=  BLAS_LIBS=  CC=  OPT=  CI=1 (warnings are errors)"

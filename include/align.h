@@ -1,0 +1,464 @@
+/*
+ * align.h — libalign, alignment training of language models in C.
+ *
+ * This header is the contract: what is not declared here is not API.
+ * Conventions (docs/conventions.md):
+ *   - every fallible call returns int: 0 (ALIGN_OK), a documented positive
+ *     status (ALIGN_DONE), or a negative error code (ALIGN_E*);
+ *   - constructors take the out-parameter first and set *out = NULL on error;
+ *   - destructors return void and accept NULL;
+ *   - params structs start with uint32_t struct_size and are filled by
+ *     align_<x>_default_params(&p, sizeof p) (or ALIGN_<X>_DEFAULT_PARAMS(&p));
+ *   - handles passed to another object are borrowed (they must outlive it);
+ *     strings and arrays passed in are copied before the call returns;
+ *   - one thread at a time per handle, except where a comment says otherwise.
+ */
+#ifndef ALIGN_H
+#define ALIGN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- version (the Makefile reads these three lines) -------------------- */
+#define ALIGN_VERSION_MAJOR 0
+#define ALIGN_VERSION_MINOR 1
+#define ALIGN_VERSION_PATCH 0
+#define ALIGN_VERSION_HEX \
+    ((ALIGN_VERSION_MAJOR << 16) | (ALIGN_VERSION_MINOR << 8) | ALIGN_VERSION_PATCH)
+#define ALIGN_VERSION_AT_LEAST(x, y, z) \
+    (ALIGN_VERSION_HEX >= (((x) << 16) | ((y) << 8) | (z)))
+
+/* ---- visibility ---------------------------------------------------------- */
+#if defined(ALIGN_STATIC)
+#  define ALIGN_API
+#elif defined(_WIN32)
+#  if defined(ALIGN_BUILDING)
+#    define ALIGN_API __declspec(dllexport)
+#  else
+#    define ALIGN_API __declspec(dllimport)
+#  endif
+#elif defined(__GNUC__) || defined(__clang__)
+#  define ALIGN_API __attribute__((visibility("default")))
+#else
+#  define ALIGN_API
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#  define ALIGN_DEPRECATED(msg) __attribute__((deprecated(msg)))
+#else
+#  define ALIGN_DEPRECATED(msg)
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Hex version of the loaded library, (major << 16) | (minor << 8) | patch. */
+ALIGN_API unsigned align_version(void);
+/* "0.1.0"; static storage, never NULL. */
+ALIGN_API const char *align_version_string(void);
+
+/* ---- status and error codes ---------------------------------------------
+ * Codes are ABI: never renumbered, never reused. New codes are appended. */
+enum {
+    ALIGN_OK = 0,
+    ALIGN_DONE = 1,           /* not an error: no more work (end of data) */
+    ALIGN_EINVAL = -1,        /* invalid argument (NULL, out of range) */
+    ALIGN_ENOMEM = -2,        /* out of memory */
+    ALIGN_EIO = -3,           /* read or write failed */
+    ALIGN_EFORMAT = -4,       /* malformed input file or record */
+    ALIGN_EVERSION = -5,      /* unknown struct layout or file version */
+    ALIGN_EBUSY = -6,         /* handle busy (an async step in flight) */
+    ALIGN_ECANCELED = -7,     /* stopped by request */
+    ALIGN_ECALLBACK = -8,     /* a host callback returned an error */
+    ALIGN_EMISUSE = -9,       /* call not valid in this state */
+    ALIGN_EINTERNAL = -10,    /* internal error (a bug: please report) */
+    ALIGN_ERANGE = -11,       /* output buffer too small; size reported */
+    ALIGN_ENOENT = -12,       /* no such file */
+    ALIGN_ENONFINITE = -13    /* NaN or infinity in a loss or gradient */
+};
+
+/* Short description of a code; static storage, never NULL. Thread-safe. */
+ALIGN_API const char *align_strerror(int code);
+/* The code's name, "ALIGN_EINVAL"; "ALIGN_UNKNOWN" for unknown codes. */
+ALIGN_API const char *align_err_name(int code);
+/* Detail of the last failure on the calling thread (constructors, calls on
+ * const handles). Valid until the thread's next failing call. Never NULL. */
+ALIGN_API const char *align_last_errmsg(void);
+
+/* Frees memory the library handed out (documented per function). NULL ok. */
+ALIGN_API void align_free(void *ptr);
+
+/* ---- logging -------------------------------------------------------------
+ * Global; set before creating handles. The default sink writes WARN and
+ * ERROR lines to stderr prefixed "libalign: ". fn == NULL restores it. */
+enum { ALIGN_LOG_ERROR = 0, ALIGN_LOG_WARN = 1, ALIGN_LOG_INFO = 2, ALIGN_LOG_DEBUG = 3 };
+typedef void (*align_log_fn)(int level, const char *message, void *user_data);
+ALIGN_API void align_log_set(align_log_fn fn, void *user_data);
+/* Messages above max_level are dropped (default ALIGN_LOG_WARN). */
+ALIGN_API void align_log_set_level(int max_level);
+
+/* ---- threads and BLAS ----------------------------------------------------
+ * One setting governs the BLAS and the library's own loops. n <= 0 selects
+ * the number of online CPUs. Results are bitwise reproducible for a given
+ * thread count. Safe from any thread, but takes effect between steps. */
+ALIGN_API int align_threads_set(int n_threads);
+ALIGN_API int align_threads_get(void);
+/* Which BLAS and kernel are in use, e.g. "OpenBLAS 0.3.21 (SkylakeX kernels)".
+ * Static storage. Logs a warning once if a slow fallback kernel is detected. */
+ALIGN_API const char *align_blas_info(void);
+
+/* ---- opaque handles ------------------------------------------------------ */
+typedef struct align_model align_model;
+typedef struct align_tokenizer align_tokenizer;
+typedef struct align_dataset align_dataset;
+typedef struct align_optimizer align_optimizer;
+typedef struct align_trainer align_trainer;
+typedef struct align_generation align_generation;
+
+/* ---- callbacks (user_data last; 0 = continue, ALIGN_DONE = no more,
+ *      < 0 = abort: the call fails with ALIGN_ECALLBACK) -------------------- */
+
+/* Step and progress events; s is valid only during the call. */
+typedef struct align_step_stats align_step_stats;
+typedef int (*align_step_fn)(const align_step_stats *s, void *user_data);
+
+/* ======================================================================== */
+/* model                                                                    */
+/* ======================================================================== */
+
+enum { ALIGN_ARCH_GPT2 = 0 };
+
+/* align_model_params.flags */
+#define ALIGN_MODEL_SCALAR_HEAD 0x1u  /* add a scalar head (reward / value) */
+
+typedef struct align_model_params {
+    uint32_t struct_size;   /* set by align_model_default_params(); do not touch */
+    uint32_t flags;         /* ALIGN_MODEL_* bits */
+    int32_t  arch;          /* ALIGN_ARCH_GPT2 */
+    int32_t  n_layer;       /* transformer blocks (default 4) */
+    int32_t  n_head;        /* attention heads (default 4) */
+    int32_t  n_embd;        /* width, divisible by n_head (default 128) */
+    int32_t  vocab_size;    /* default 50257 */
+    int32_t  max_seq_len;   /* position table size (default 1024) */
+    uint64_t seed;          /* initialisation seed (default 1234) */
+    int32_t  n_threads;     /* > 0: calls align_threads_set(); 0: leave as is */
+    /* append new members here; never reorder, resize or remove */
+} align_model_params;
+
+ALIGN_API int align_model_default_params(align_model_params *out, size_t struct_size);
+#define ALIGN_MODEL_DEFAULT_PARAMS(p) align_model_default_params((p), sizeof *(p))
+
+/* A randomly initialised model (GPT-2 initialisation). p is copied. */
+ALIGN_API int align_model_create(align_model **out, const align_model_params *p);
+/* Loads safetensors weights with Hugging Face GPT-2 names. The configuration
+ * comes from the file (metadata, else tensor shapes); p may be NULL or give
+ * flags (ALIGN_MODEL_SCALAR_HEAD adds a fresh head if the file has none),
+ * seed and n_threads. */
+ALIGN_API int align_model_load(align_model **out, const char *path, const align_model_params *p);
+/* Writes safetensors atomically (temporary file, fsync, rename). */
+ALIGN_API int align_model_save(const align_model *m, const char *path);
+/* align_model_clone flags */
+#define ALIGN_FROZEN 0x1u   /* forward only: no gradient or optimizer memory */
+ALIGN_API int align_model_clone(align_model **out, const align_model *m, uint32_t flags);
+ALIGN_API void align_model_free(align_model *m);
+/* Message of the last failed call on m; never NULL. */
+ALIGN_API const char *align_model_errmsg(const align_model *m);
+/* Fills *out (struct_size set by the caller) with the configuration. */
+ALIGN_API int align_model_config(const align_model *m, align_model_params *out);
+/* Parameters, counting the tied LM head once. */
+ALIGN_API int64_t align_model_num_params(const align_model *m);
+
+/* Forward over n_seq sequences of tokens [n_seq][max_len], each with its
+ * own length (1..max_len); positions past a length are ignored, attended
+ * by nothing and given 0 outputs. Outputs (each may be NULL):
+ *   token_logprobs [n_seq][max_len-1]: log p(tokens[t+1] | tokens[..t]);
+ *   scalar         [n_seq][max_len]:   scalar head at each position;
+ *   logits         [n_seq][max_len][vocab_size].
+ * On a trainable model the activations are kept for align_model_backward. */
+ALIGN_API int align_model_forward(align_model *m, const int32_t *tokens,
+                                  const int32_t *lengths, int32_t n_seq, int32_t max_len,
+                                  float *token_logprobs, float *scalar, float *logits);
+/* Backward from the last forward: d_token_logprobs [n_seq][max_len-1] and
+ * d_scalar [n_seq][max_len] (either may be NULL = zero). Gradients are
+ * added to the model's gradient buffers (they accumulate until
+ * align_optimizer_step or align_model_zero_grad). */
+ALIGN_API int align_model_backward(align_model *m, const float *d_token_logprobs,
+                                   const float *d_scalar);
+ALIGN_API int align_model_zero_grad(align_model *m);
+
+/* ======================================================================== */
+/* optimizer: AdamW, schedule, clipping                                     */
+/* ======================================================================== */
+
+enum { ALIGN_SCHEDULE_CONSTANT = 0, ALIGN_SCHEDULE_LINEAR = 1, ALIGN_SCHEDULE_COSINE = 2 };
+
+typedef struct align_optimizer_params {
+    uint32_t struct_size;
+    uint32_t flags;
+    float    learning_rate;  /* peak (default 1e-4) */
+    float    beta1, beta2;   /* 0.9, 0.999 */
+    float    eps;            /* 1e-8 */
+    float    weight_decay;   /* 0.0; applied to matrices only */
+    float    max_grad_norm;  /* global-norm clip; <= 0 disables (default 1.0) */
+    int32_t  schedule;       /* ALIGN_SCHEDULE_* (default constant) */
+    int32_t  warmup_steps;   /* linear warmup from 0 (default 0) */
+    int32_t  total_steps;    /* for linear/cosine decay (default 1000) */
+    float    min_lr_ratio;   /* decay floor as a fraction of peak (default 0.0) */
+} align_optimizer_params;
+
+ALIGN_API int align_optimizer_default_params(align_optimizer_params *out, size_t struct_size);
+#define ALIGN_OPTIMIZER_DEFAULT_PARAMS(p) align_optimizer_default_params((p), sizeof *(p))
+
+/* m is borrowed and must be trainable (not ALIGN_FROZEN). */
+ALIGN_API int align_optimizer_create(align_optimizer **out, align_model *m,
+                                     const align_optimizer_params *p);
+ALIGN_API void align_optimizer_free(align_optimizer *o);
+ALIGN_API const char *align_optimizer_errmsg(const align_optimizer *o);
+/* Clips, applies one AdamW update and zeroes the gradients. If a gradient is
+ * not finite the update is skipped, gradients are zeroed, and
+ * ALIGN_ENONFINITE is returned (weights unchanged). grad_norm_out may be NULL. */
+ALIGN_API int align_optimizer_step(align_optimizer *o, float *grad_norm_out);
+/* Learning rate the next step will use. */
+ALIGN_API float align_optimizer_lr(const align_optimizer *o);
+/* Updates applied so far. */
+ALIGN_API int64_t align_optimizer_steps_done(const align_optimizer *o);
+/* Moments and step counter, as safetensors (atomic write). */
+ALIGN_API int align_optimizer_save(const align_optimizer *o, const char *path);
+ALIGN_API int align_optimizer_load(align_optimizer *o, const char *path);
+
+/* ======================================================================== */
+/* tokenizer                                                                */
+/* ======================================================================== */
+
+/* path: a Hugging Face tokenizer.json (byte-level BPE), or a folder holding
+ * GPT-2's encoder.json and vocab.bpe. */
+ALIGN_API int align_tokenizer_load(align_tokenizer **out, const char *path);
+ALIGN_API int align_tokenizer_load_gpt2(align_tokenizer **out, const char *encoder_json,
+                                        const char *vocab_bpe);
+/* 256 byte symbols plus end-of-text (id 256): vocabulary 257. */
+ALIGN_API int align_tokenizer_bytes(align_tokenizer **out);
+ALIGN_API void align_tokenizer_free(align_tokenizer *t);
+ALIGN_API int32_t align_tokenizer_vocab_size(const align_tokenizer *t);
+/* End-of-text id (GPT-2's <|endoftext|>, 50256), also the end-of-turn token. */
+ALIGN_API int32_t align_tokenizer_eot(const align_tokenizer *t);
+
+/* align_tokenize flags */
+#define ALIGN_TOKENIZE_SPECIAL 0x1u   /* recognise special tokens in text */
+
+/* Encodes text[0..len). Writes at most cap ids; *n_out receives the number
+ * of ids the full encoding has. If that exceeds cap, returns ALIGN_ERANGE
+ * (ids holds the first cap). ids may be NULL when cap == 0. Thread-safe on
+ * a shared tokenizer; details of failures via align_last_errmsg(). */
+ALIGN_API int align_tokenize(const align_tokenizer *t, const char *text, size_t len,
+                             uint32_t flags, int32_t *ids, size_t cap, size_t *n_out);
+/* Decodes ids into buf (cap bytes, NUL-terminated when it fits). *len_out
+ * receives the byte length without NUL; ALIGN_ERANGE if cap <= that. */
+ALIGN_API int align_detokenize(const align_tokenizer *t, const int32_t *ids, size_t n,
+                               char *buf, size_t cap, size_t *len_out);
+
+/* ======================================================================== */
+/* dataset: one record type per kind of feedback                            */
+/* ======================================================================== */
+
+enum {
+    ALIGN_RECORD_DEMO = 0,      /* prompt, completion */
+    ALIGN_RECORD_CHAT = 1,      /* messages with roles */
+    ALIGN_RECORD_RANKING = 2,   /* prompt, K responses, rank (pairs are K = 2) */
+    ALIGN_RECORD_LABEL = 3,     /* prompt, response, good/bad */
+    ALIGN_RECORD_SCORE = 4,     /* prompt, response, scalar */
+    ALIGN_RECORD_PROMPT = 5     /* bare prompt */
+};
+
+enum { ALIGN_SOURCE_UNKNOWN = 0, ALIGN_SOURCE_HUMAN = 1, ALIGN_SOURCE_AI = 2,
+       ALIGN_SOURCE_PROGRAM = 3 };
+
+typedef struct align_provenance {
+    uint32_t    struct_size;
+    int32_t     source;      /* ALIGN_SOURCE_* */
+    const char *annotator;   /* copied; may be NULL */
+    int64_t     timestamp;   /* seconds since the epoch; 0 = unknown */
+} align_provenance;
+
+ALIGN_API int align_provenance_default(align_provenance *out, size_t struct_size);
+
+ALIGN_API int align_dataset_create(align_dataset **out);
+ALIGN_API void align_dataset_free(align_dataset *d);
+ALIGN_API const char *align_dataset_errmsg(const align_dataset *d);
+ALIGN_API int64_t align_dataset_size(const align_dataset *d);
+
+/* align_dataset_load_jsonl flags */
+#define ALIGN_LENIENT 0x1u   /* skip bad lines (counted), instead of stopping */
+
+/* Appends the records of a JSONL file. On a bad line returns ALIGN_EFORMAT
+ * with "path:line: what is wrong"; records before it stay loaded. With
+ * ALIGN_LENIENT bad lines are skipped and counted (align_dataset_skipped). */
+ALIGN_API int align_dataset_load_jsonl(align_dataset *d, const char *path, uint32_t flags);
+ALIGN_API int64_t align_dataset_skipped(const align_dataset *d);
+/* Writes every record (with provenance) as JSONL, atomically. */
+ALIGN_API int align_dataset_save_jsonl(const align_dataset *d, const char *path);
+
+/* All strings are copied; pv may be NULL (unknown provenance). */
+ALIGN_API int align_dataset_add_demo(align_dataset *d, const char *prompt,
+                                     const char *completion, const align_provenance *pv);
+ALIGN_API int align_dataset_add_chat(align_dataset *d, const char *const *roles,
+                                     const char *const *contents, int32_t n_messages,
+                                     const align_provenance *pv);
+/* rank[i] is the place of responses[i]: 0 = best; equal values are ties. */
+ALIGN_API int align_dataset_add_ranking(align_dataset *d, const char *prompt,
+                                        const char *const *responses, const int32_t *rank,
+                                        int32_t k, const align_provenance *pv);
+ALIGN_API int align_dataset_add_preference(align_dataset *d, const char *prompt,
+                                           const char *chosen, const char *rejected,
+                                           const align_provenance *pv);
+ALIGN_API int align_dataset_add_label(align_dataset *d, const char *prompt,
+                                      const char *response, int32_t good,
+                                      const align_provenance *pv);
+ALIGN_API int align_dataset_add_score(align_dataset *d, const char *prompt,
+                                      const char *response, float score,
+                                      const align_provenance *pv);
+ALIGN_API int align_dataset_add_prompt(align_dataset *d, const char *prompt,
+                                       const align_provenance *pv);
+
+/* Kind of record i (ALIGN_RECORD_*), or ALIGN_EINVAL if out of range. */
+ALIGN_API int align_dataset_record_kind(const align_dataset *d, int64_t i);
+/* Record i as one JSON object (the JSONL form); *json_out is freed with
+ * align_free(). */
+ALIGN_API int align_dataset_record_json(const align_dataset *d, int64_t i, char **json_out);
+
+/* A pull source of prompts: the callback adds records with the sink. */
+typedef struct align_text_sink align_text_sink;
+ALIGN_API int align_text_sink_add(align_text_sink *sink, const char *text, size_t len);
+/* Called when the dataset runs out of prompts; return 0 after adding some,
+ * ALIGN_DONE when there are no more, < 0 on error. */
+typedef int (*align_prompt_fn)(align_text_sink *sink, void *user_data);
+ALIGN_API int align_dataset_set_source(align_dataset *d, align_prompt_fn fn, void *user_data);
+
+/* ======================================================================== */
+/* generation                                                               */
+/* ======================================================================== */
+
+enum { ALIGN_FINISH_LENGTH = 0, ALIGN_FINISH_EOT = 1, ALIGN_FINISH_STOP = 2 };
+
+typedef struct align_generate_params {
+    uint32_t struct_size;
+    uint32_t flags;
+    int32_t  max_new_tokens;   /* default 64 */
+    float    temperature;      /* 0 = greedy (default 1.0) */
+    int32_t  top_k;            /* 0 = off */
+    float    top_p;            /* 1.0 = off */
+    uint64_t seed;             /* default 1234 */
+    const char *const *stop;   /* stop strings (copied); may be NULL */
+    int32_t  n_stop;
+} align_generate_params;
+
+ALIGN_API int align_generate_default_params(align_generate_params *out, size_t struct_size);
+#define ALIGN_GENERATE_DEFAULT_PARAMS(p) align_generate_default_params((p), sizeof *(p))
+
+/* Samples continuations of n prompts in one batch with a KV cache. m and t
+ * are borrowed; the result is owned by the caller (align_generation_free). */
+ALIGN_API int align_generate(align_model *m, const align_tokenizer *t,
+                             const char *const *prompts, int32_t n,
+                             const align_generate_params *p, align_generation **out);
+ALIGN_API void align_generation_free(align_generation *g);
+ALIGN_API int32_t align_generation_count(const align_generation *g);
+/* Generated text of i (without the prompt); NUL-terminated, borrowed. */
+ALIGN_API const char *align_generation_text(const align_generation *g, int32_t i, size_t *len_out);
+/* Generated token ids of i and their log-probabilities under the sampling
+ * distribution's model (temperature 1, before top-k/top-p); borrowed. */
+ALIGN_API const int32_t *align_generation_tokens(const align_generation *g, int32_t i,
+                                                 int32_t *n_out);
+ALIGN_API const float *align_generation_logprobs(const align_generation *g, int32_t i,
+                                                 int32_t *n_out);
+ALIGN_API int align_generation_finish_reason(const align_generation *g, int32_t i);
+
+/* ======================================================================== */
+/* trainers                                                                 */
+/* ======================================================================== */
+
+enum { ALIGN_ALGO_SFT = 0 };
+
+/* One optimiser step's statistics. The library fills the prefix the caller
+ * declares in struct_size. Fields an algorithm does not use are 0. */
+struct align_step_stats {
+    uint32_t struct_size;
+    int32_t  algorithm;        /* ALIGN_ALGO_* */
+    int64_t  step;             /* optimiser steps done, after this one */
+    int64_t  epoch;            /* passes over the data started */
+    int64_t  tokens;           /* tokens in the loss this step */
+    int64_t  sequences;        /* sequences processed this step */
+    float    loss;             /* mean loss over loss tokens */
+    float    accuracy;         /* next-token accuracy on loss tokens */
+    float    learning_rate;    /* rate used for this step */
+    float    grad_norm;        /* before clipping */
+    float    tokens_per_sec;   /* all tokens processed / wall time */
+    float    time_forward_ms;
+    float    time_backward_ms;
+    float    time_optimizer_ms;
+    uint32_t skipped;          /* 1 if the update was skipped (non-finite) */
+    float    progress;         /* fraction of the planned steps, 0..1 */
+    /* append new members here */
+};
+
+ALIGN_API int align_step_stats_init(align_step_stats *out, size_t struct_size);
+
+/* align_sft_params.flags */
+#define ALIGN_SFT_FULL_SEQUENCE_LOSS 0x1u  /* loss on prompt tokens too */
+#define ALIGN_SFT_PACK               0x2u  /* pack several examples per row */
+
+enum { ALIGN_TRUNCATE_RIGHT = 0, ALIGN_TRUNCATE_LEFT = 1, ALIGN_TRUNCATE_DROP = 2 };
+
+typedef struct align_sft_params {
+    uint32_t struct_size;
+    uint32_t flags;           /* ALIGN_SFT_* */
+    int32_t  micro_batch;     /* sequences per forward/backward (default 8) */
+    int32_t  grad_accum;      /* micro-batches per optimiser step (default 1) */
+    int32_t  max_seq_len;     /* tokens per row (default: model's max) */
+    int32_t  truncation;      /* ALIGN_TRUNCATE_* for too long examples */
+    int32_t  max_steps;       /* ALIGN_DONE after this many steps; 0 = by epochs */
+    int32_t  epochs;          /* passes over the data when max_steps == 0 (default 1) */
+    uint64_t seed;            /* shuffling seed (default 1234) */
+    /* Chat template pieces (copied; NULL = default, docs/datasets.md):
+     * "<|system|>\n", "<|user|>\n", "<|assistant|>\n"; each turn ends with
+     * the end-of-turn token. Demos are prompt + completion + end-of-turn. */
+    const char *system_prefix;
+    const char *user_prefix;
+    const char *assistant_prefix;
+    /* Called once per step when its gradients are ready, before the update
+     * is applied (stats: loss, accuracy, grad_norm, learning_rate, ...).
+     * Returning < 0 discards this step's update: the step fails with
+     * ALIGN_ECALLBACK and the model and optimizer stay as they were. May be NULL. */
+    align_step_fn on_step;
+    void    *on_step_user_data;
+} align_sft_params;
+
+ALIGN_API int align_sft_default_params(align_sft_params *out, size_t struct_size);
+#define ALIGN_SFT_DEFAULT_PARAMS(p) align_sft_default_params((p), sizeof *(p))
+
+/* policy, t, data and opt are borrowed and must outlive the trainer. */
+ALIGN_API int align_trainer_create_sft(align_trainer **out, align_model *policy,
+                                       const align_tokenizer *t, align_dataset *data,
+                                       align_optimizer *opt, const align_sft_params *p);
+/* Runs one optimiser step. ALIGN_OK, or ALIGN_DONE when the planned steps or
+ * epochs are over (no update made). On error the model and optimizer are as
+ * before the step. stats may be NULL. */
+ALIGN_API int align_trainer_step(align_trainer *tr, align_step_stats *stats);
+/* Loss and accuracy over all of eval (no update). */
+ALIGN_API int align_trainer_evaluate(align_trainer *tr, align_dataset *eval,
+                                     align_step_stats *stats);
+/* The whole state (model, optimizer, data position, RNG, counters) into the
+ * folder dir (created if missing), atomically per file. */
+ALIGN_API int align_trainer_save(const align_trainer *tr, const char *dir);
+/* Restores what align_trainer_save wrote, for a trainer built the same way. */
+ALIGN_API int align_trainer_resume(align_trainer *tr, const char *dir);
+/* Asks the current or next step to stop between micro-batches
+ * (ALIGN_ECANCELED, nothing applied). Safe from any thread and from signal
+ * handlers. */
+ALIGN_API int align_trainer_request_stop(align_trainer *tr);
+ALIGN_API void align_trainer_free(align_trainer *tr);
+ALIGN_API const char *align_trainer_errmsg(const align_trainer *tr);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ALIGN_H */
