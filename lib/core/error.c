@@ -53,9 +53,10 @@ ALIGN_API const char *align_last_errmsg(void)
 int align__verror(align__errbuf *eb, int code, const char *fmt, va_list ap)
 {
     char tmp[ALIGN__ERRMSG_CAP];
+    tmp[0] = '\0';
     if (fmt && *fmt)
         vsnprintf(tmp, sizeof tmp, fmt, ap);
-    else
+    if (!tmp[0]) /* no detail: the code's own description */
         snprintf(tmp, sizeof tmp, "%s", align_strerror(code));
     memcpy(tls_last, tmp, sizeof tmp);
     if (eb)
