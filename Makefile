@@ -59,7 +59,7 @@ SO_NAME := $(BUILD)/libalign.so.$(SOVERSION)
 SO_DEV  := $(BUILD)/libalign.so
 ARCHIVE := $(BUILD)/libalign.a
 
-.PHONY: all lib check check-c check-sh check-py asan abi-check abi-baseline examples \
+.PHONY: gpt2-vocab all lib check check-c check-sh check-py asan abi-check abi-baseline examples \
         bench demo deps deps-bench install uninstall clean help
 all: lib examples
 
@@ -112,7 +112,9 @@ $(BUILD)/tests/check_internal: tests/check_main.c $(INT_TESTS) tests/testutil.h 
 	  $(ARCHIVE) $(LIB_LIBS) $(CHECK_LIBS) -lm $(LDFLAGS)
 
 TEST_ENV = CK_DEFAULT_TIMEOUT=600 ALIGN_BUILD=$(CURDIR)/$(BUILD) LD_LIBRARY_PATH=$(CURDIR)/$(BUILD)
-check-c: lib $(BUILD)/tests/check_public $(BUILD)/tests/check_internal
+gpt2-vocab:
+	@bash tools/fetch-gpt2.sh $(BUILD)
+check-c: lib gpt2-vocab $(BUILD)/tests/check_public $(BUILD)/tests/check_internal
 	$(TEST_ENV) $(BUILD)/tests/check_internal
 	$(TEST_ENV) $(BUILD)/tests/check_public
 

@@ -340,6 +340,10 @@ ALIGN_API int align_dataset_set_source(align_dataset *d, align_prompt_fn fn, voi
 
 enum { ALIGN_FINISH_LENGTH = 0, ALIGN_FINISH_EOT = 1, ALIGN_FINISH_STOP = 2 };
 
+/* align_generate_params.flags */
+#define ALIGN_GENERATE_IGNORE_EOT 0x1u  /* end-of-text does not end a sequence
+                                           (fixed-length rollouts, benchmarks) */
+
 typedef struct align_generate_params {
     uint32_t struct_size;
     uint32_t flags;

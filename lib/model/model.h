@@ -1,6 +1,6 @@
 /*
  * model.h — private model interface used by trainers and generation
- * (lib/model/*.c implements it, together with align.h's align_model_*).
+ * (the lib/model sources implements it, together with align.h's align_model_*).
  * The model layer owns this file; it may add to it.
  */
 #ifndef ALIGN_MODEL_MODEL_H

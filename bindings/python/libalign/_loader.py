@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import os
-from typing import List, Optional
+from typing import List, MutableMapping, Optional
 
 __all__ = ["BINDING_MAJOR", "SONAME", "LibraryNotFound", "LibraryVersionMismatch",
            "apply_blas_remedy", "blas_remedy_state", "candidates", "load"]
@@ -68,7 +68,7 @@ def _blas_already_loaded(maps: str = "/proc/self/maps") -> bool:
     return any(marker in text for marker in _BLAS_LIB_MARKERS)
 
 
-def apply_blas_remedy(environ: Optional["os._Environ[str]"] = None,
+def apply_blas_remedy(environ: Optional[MutableMapping[str, str]] = None,
                       cpuinfo: str = "/proc/cpuinfo",
                       maps: str = "/proc/self/maps") -> str:
     """Select OpenBLAS's SkylakeX kernels where Debian's OpenBLAS would not.

@@ -1,0 +1,1 @@
+"""unittest suite of the libalign Python binding (make check-py)."""

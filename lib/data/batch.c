@@ -1,0 +1,412 @@
+/*
+ * batch.c — dataset records -> training rows (see batch.h, docs/datasets.md).
+ *
+ * Every usable record is tokenized once, at creation, into one flat token
+ * array with a parallel "is a loss target" flag per token; a row is then a
+ * copy. Record text is tokenized without ALIGN_TOKENIZE_SPECIAL, so a
+ * "<|endoftext|>" written inside a prompt stays text and cannot end a turn.
+ */
+#include "data/batch.h"
+#include "data/dataset.h"
+
+#include <string.h>
+
+struct align__batcher {
+    uint32_t flags;
+    int32_t max_len, truncation;
+    uint64_t seed;
+    int32_t eot;
+    /* examples, concatenated */
+    int32_t *tok;
+    uint8_t *loss;      /* loss[i]: token i is a target in the loss */
+    int64_t n_tok, cap_tok;
+    int64_t *ex_off;
+    int32_t *ex_len;
+    int64_t n_ex, cap_ex;
+    int64_t skipped;
+    int64_t *order;     /* this epoch's example order */
+    /* iteration state */
+    int64_t epoch, position, carry;
+    align__rng epoch_rng;   /* before this epoch's shuffle (what the state saves) */
+    align__rng next_rng;    /* after it: the next epoch shuffles from here */
+    /* role prefixes, tokenized once */
+    int32_t *prefix_tok[3];
+    size_t prefix_len[3];
+    /* scratch for one tokenize call */
+    int32_t *ids;
+    size_t ids_cap;
+    const align_tokenizer *t;
+    align__errbuf *eb;
+};
+
+static const char *const default_prefix[3] = { "<|system|>\n", "<|user|>\n", "<|assistant|>\n" };
+
+static int reserve_tok(align__batcher *b, int64_t extra)
+{
+    if (b->n_tok + extra <= b->cap_tok)
+        return 0;
+    int64_t c = ALIGN__MAX(b->cap_tok * 2, b->n_tok + extra + 4096);
+    int32_t *t = align__realloc(b->tok, (size_t)c * sizeof *t);
+    if (t)
+        b->tok = t;
+    uint8_t *l = align__realloc(b->loss, (size_t)c);
+    if (l)
+        b->loss = l;
+    if (!t || !l)
+        return -1;
+    b->cap_tok = c;
+    return 0;
+}
+
+/* Tokenizes text into b->ids (grown as needed); *n receives the count. */
+static int tokenize(align__batcher *b, const char *text, size_t len, size_t *n)
+{
+    for (;;) {
+        int rc = align_tokenize(b->t, text, len, 0, b->ids, b->ids_cap, n);
+        if (rc == ALIGN_OK)
+            return ALIGN_OK;
+        if (rc != ALIGN_ERANGE)
+            return align__error(b->eb, rc, "batcher: cannot tokenize a record: %s", align_last_errmsg());
+        int32_t *p = align__realloc(b->ids, (*n + 64) * sizeof *p);
+        if (!p)
+            return align__error(b->eb, ALIGN_ENOMEM, "out of memory");
+        b->ids = p;
+        b->ids_cap = *n + 64;
+    }
+}
+
+static int append_ids(align__batcher *b, const int32_t *ids, size_t n, int loss)
+{
+    if (reserve_tok(b, (int64_t)n))
+        return align__error(b->eb, ALIGN_ENOMEM, "out of memory");
+    memcpy(b->tok + b->n_tok, ids, n * sizeof *ids);
+    memset(b->loss + b->n_tok, loss ? 1 : 0, n);
+    b->n_tok += (int64_t)n;
+    return ALIGN_OK;
+}
+
+static int append_text(align__batcher *b, const char *text, size_t len, int loss)
+{
+    size_t n = 0;
+    int rc = tokenize(b, text, len, &n);
+    return rc ? rc : append_ids(b, b->ids, n, loss);
+}
+
+static int role_index(const char *role)
+{
+    for (int i = 0; i < 3; i++) {
+        static const char *const names[3] = { "system", "user", "assistant" };
+        if (strcmp(role, names[i]) == 0)
+            return i;
+    }
+    return -1;
+}
+
+/* Appends record i's example; *usable = 0 for kinds the SFT rows ignore. */
+static int build_example(align__batcher *b, const align_dataset *d, int64_t i, int *usable)
+{
+    align__record_view v;
+    int rc = align__dataset_get(d, i, &v);
+    if (rc)
+        return align__error(b->eb, rc, "batcher: %s", align_last_errmsg());
+    int full = (b->flags & ALIGN__BATCH_FULL_LOSS) != 0;
+    *usable = 1;
+    if (v.kind == ALIGN_RECORD_DEMO) {
+        if ((rc = append_text(b, v.prompt, v.prompt_len, full)) ||
+            (rc = append_text(b, v.response, v.response_len, 1)))
+            return rc;
+        return append_ids(b, &b->eot, 1, 1);
+    }
+    if (v.kind == ALIGN_RECORD_CHAT) {
+        for (int32_t j = 0; j < v.n_items; j++) {
+            const char *role, *content;
+            size_t role_len, content_len;
+            align__dataset_item(d, i, j, &role, &role_len, &content, &content_len, NULL);
+            int r = role_index(role);
+            int loss = full || r == 2;
+            if (r >= 0) {
+                rc = append_ids(b, b->prefix_tok[r], b->prefix_len[r], full);
+            } else {
+                /* another role ("tool", ...): "<|role|>\n", never in the loss */
+                size_t l = role_len + 6;
+                char *pre = align__malloc(l);
+                if (!pre)
+                    return align__error(b->eb, ALIGN_ENOMEM, "out of memory");
+                memcpy(pre, "<|", 2);
+                memcpy(pre + 2, role, role_len);
+                memcpy(pre + 2 + role_len, "|>\n", 3);
+                rc = append_text(b, pre, role_len + 5, full);
+                align__free(pre);
+            }
+            if (rc || (rc = append_text(b, content, content_len, loss)) || (rc = append_ids(b, &b->eot, 1, loss)))
+                return rc;
+        }
+        return ALIGN_OK;
+    }
+    *usable = 0;
+    return ALIGN_OK;
+}
+
+/* Applies the truncation policy to the example just appended at off. */
+static void finish_example(align__batcher *b, int64_t off)
+{
+    int64_t len = b->n_tok - off;
+    int pack = (b->flags & ALIGN__BATCH_PACK) != 0;
+    if (len > b->max_len) {
+        if (b->truncation == ALIGN_TRUNCATE_DROP) {
+            b->n_tok = off;
+            b->skipped++;
+            return;
+        }
+        if (!pack) {
+            if (b->truncation == ALIGN_TRUNCATE_LEFT) {
+                memmove(b->tok + off, b->tok + b->n_tok - b->max_len, (size_t)b->max_len * sizeof *b->tok);
+                memmove(b->loss + off, b->loss + b->n_tok - b->max_len, (size_t)b->max_len);
+            }
+            b->n_tok = off + b->max_len;
+            len = b->max_len;
+        }
+    }
+    /* an example whose first token is its only target (or has none) trains
+     * nothing: the first token of a row is never predicted */
+    int any = 0;
+    for (int64_t k = off + 1; k < b->n_tok && !any; k++)
+        any = b->loss[k];
+    if (!any) {
+        b->n_tok = off;
+        b->skipped++;
+        return;
+    }
+    b->ex_off[b->n_ex] = off;
+    b->ex_len[b->n_ex] = (int32_t)len;
+    b->n_ex++;
+}
+
+int align__batcher_create(align__batcher **out, align_dataset *d, const align_tokenizer *t,
+                          const align__batch_params *p, align__errbuf *eb)
+{
+    if (!out)
+        return align__error(eb, ALIGN_EINVAL, "batcher: out is NULL");
+    *out = NULL;
+    if (!d || !t || !p)
+        return align__error(eb, ALIGN_EINVAL, "batcher: dataset, tokenizer and params are required");
+    if (p->max_len < 2)
+        return align__error(eb, ALIGN_EINVAL, "batcher: max_len must be >= 2 (got %d)", (int)p->max_len);
+    if (p->truncation < ALIGN_TRUNCATE_RIGHT || p->truncation > ALIGN_TRUNCATE_DROP)
+        return align__error(eb, ALIGN_EINVAL, "batcher: unknown truncation policy %d", (int)p->truncation);
+    if (align_tokenizer_eot(t) < 0)
+        return align__error(eb, ALIGN_EINVAL, "batcher: the tokenizer has no end-of-text token");
+    align__batcher *b = align__calloc(1, sizeof *b);
+    if (!b)
+        return align__error(eb, ALIGN_ENOMEM, "out of memory");
+    b->flags = p->flags;
+    b->max_len = p->max_len;
+    b->truncation = p->truncation;
+    b->seed = p->seed;
+    b->eot = align_tokenizer_eot(t);
+    b->t = t;
+    b->eb = eb;
+    int64_t n = align_dataset_size(d);
+    b->ex_off = align__malloc((size_t)(n ? n : 1) * sizeof *b->ex_off);
+    b->ex_len = align__malloc((size_t)(n ? n : 1) * sizeof *b->ex_len);
+    int rc = (b->ex_off && b->ex_len) ? ALIGN_OK : align__error(eb, ALIGN_ENOMEM, "out of memory");
+    const char *prefixes[3] = { p->system_prefix, p->user_prefix, p->assistant_prefix };
+    for (int r = 0; r < 3 && !rc; r++) {
+        const char *s = prefixes[r] ? prefixes[r] : default_prefix[r];
+        size_t cnt = 0;
+        rc = tokenize(b, s, strlen(s), &cnt);
+        if (!rc) {
+            b->prefix_tok[r] = align__malloc((cnt ? cnt : 1) * sizeof(int32_t));
+            if (!b->prefix_tok[r])
+                rc = align__error(eb, ALIGN_ENOMEM, "out of memory");
+            else
+                memcpy(b->prefix_tok[r], b->ids, cnt * sizeof(int32_t));
+            b->prefix_len[r] = cnt;
+        }
+    }
+    for (int64_t i = 0; i < n && !rc; i++) {
+        int64_t off = b->n_tok;
+        int usable = 0;
+        rc = build_example(b, d, i, &usable);
+        if (rc)
+            break;
+        if (usable)
+            finish_example(b, off);
+        else
+            b->skipped++;
+    }
+    if (!rc && b->n_ex == 0)
+        rc = align__error(eb, ALIGN_EINVAL,
+                          "batcher: no usable record (%lld records; SFT uses demonstrations and chats, %lld skipped)",
+                          (long long)n, (long long)b->skipped);
+    if (!rc) {
+        b->order = align__malloc((size_t)b->n_ex * sizeof *b->order);
+        if (!b->order)
+            rc = align__error(eb, ALIGN_ENOMEM, "out of memory");
+    }
+    align__free(b->ids);
+    b->ids = NULL;
+    b->ids_cap = 0;
+    b->eb = NULL;
+    if (rc) {
+        align__batcher_free(b);
+        return rc;
+    }
+    align__batcher_rewind(b);
+    *out = b;
+    return ALIGN_OK;
+}
+
+void align__batcher_free(align__batcher *b)
+{
+    if (!b)
+        return;
+    align__free(b->tok);
+    align__free(b->loss);
+    align__free(b->ex_off);
+    align__free(b->ex_len);
+    align__free(b->order);
+    for (int r = 0; r < 3; r++)
+        align__free(b->prefix_tok[r]);
+    align__free(b->ids);
+    align__free(b);
+}
+
+/* The order of the epoch that starts from rng *r (advanced past the draws):
+ * Fisher–Yates, or the dataset order without ALIGN__BATCH_SHUFFLE. */
+static void make_order(align__batcher *b, align__rng *r)
+{
+    for (int64_t i = 0; i < b->n_ex; i++)
+        b->order[i] = i;
+    if (!(b->flags & ALIGN__BATCH_SHUFFLE))
+        return;
+    for (int64_t i = b->n_ex - 1; i > 0; i--) {
+        int64_t j = (int64_t)align__rng_below(r, (uint32_t)(i + 1));
+        int64_t tmp = b->order[i];
+        b->order[i] = b->order[j];
+        b->order[j] = tmp;
+    }
+}
+
+static void start_epoch(align__batcher *b)
+{
+    b->epoch++;
+    b->position = 0;
+    b->carry = 0;
+    b->epoch_rng = b->next_rng;
+    align__rng r = b->epoch_rng;
+    make_order(b, &r);
+    b->next_rng = r;
+}
+
+void align__batcher_rewind(align__batcher *b)
+{
+    if (!b)
+        return;
+    b->epoch = 0;
+    b->position = 0;
+    b->carry = 0;
+    align__rng_init(&b->next_rng, b->seed, 0);
+    b->epoch_rng = b->next_rng;
+    for (int64_t i = 0; i < b->n_ex; i++)
+        b->order[i] = i;
+}
+
+int align__batcher_next(align__batcher *b, int32_t n_rows, int wrap, int32_t *tokens, int32_t *lengths,
+                        uint8_t *loss_mask, int32_t *rows_out)
+{
+    if (rows_out)
+        *rows_out = 0;
+    if (!b || n_rows < 0 || (n_rows && (!tokens || !lengths || !loss_mask)) || !rows_out)
+        return align__error(NULL, ALIGN_EINVAL, "batcher_next: invalid arguments");
+    const int32_t L = b->max_len;
+    int pack = (b->flags & ALIGN__BATCH_PACK) != 0;
+    int32_t rows = 0;
+    while (rows < n_rows) {
+        if (b->epoch == 0 || b->position >= b->n_ex) {
+            if (b->epoch > 0 && !wrap)
+                break;
+            start_epoch(b);
+        }
+        int32_t *row = tokens + (size_t)rows * L;
+        uint8_t *mask = loss_mask + (size_t)rows * (L - 1);
+        memset(row, 0, (size_t)L * sizeof *row);
+        memset(mask, 0, (size_t)(L - 1));
+        int32_t fill = 0;
+        /* mask[t] = loss flag of the token at t + 1; staged in place, then shifted */
+        uint8_t first_dummy;
+        do {
+            int64_t ex = b->order[b->position];
+            int64_t avail = b->ex_len[ex] - b->carry;
+            int64_t take = ALIGN__MIN(avail, (int64_t)(L - fill));
+            const int64_t src = b->ex_off[ex] + b->carry;
+            memcpy(row + fill, b->tok + src, (size_t)take * sizeof *row);
+            for (int64_t k = 0; k < take; k++) {
+                int64_t pos = fill + k;
+                uint8_t *dst = pos == 0 ? &first_dummy : &mask[pos - 1];
+                *dst = b->loss[src + k];
+            }
+            fill += (int32_t)take;
+            b->carry += take;
+            if (b->carry >= b->ex_len[ex]) {
+                b->position++;
+                b->carry = 0;
+            } else if (!pack) {
+                /* cannot happen: rows are max_len long and examples were truncated */
+                b->position++;
+                b->carry = 0;
+            }
+        } while (pack && fill < L && b->position < b->n_ex);
+        lengths[rows] = fill;
+        rows++;
+    }
+    *rows_out = rows;
+    return ALIGN_OK;
+}
+
+int64_t align__batcher_epoch(const align__batcher *b) { return b ? b->epoch : 0; }
+int64_t align__batcher_examples(const align__batcher *b) { return b ? b->n_ex : 0; }
+int64_t align__batcher_skipped(const align__batcher *b) { return b ? b->skipped : 0; }
+
+void align__batcher_get_state(const align__batcher *b, align__batcher_state *out)
+{
+    if (!b || !out)
+        return;
+    out->epoch = b->epoch;
+    out->position = b->position;
+    out->carry = b->carry;
+    out->rng = b->epoch == 0 ? b->next_rng : b->epoch_rng;
+}
+
+int align__batcher_set_state(align__batcher *b, const align__batcher_state *s)
+{
+    if (!b || !s)
+        return align__error(NULL, ALIGN_EINVAL, "batcher_set_state: NULL argument");
+    if (s->epoch < 0 || s->position < 0 || s->position > b->n_ex || s->carry < 0 ||
+        (s->epoch == 0 && (s->position != 0 || s->carry != 0)))
+        return align__error(NULL, ALIGN_EINVAL,
+                            "batcher_set_state: epoch %lld position %lld carry %lld do not fit %lld examples",
+                            (long long)s->epoch, (long long)s->position, (long long)s->carry, (long long)b->n_ex);
+    if (s->rng.seed != b->seed)
+        return align__error(NULL, ALIGN_EINVAL, "batcher_set_state: the state was saved with another seed");
+    if (s->epoch == 0) {
+        align__batcher_rewind(b);
+        b->next_rng = s->rng;
+        b->epoch_rng = s->rng;
+        return ALIGN_OK;
+    }
+    align__rng r = s->rng;
+    make_order(b, &r);
+    if (s->carry && (!(b->flags & ALIGN__BATCH_PACK) || s->position >= b->n_ex ||
+                     s->carry >= b->ex_len[b->order[s->position]])) {
+        align__batcher_rewind(b);
+        return align__error(NULL, ALIGN_EINVAL, "batcher_set_state: carry %lld does not fit the example",
+                            (long long)s->carry);
+    }
+    b->epoch = s->epoch;
+    b->position = s->position;
+    b->carry = s->carry;
+    b->epoch_rng = s->rng;
+    b->next_rng = r;
+    return ALIGN_OK;
+}

@@ -1,0 +1,523 @@
+/* model.c — align_model: configuration, the tensor table, the flat
+ * parameter / gradient arrays, the activation arena, and the public
+ * forward / backward entry points (argument checks live here; the
+ * architecture's maths lives in gpt2.c). */
+#include "model/model_impl.h"
+#include "nn/nn.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#define ARENA_MAX_THREADS 256 /* attention scratch rows: align_threads_set's limit */
+
+static const align_model_params model_defaults = {
+    .struct_size = sizeof(align_model_params),
+    .flags = 0,
+    .arch = ALIGN_ARCH_GPT2,
+    .n_layer = 4,
+    .n_head = 4,
+    .n_embd = 128,
+    .vocab_size = 50257,
+    .max_seq_len = 1024,
+    .seed = 1234,
+    .n_threads = 0,
+};
+
+ALIGN_API int align_model_default_params(align_model_params *out, size_t struct_size)
+{
+    return align__params_defaults(out, struct_size, &model_defaults, sizeof model_defaults,
+                                  "align_model_default_params");
+}
+
+int align__model_check_config(const align_model_params *c, align__errbuf *eb)
+{
+    if (c->arch != ALIGN_ARCH_GPT2)
+        return align__error(eb, ALIGN_EINVAL, "model: unknown arch %d (only ALIGN_ARCH_GPT2)", c->arch);
+    if (c->flags & ~ALIGN_MODEL_SCALAR_HEAD)
+        return align__error(eb, ALIGN_EINVAL, "model: unknown flags 0x%x", c->flags);
+    if (c->n_layer < 1 || c->n_layer > 1024)
+        return align__error(eb, ALIGN_EINVAL, "model: n_layer %d out of range 1..1024", c->n_layer);
+    if (c->n_head < 1 || c->n_embd < 1 || c->n_embd % c->n_head != 0)
+        return align__error(eb, ALIGN_EINVAL,
+                            "model: n_embd %d must be a positive multiple of n_head %d", c->n_embd,
+                            c->n_head);
+    if (c->n_embd > 65536)
+        return align__error(eb, ALIGN_EINVAL, "model: n_embd %d too large", c->n_embd);
+    if (c->vocab_size < 2 || c->vocab_size > (1 << 24))
+        return align__error(eb, ALIGN_EINVAL, "model: vocab_size %d out of range 2..16777216",
+                            c->vocab_size);
+    if (c->max_seq_len < 1 || c->max_seq_len > (1 << 20))
+        return align__error(eb, ALIGN_EINVAL, "model: max_seq_len %d out of range 1..1048576",
+                            c->max_seq_len);
+    if (c->n_threads < 0)
+        return align__error(eb, ALIGN_EINVAL, "model: n_threads %d is negative", c->n_threads);
+    double total = (double)c->vocab_size * c->n_embd + (double)c->max_seq_len * c->n_embd +
+                   (double)c->n_layer * 12.0 * c->n_embd * c->n_embd;
+    if (total > 1e11)
+        return align__error(eb, ALIGN_EINVAL, "model: %.3g parameters is too many", total);
+    return ALIGN_OK;
+}
+
+/* ---- tensor table ------------------------------------------------------------ */
+static void add_tensor(align_model *m, size_t *off, const char *name, int64_t d0, int64_t d1)
+{
+    align__tensor *t = &m->tensors[m->n_tensors++];
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->ndim = d1 > 0 ? 2 : 1;
+    t->shape[0] = d0;
+    t->shape[1] = d1 > 0 ? d1 : 0;
+    t->numel = (size_t)d0 * (size_t)(d1 > 0 ? d1 : 1);
+    t->offset = *off;
+    /* nanoGPT's choice: every 2-D tensor (matrices and embeddings) decays,
+     * biases and LayerNorm gains do not. */
+    t->decay = t->ndim == 2;
+    *off += t->numel;
+}
+
+static void build_tensors(align_model *m)
+{
+    const align_model_params *c = &m->cfg;
+    int64_t C = c->n_embd;
+    size_t off = 0;
+    char nm[ALIGN__TENSOR_NAME_CAP];
+    m->n_tensors = 0;
+    add_tensor(m, &off, "wte.weight", c->vocab_size, C);
+    add_tensor(m, &off, "wpe.weight", c->max_seq_len, C);
+    for (int l = 0; l < c->n_layer; l++) {
+#define T_(suffix, d0, d1)                                       \
+    do {                                                         \
+        snprintf(nm, sizeof nm, "h.%d.%s", l, suffix);           \
+        add_tensor(m, &off, nm, d0, d1);                         \
+    } while (0)
+        T_("ln_1.weight", C, 0);
+        T_("ln_1.bias", C, 0);
+        T_("attn.c_attn.weight", C, 3 * C);
+        T_("attn.c_attn.bias", 3 * C, 0);
+        T_("attn.c_proj.weight", C, C);
+        T_("attn.c_proj.bias", C, 0);
+        T_("ln_2.weight", C, 0);
+        T_("ln_2.bias", C, 0);
+        T_("mlp.c_fc.weight", C, 4 * C);
+        T_("mlp.c_fc.bias", 4 * C, 0);
+        T_("mlp.c_proj.weight", 4 * C, C);
+        T_("mlp.c_proj.bias", C, 0);
+#undef T_
+    }
+    add_tensor(m, &off, "ln_f.weight", C, 0);
+    add_tensor(m, &off, "ln_f.bias", C, 0);
+    if (c->flags & ALIGN_MODEL_SCALAR_HEAD) {
+        add_tensor(m, &off, "score.weight", 1, C);
+        add_tensor(m, &off, "score.bias", 1, 0);
+    }
+    m->n_params = off;
+}
+
+/* Points w's fields into base, in the tensor table's order. */
+static void point_weights(const align_model *m, align__gpt2_weights *w, float *base)
+{
+    const align__tensor *t = m->tensors;
+    int i = 0;
+#define NEXT() (base + t[i++].offset)
+    w->wte = NEXT();
+    w->wpe = NEXT();
+    for (int l = 0; l < m->cfg.n_layer; l++) {
+        align__gpt2_layer *L = &w->layer[l];
+        L->ln1w = NEXT();
+        L->ln1b = NEXT();
+        L->qkvw = NEXT();
+        L->qkvb = NEXT();
+        L->attprojw = NEXT();
+        L->attprojb = NEXT();
+        L->ln2w = NEXT();
+        L->ln2b = NEXT();
+        L->fcw = NEXT();
+        L->fcb = NEXT();
+        L->fcprojw = NEXT();
+        L->fcprojb = NEXT();
+    }
+    w->lnfw = NEXT();
+    w->lnfb = NEXT();
+    if (m->cfg.flags & ALIGN_MODEL_SCALAR_HEAD) {
+        w->scorew = NEXT();
+        w->scoreb = NEXT();
+    } else {
+        w->scorew = w->scoreb = NULL;
+    }
+#undef NEXT
+}
+
+const align__tensor *align__model_find_tensor(const align_model *m, const char *name)
+{
+    for (int i = 0; i < m->n_tensors; i++)
+        if (strcmp(m->tensors[i].name, name) == 0)
+            return &m->tensors[i];
+    return NULL;
+}
+
+static void model_destroy(align_model *m)
+{
+    if (!m)
+        return;
+    align__model_acts_free(&m->acts);
+    align__free(m->acts.layer);
+    align__free_aligned(m->params);
+    align__free_aligned(m->grads);
+    align__free(m->w.layer);
+    align__free(m->g.layer);
+    align__free(m->tensors);
+    align__free(m);
+}
+
+int align__model_alloc(align_model **out, const align_model_params *cfg, int frozen,
+                       align__errbuf *eb)
+{
+    *out = NULL;
+    align_model *m = align__calloc(1, sizeof *m);
+    if (!m)
+        return align__error(eb, ALIGN_ENOMEM, "model: out of memory");
+    m->cfg = *cfg;
+    m->cfg.struct_size = sizeof m->cfg;
+    m->frozen = frozen;
+    int L = cfg->n_layer;
+    m->tensors = align__calloc((size_t)(2 + 12 * L + 4), sizeof *m->tensors);
+    m->w.layer = align__calloc((size_t)L, sizeof *m->w.layer);
+    m->g.layer = align__calloc((size_t)L, sizeof *m->g.layer);
+    m->acts.layer = align__calloc((size_t)(frozen ? 1 : L), sizeof *m->acts.layer);
+    if (!m->tensors || !m->w.layer || !m->g.layer || !m->acts.layer)
+        goto oom;
+    build_tensors(m);
+    m->params = align__alloc_aligned(m->n_params * sizeof(float));
+    if (!m->params)
+        goto oom;
+    point_weights(m, &m->w, m->params);
+    if (!frozen) {
+        m->grads = align__alloc_aligned(m->n_params * sizeof(float));
+        if (!m->grads)
+            goto oom;
+        point_weights(m, &m->g, m->grads);
+    }
+    *out = m;
+    return ALIGN_OK;
+oom:
+    model_destroy(m);
+    return align__error(eb, ALIGN_ENOMEM, "model: out of memory for %d layers x %d wide",
+                        cfg->n_layer, cfg->n_embd);
+}
+
+/* GPT-2 initialisation (Radford et al. 2019): N(0, 0.02) weights, residual
+ * projections scaled by 1/sqrt(2 n_layer), zero biases, unit LayerNorm
+ * gains. Each tensor draws from its own Philox stream (its table index), so
+ * any tensor's init depends only on (seed, name order), not on the others. */
+void align__model_init_weights(align_model *m)
+{
+    float resid_std = 0.02f / sqrtf(2.0f * (float)m->cfg.n_layer);
+    for (int i = 0; i < m->n_tensors; i++) {
+        const align__tensor *t = &m->tensors[i];
+        float *p = m->params + t->offset;
+        const char *nm = t->name;
+        size_t n = strlen(nm);
+        int is_ln = strstr(nm, "ln_") != NULL;
+        int is_bias = n > 5 && strcmp(nm + n - 5, ".bias") == 0;
+        if (is_bias) {
+            memset(p, 0, t->numel * sizeof(float));
+        } else if (is_ln) {
+            for (size_t j = 0; j < t->numel; j++)
+                p[j] = 1.0f;
+        } else {
+            int resid = strstr(nm, "c_proj.weight") != NULL;
+            align__rng r;
+            align__rng_init(&r, m->cfg.seed, (uint64_t)i);
+            align__rng_fill_normal(&r, p, t->numel, 0.0f, resid ? resid_std : 0.02f);
+        }
+    }
+}
+
+/* ---- activation arena ------------------------------------------------------------ */
+static size_t rnd(size_t n) { return (n + 15) & ~(size_t)15; }
+
+/* Lays out the arena for (B, T) over base (NULL: only count). */
+static size_t acts_layout(align_model *m, align__acts *a, int64_t B, int64_t T, float *base)
+{
+    size_t off = 0;
+    int64_t C = m->cfg.n_embd, NH = m->cfg.n_head, V = m->cfg.vocab_size, N = B * T;
+    int slots = m->frozen ? 1 : m->cfg.n_layer;
+#define TAKE(ptr, n)                                 \
+    do {                                             \
+        if (base)                                    \
+            (ptr) = base + off;                      \
+        off += rnd((size_t)(n));                     \
+    } while (0)
+    float *dummy;
+    TAKE(a->encoded, N * C);
+    for (int l = 0; l < slots; l++) {
+        align__gpt2_layer_acts *la = base ? &a->layer[l] : NULL;
+#define LT(field, n) TAKE(*(la ? &la->field : &dummy), n)
+        LT(ln1, N * C);
+        LT(ln1_mean, N);
+        LT(ln1_rstd, N);
+        LT(qkv, N * 3 * C);
+        LT(atty, N * C);
+        LT(att, B * NH * T * T);
+        LT(res2, N * C);
+        LT(ln2, N * C);
+        LT(ln2_mean, N);
+        LT(ln2_rstd, N);
+        LT(fch, N * 4 * C);
+        LT(fchg, N * 4 * C);
+        LT(res3, N * C);
+#undef LT
+    }
+    TAKE(a->lnf, N * C);
+    TAKE(a->lnf_mean, N);
+    TAKE(a->lnf_rstd, N);
+    TAKE(a->probs, N * V);
+    TAKE(a->logprob, N);
+    if (!m->frozen) {
+        TAKE(a->dres, N * C);
+        TAKE(a->dC, N * C);
+        TAKE(a->dqkv, N * 3 * C);
+        TAKE(a->dfch, N * 4 * C);
+        TAKE(a->att_scratch, (int64_t)ARENA_MAX_THREADS * T);
+    }
+#undef TAKE
+    (void)dummy;
+    return off;
+}
+
+void align__model_acts_free(align__acts *a)
+{
+    align__free_aligned(a->mem);
+    align__free(a->imem);
+    a->mem = NULL;
+    a->imem = NULL;
+    a->cap = a->icap = 0;
+    a->B = a->T = 0;
+}
+
+int align__model_acts_reserve(align_model *m, int64_t B, int64_t T)
+{
+    align__acts *a = &m->acts;
+    align__acts probe = {0};
+    size_t need = acts_layout(m, &probe, B, T, NULL);
+    size_t ineed = (size_t)(2 * B * T + B + B * T);
+    if (need > a->cap) {
+        align__free_aligned(a->mem);
+        a->mem = align__alloc_aligned(need * sizeof(float));
+        a->cap = a->mem ? need : 0;
+        if (!a->mem) {
+            m->fwd_ready = 0;
+            return align__error(&m->err, ALIGN_ENOMEM,
+                                "model: out of memory for activations (%zu MB) at %lld x %lld",
+                                need * sizeof(float) >> 20, (long long)B, (long long)T);
+        }
+    }
+    if (ineed > a->icap) {
+        align__free(a->imem);
+        a->imem = align__malloc(ineed * sizeof(int32_t));
+        a->icap = a->imem ? ineed : 0;
+        if (!a->imem) {
+            m->fwd_ready = 0;
+            return align__error(&m->err, ALIGN_ENOMEM, "model: out of memory");
+        }
+    }
+    acts_layout(m, a, B, T, a->mem);
+    a->tokens = a->imem;
+    a->targets = a->imem + B * T;
+    a->lengths = a->imem + 2 * B * T;
+    a->argmax = a->imem + 2 * B * T + B;
+    a->B = B;
+    a->T = T;
+    return ALIGN_OK;
+}
+
+/* ---- public lifecycle ------------------------------------------------------------ */
+ALIGN_API int align_model_create(align_model **out, const align_model_params *p)
+{
+    if (!out)
+        return align__error(NULL, ALIGN_EINVAL, "align_model_create: out is NULL");
+    *out = NULL;
+    align_model_params cfg = model_defaults;
+    int rc = align__params_copy(&cfg, sizeof cfg, p, "align_model_create");
+    if (rc)
+        return rc;
+    if ((rc = align__model_check_config(&cfg, NULL)))
+        return rc;
+    if (cfg.n_threads > 0 && (rc = align_threads_set(cfg.n_threads)))
+        return rc;
+    align_model *m;
+    if ((rc = align__model_alloc(&m, &cfg, 0, NULL)))
+        return rc;
+    align__model_init_weights(m);
+    (void)align_blas_info(); /* warns once about slow BLAS kernels */
+    *out = m;
+    return ALIGN_OK;
+}
+
+ALIGN_API int align_model_clone(align_model **out, const align_model *m, uint32_t flags)
+{
+    if (!out)
+        return align__error(NULL, ALIGN_EINVAL, "align_model_clone: out is NULL");
+    *out = NULL;
+    if (!m)
+        return align__error(NULL, ALIGN_EINVAL, "align_model_clone: model is NULL");
+    if (flags & ~ALIGN_FROZEN)
+        return align__error(NULL, ALIGN_EINVAL, "align_model_clone: unknown flags 0x%x", flags);
+    align_model *c;
+    int rc = align__model_alloc(&c, &m->cfg, (flags & ALIGN_FROZEN) != 0, NULL);
+    if (rc)
+        return rc;
+    memcpy(c->params, m->params, m->n_params * sizeof(float));
+    *out = c;
+    return ALIGN_OK;
+}
+
+ALIGN_API void align_model_free(align_model *m) { model_destroy(m); }
+
+ALIGN_API const char *align_model_errmsg(const align_model *m)
+{
+    return m ? align__errmsg(&m->err) : "model is NULL";
+}
+
+align__errbuf *align__model_err(align_model *m) { return m ? &m->err : NULL; }
+
+ALIGN_API int align_model_config(const align_model *m, align_model_params *out)
+{
+    if (!m || !out)
+        return align__error(NULL, ALIGN_EINVAL, "align_model_config: NULL argument");
+    size_t n = align__out_size(out, sizeof m->cfg);
+    if (n == 0)
+        return align__error(NULL, ALIGN_EINVAL, "align_model_config: out->struct_size is invalid");
+    uint32_t theirs = out->struct_size;
+    memcpy(out, &m->cfg, n);
+    out->struct_size = theirs;
+    return ALIGN_OK;
+}
+
+ALIGN_API int64_t align_model_num_params(const align_model *m)
+{
+    if (!m)
+        return align__error(NULL, ALIGN_EINVAL, "align_model_num_params: model is NULL");
+    return (int64_t)m->n_params;
+}
+
+/* ---- forward / backward ------------------------------------------------------------ */
+int align__model_forward_ex(align_model *m, const int32_t *tokens, const int32_t *lengths,
+                            int32_t n_seq, int32_t max_len, float *token_logprobs, float *scalar,
+                            float *logits, int32_t *argmax)
+{
+    if (!m)
+        return align__error(NULL, ALIGN_EINVAL, "align_model_forward: model is NULL");
+    align__error_clear(&m->err);
+    m->fwd_ready = 0;
+    if (!tokens || !lengths)
+        return align__error(&m->err, ALIGN_EINVAL, "align_model_forward: tokens or lengths is NULL");
+    if (n_seq < 1 || max_len < 1)
+        return align__error(&m->err, ALIGN_EINVAL,
+                            "align_model_forward: n_seq %d and max_len %d must be >= 1", n_seq,
+                            max_len);
+    if (max_len > m->cfg.max_seq_len)
+        return align__error(&m->err, ALIGN_EINVAL,
+                            "align_model_forward: max_len %d exceeds the model's max_seq_len %d",
+                            max_len, m->cfg.max_seq_len);
+    if (scalar && !(m->cfg.flags & ALIGN_MODEL_SCALAR_HEAD))
+        return align__error(&m->err, ALIGN_EMISUSE,
+                            "align_model_forward: scalar output asked of a model without a scalar head");
+    int64_t T = max_len, V = m->cfg.vocab_size;
+    for (int32_t b = 0; b < n_seq; b++) {
+        if (lengths[b] < 1 || lengths[b] > max_len)
+            return align__error(&m->err, ALIGN_EINVAL,
+                                "align_model_forward: lengths[%d] = %d is outside 1..%d", b,
+                                lengths[b], max_len);
+        for (int32_t t = 0; t < lengths[b]; t++) {
+            int32_t tok = tokens[(int64_t)b * T + t];
+            if (tok < 0 || tok >= V)
+                return align__error(&m->err, ALIGN_EINVAL,
+                                    "align_model_forward: token %d at [%d][%d] is outside the "
+                                    "vocabulary 0..%lld",
+                                    tok, b, t, (long long)V - 1);
+        }
+    }
+    int rc = align__model_acts_reserve(m, n_seq, T);
+    if (rc)
+        return rc;
+    align__acts *a = &m->acts;
+    memcpy(a->lengths, lengths, (size_t)n_seq * sizeof(int32_t));
+    for (int64_t b = 0; b < n_seq; b++)
+        for (int64_t t = 0; t < T; t++) {
+            int64_t r = b * T + t;
+            int valid = t < lengths[b];
+            a->tokens[r] = valid ? tokens[r] : 0;
+            a->targets[r] = !valid ? -2 : t + 1 < lengths[b] ? tokens[r + 1] : -1;
+        }
+    align__gpt2_forward(m, token_logprobs, scalar, logits, argmax);
+    m->fwd_ready = !m->frozen;
+    return ALIGN_OK;
+}
+
+ALIGN_API int align_model_forward(align_model *m, const int32_t *tokens, const int32_t *lengths,
+                                  int32_t n_seq, int32_t max_len, float *token_logprobs,
+                                  float *scalar, float *logits)
+{
+    return align__model_forward_ex(m, tokens, lengths, n_seq, max_len, token_logprobs, scalar,
+                                   logits, NULL);
+}
+
+ALIGN_API int align_model_backward(align_model *m, const float *d_token_logprobs,
+                                   const float *d_scalar)
+{
+    if (!m)
+        return align__error(NULL, ALIGN_EINVAL, "align_model_backward: model is NULL");
+    align__error_clear(&m->err);
+    if (m->frozen)
+        return align__error(&m->err, ALIGN_EMISUSE,
+                            "align_model_backward: the model is frozen (forward only)");
+    if (!m->fwd_ready)
+        return align__error(&m->err, ALIGN_EMISUSE,
+                            "align_model_backward: no forward to go back through (call "
+                            "align_model_forward first; each forward allows one backward)");
+    if (d_scalar && !(m->cfg.flags & ALIGN_MODEL_SCALAR_HEAD))
+        return align__error(&m->err, ALIGN_EMISUSE,
+                            "align_model_backward: d_scalar given to a model without a scalar head");
+    align__gpt2_backward(m, d_token_logprobs, d_scalar);
+    m->fwd_ready = 0;
+    return ALIGN_OK;
+}
+
+ALIGN_API int align_model_zero_grad(align_model *m)
+{
+    if (!m)
+        return align__error(NULL, ALIGN_EINVAL, "align_model_zero_grad: model is NULL");
+    if (m->frozen)
+        return align__error(&m->err, ALIGN_EMISUSE, "align_model_zero_grad: the model is frozen");
+    memset(m->grads, 0, m->n_params * sizeof(float));
+    return ALIGN_OK;
+}
+
+typedef struct {
+    const float *g;
+    double part[ARENA_MAX_THREADS];
+} norm_ctx;
+
+static void norm_chunk(void *vctx, int64_t b, int64_t e, int chunk)
+{
+    norm_ctx *c = vctx;
+    double s = 0;
+    for (int64_t i = b; i < e; i++)
+        s += (double)c->g[i] * c->g[i];
+    c->part[chunk] = s;
+}
+
+float align__model_grad_norm(const align_model *m)
+{
+    if (!m || !m->grads)
+        return 0.0f;
+    norm_ctx c;
+    memset(c.part, 0, sizeof c.part);
+    c.g = m->grads;
+    align__parallel_for((int64_t)m->n_params, norm_chunk, &c);
+    double s = 0;
+    for (int i = 0; i < ARENA_MAX_THREADS; i++) /* fixed order */
+        s += c.part[i];
+    return (float)sqrt(s);
+}

@@ -1,0 +1,109 @@
+/*
+ * model_impl.h — the inside of align_model, shared by the lib/model sources and the
+ * optimizer (lib/optim reads the flat parameter / gradient arrays and the
+ * tensor table). Not for other layers: they use model.h.
+ *
+ * Memory (llm.c style): parameters, gradients (and the optimizer's moments)
+ * are each ONE flat float array, laid out tensor after tensor in the order
+ * of the tensor table; activations live in an arena sized for the largest
+ * (n_seq, max_len) shape seen, reused across steps.
+ */
+#ifndef ALIGN_MODEL_IMPL_H
+#define ALIGN_MODEL_IMPL_H
+
+#include "model/model.h"
+
+#define ALIGN__TENSOR_NAME_CAP 64
+
+typedef struct align__tensor {
+    char    name[ALIGN__TENSOR_NAME_CAP]; /* Hugging Face GPT-2 name, e.g. "h.3.attn.c_attn.weight" */
+    int     ndim;                          /* 1 or 2 */
+    int64_t shape[2];
+    size_t  offset;                        /* in floats, into params / grads */
+    size_t  numel;
+    int     decay;                         /* AdamW weight decay applies (2-D tensors) */
+} align__tensor;
+
+/* Pointers into one flat array (params or grads), per architecture. A
+ * Llama-style block would add its own struct (rms weights, w1/w2/w3, ...)
+ * and its own forward/backward file beside gpt2.c. */
+typedef struct align__gpt2_layer {
+    float *ln1w, *ln1b;       /* [C] */
+    float *qkvw, *qkvb;       /* [C][3C], [3C] (Conv1D: [in][out]) */
+    float *attprojw, *attprojb; /* [C][C], [C] */
+    float *ln2w, *ln2b;       /* [C] */
+    float *fcw, *fcb;         /* [C][4C], [4C] */
+    float *fcprojw, *fcprojb; /* [4C][C], [C] */
+} align__gpt2_layer;
+
+typedef struct align__gpt2_weights {
+    float *wte;               /* [V][C], also the LM head (tied) */
+    float *wpe;               /* [maxT][C] */
+    align__gpt2_layer *layer; /* [L] */
+    float *lnfw, *lnfb;       /* [C] */
+    float *scorew, *scoreb;   /* [1][C], [1]; NULL without a scalar head */
+} align__gpt2_weights;
+
+/* Activations of one layer for a (B, T) shape. */
+typedef struct align__gpt2_layer_acts {
+    float *ln1, *ln1_mean, *ln1_rstd; /* [BT][C], [BT], [BT] */
+    float *qkv;                       /* [BT][3C] */
+    float *atty;                      /* [BT][C] */
+    float *att;                       /* [B][NH][T][T] */
+    float *res2;                      /* [BT][C] residual after attention */
+    float *ln2, *ln2_mean, *ln2_rstd;
+    float *fch, *fchg;                /* [BT][4C] before / after GELU */
+    float *res3;                      /* [BT][C] residual after the MLP */
+} align__gpt2_layer_acts;
+
+typedef struct align__acts {
+    int64_t B, T;            /* shape laid out now */
+    size_t  cap;             /* floats allocated */
+    size_t  icap;            /* int32 allocated */
+    int     threads;         /* attention scratch sized for this many chunks */
+    float  *mem;
+    int32_t *imem;
+    int32_t *tokens;         /* [B][T] copy (padding set to 0) */
+    int32_t *lengths;        /* [B] */
+    int32_t *targets;        /* [BT] next token / -1 / -2 (see nn.h) */
+    int32_t *argmax;         /* [BT] */
+    int     head_done;       /* the LM head ran (probs valid for backward) */
+    float  *encoded;         /* [BT][C] */
+    align__gpt2_layer_acts *layer; /* [L] trainable, [1] frozen (slots reused) */
+    float  *lnf, *lnf_mean, *lnf_rstd;
+    float  *probs;           /* [BT][V] logits -> probabilities -> dlogits */
+    float  *logprob;         /* [BT] */
+    /* backward scratch (trainable only) */
+    float  *dres, *dC, *dqkv, *dfch, *att_scratch;
+} align__acts;
+
+struct align_model {
+    align__errbuf err;
+    align_model_params cfg;
+    int     frozen;
+    int     n_tensors;
+    align__tensor *tensors;
+    size_t  n_params;        /* floats in params (= in grads) */
+    float  *params;
+    float  *grads;           /* NULL when frozen */
+    align__gpt2_weights w, g; /* g: NULL pointers when frozen */
+    align__acts acts;
+    int     fwd_ready;       /* activations hold a forward backward can use */
+};
+
+/* model.c */
+int  align__model_alloc(align_model **out, const align_model_params *cfg, int frozen,
+                        align__errbuf *eb);
+void align__model_init_weights(align_model *m);
+int  align__model_check_config(const align_model_params *c, align__errbuf *eb);
+const align__tensor *align__model_find_tensor(const align_model *m, const char *name);
+/* Sizes the arena for (B, T); allocates only if it grew. */
+int  align__model_acts_reserve(align_model *m, int64_t B, int64_t T);
+void align__model_acts_free(align__acts *a);
+
+/* gpt2.c */
+void align__gpt2_forward(align_model *m, float *token_logprobs, float *scalar, float *logits,
+                         int32_t *argmax);
+void align__gpt2_backward(align_model *m, const float *d_token_logprobs, const float *d_scalar);
+
+#endif

@@ -1,0 +1,342 @@
+/* safetensors.c — see safetensors.h. */
+#include "model/safetensors.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+
+#define ST_MAX_HEADER (100u << 20) /* the format's own limit: 100 MB */
+
+/* FNV-1a (Fowler, Noll, Vo) over 64-bit words: fast enough to check 500 MB
+ * on every load, and catches flipped or zeroed bytes in the data. */
+static uint64_t checksum(const unsigned char *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    const uint64_t prime = 1099511628211ull;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        h = (h ^ w) * prime;
+    }
+    for (; i < n; i++)
+        h = (h ^ p[i]) * prime;
+    return h;
+}
+
+int align__st_write(align__errbuf *eb, const char *path, const align__st_tensor *t, int n_tensors,
+                    const align__st_meta *meta, int n_meta)
+{
+    json_t *hdr = json_object(), *md = json_object();
+    if (!hdr || !md)
+        goto oom;
+    size_t off = 0;
+    for (int i = 0; i < n_tensors; i++) {
+        size_t numel = (size_t)t[i].shape[0] * (size_t)(t[i].ndim == 2 ? t[i].shape[1] : 1);
+        json_t *shape = t[i].ndim == 2 ? json_pack("[II]", (json_int_t)t[i].shape[0], (json_int_t)t[i].shape[1])
+                                       : json_pack("[I]", (json_int_t)t[i].shape[0]);
+        json_t *e = json_pack("{s:s, s:o, s:[II]}", "dtype", "F32", "shape", shape, "data_offsets",
+                              (json_int_t)off, (json_int_t)(off + numel * 4));
+        if (!e || json_object_set_new(hdr, t[i].name, e))
+            goto oom;
+        off += numel * 4;
+    }
+    /* checksum over the data section exactly as written */
+    {
+        uint64_t hh = 1469598103934665603ull;
+        /* the data is the tensors back to back; hash them as one stream by
+         * hashing a contiguous copy only when they are not contiguous */
+        int contiguous = 1;
+        for (int i = 1; i < n_tensors && contiguous; i++) {
+            size_t prev = (size_t)t[i - 1].shape[0] * (size_t)(t[i - 1].ndim == 2 ? t[i - 1].shape[1] : 1);
+            contiguous = t[i].data == t[i - 1].data + prev;
+        }
+        if (n_tensors > 0 && contiguous) {
+            hh = checksum((const unsigned char *)t[0].data, off);
+        } else if (n_tensors > 0) {
+            unsigned char *tmp = align__malloc(off);
+            if (!tmp)
+                goto oom;
+            size_t o = 0;
+            for (int i = 0; i < n_tensors; i++) {
+                size_t nb = (size_t)t[i].shape[0] * (size_t)(t[i].ndim == 2 ? t[i].shape[1] : 1) * 4;
+                memcpy(tmp + o, t[i].data, nb);
+                o += nb;
+            }
+            hh = checksum(tmp, off);
+            align__free(tmp);
+        }
+        char hex[32];
+        snprintf(hex, sizeof hex, "fnv1a64w:%016llx", (unsigned long long)hh);
+        if (json_object_set_new(md, "libalign.checksum", json_string(hex)))
+            goto oom;
+    }
+    for (int i = 0; i < n_meta; i++)
+        if (json_object_set_new(md, meta[i].key, json_string(meta[i].value)))
+            goto oom;
+    if (json_object_set_new(hdr, "__metadata__", md))
+        goto oom_hdr;
+    md = NULL;
+    char *js = json_dumps(hdr, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(hdr);
+    if (!js)
+        return align__error(eb, ALIGN_ENOMEM, "%s: out of memory for the header", path);
+    size_t jl = strlen(js), padded = (jl + 7) & ~(size_t)7;
+    char *hbuf = align__malloc(8 + padded);
+    if (!hbuf) {
+        free(js);
+        return align__error(eb, ALIGN_ENOMEM, "%s: out of memory", path);
+    }
+    uint64_t hl = padded;
+    for (int i = 0; i < 8; i++)
+        hbuf[i] = (char)((hl >> (8 * i)) & 0xff);
+    memcpy(hbuf + 8, js, jl);
+    memset(hbuf + 8 + jl, ' ', padded - jl);
+    free(js);
+    align__chunk *ch = align__malloc(sizeof *ch * (size_t)(n_tensors + 1));
+    if (!ch) {
+        align__free(hbuf);
+        return align__error(eb, ALIGN_ENOMEM, "%s: out of memory", path);
+    }
+    ch[0].data = hbuf;
+    ch[0].len = 8 + padded;
+    for (int i = 0; i < n_tensors; i++) {
+        ch[i + 1].data = t[i].data;
+        ch[i + 1].len = (size_t)t[i].shape[0] * (size_t)(t[i].ndim == 2 ? t[i].shape[1] : 1) * 4;
+    }
+    int rc = align__write_atomic(eb, path, ch, n_tensors + 1);
+    align__free(ch);
+    align__free(hbuf);
+    return rc;
+oom:
+    json_decref(md);
+oom_hdr:
+    json_decref(hdr);
+    return align__error(eb, ALIGN_ENOMEM, "%s: out of memory building the header", path);
+}
+
+void align__st_close(align__st_file *f)
+{
+    if (!f)
+        return;
+    if (f->hdr)
+        json_decref((json_t *)f->hdr);
+    align__free(f->buf);
+    memset(f, 0, sizeof *f);
+}
+
+static int dtype_size(const char *d)
+{
+    if (!strcmp(d, "F32") || !strcmp(d, "I32") || !strcmp(d, "U32"))
+        return 4;
+    if (!strcmp(d, "F16") || !strcmp(d, "BF16") || !strcmp(d, "I16") || !strcmp(d, "U16"))
+        return 2;
+    if (!strcmp(d, "F64") || !strcmp(d, "I64") || !strcmp(d, "U64"))
+        return 8;
+    if (!strcmp(d, "I8") || !strcmp(d, "U8") || !strcmp(d, "BOOL"))
+        return 1;
+    return 0;
+}
+
+int align__st_open(align__errbuf *eb, const char *path, align__st_file *f)
+{
+    memset(f, 0, sizeof *f);
+    f->path = path;
+    int rc = align__read_file(eb, path, &f->buf, &f->len);
+    if (rc)
+        return rc;
+    if (f->len < 8) {
+        {
+            int rc_ = align__error(eb, ALIGN_EFORMAT, "%s: not a safetensors file (%zu bytes, truncated?)", path, f->len);
+            align__st_close(f);
+            return rc_;
+        }
+    }
+    uint64_t hl = 0;
+    for (int i = 0; i < 8; i++)
+        hl |= (uint64_t)(unsigned char)f->buf[i] << (8 * i);
+    if (hl > ST_MAX_HEADER || hl > f->len - 8) {
+        unsigned long long l = (unsigned long long)f->len;
+        {
+            int rc_ = align__error(eb, ALIGN_EFORMAT,
+                            "%s: header length %llu does not fit the file's %llu bytes (truncated or not safetensors)",
+                            path, (unsigned long long)hl, l);
+            align__st_close(f);
+            return rc_;
+        }
+    }
+    json_error_t jerr;
+    json_t *hdr = json_loadb(f->buf + 8, (size_t)hl, 0, &jerr);
+    if (!hdr || !json_is_object(hdr)) {
+        if (hdr)
+            json_decref(hdr);
+        {
+            int rc_ = align__error(eb, ALIGN_EFORMAT, "%s: header is not a JSON object (%s)", path,
+                            hdr ? "wrong type" : jerr.text);
+            align__st_close(f);
+            return rc_;
+        }
+    }
+    f->hdr = hdr;
+    f->data = f->buf + 8 + hl;
+    f->data_len = f->len - 8 - (size_t)hl;
+    const char *key;
+    json_t *e;
+    json_object_foreach(hdr, key, e) {
+        if (!strcmp(key, "__metadata__")) {
+            const char *k2;
+            json_t *v;
+            if (!json_is_object(e))
+                goto bad_meta;
+            json_object_foreach(e, k2, v) if (!json_is_string(v)) goto bad_meta;
+            continue;
+        }
+        json_t *dt = json_object_get(e, "dtype"), *sh = json_object_get(e, "shape"),
+               *of = json_object_get(e, "data_offsets");
+        if (!json_is_object(e) || !json_is_string(dt) || !json_is_array(sh) || !json_is_array(of) ||
+            json_array_size(of) != 2 || !json_is_integer(json_array_get(of, 0)) ||
+            !json_is_integer(json_array_get(of, 1))) {
+            {
+                int rc_ = align__error(eb, ALIGN_EFORMAT, "%s: tensor '%s' lacks dtype, shape or data_offsets", path, key);
+                align__st_close(f);
+                return rc_;
+            }
+        }
+        int ds = dtype_size(json_string_value(dt));
+        if (!ds) {
+            {
+                int rc_ = align__error(eb, ALIGN_EFORMAT, "%s: tensor '%s' has unknown dtype", path, key);
+                align__st_close(f);
+                return rc_;
+            }
+        }
+        uint64_t numel = 1;
+        for (size_t i = 0; i < json_array_size(sh); i++) {
+            json_t *d = json_array_get(sh, i);
+            if (!json_is_integer(d) || json_integer_value(d) < 0 || json_integer_value(d) > (1ll << 40)) {
+                {
+                    int rc_ = align__error(eb, ALIGN_EFORMAT, "%s: tensor '%s' has a bad shape", path, key);
+                    align__st_close(f);
+                    return rc_;
+                }
+            }
+            numel *= (uint64_t)json_integer_value(d);
+            if (numel > (1ull << 40)) {
+                {
+                    int rc_ = align__error(eb, ALIGN_EFORMAT, "%s: tensor '%s' is too large", path, key);
+                    align__st_close(f);
+                    return rc_;
+                }
+            }
+        }
+        json_int_t b = json_integer_value(json_array_get(of, 0)), en = json_integer_value(json_array_get(of, 1));
+        if (b < 0 || en < b || (uint64_t)en > f->data_len) {
+            size_t dl = f->data_len;
+            {
+                int rc_ = align__error(eb, ALIGN_EFORMAT,
+                                "%s: tensor '%s' at bytes %lld..%lld lies outside the %zu data bytes (truncated file?)",
+                                path, key, (long long)b, (long long)en, dl);
+                align__st_close(f);
+                return rc_;
+            }
+        }
+        if ((uint64_t)(en - b) != numel * (uint64_t)ds) {
+            {
+                int rc_ = align__error(eb, ALIGN_EFORMAT, "%s: tensor '%s' has %lld bytes for %llu elements",
+                                path, key, (long long)(en - b), (unsigned long long)numel);
+                align__st_close(f);
+                return rc_;
+            }
+        }
+    }
+    const char *ck = align__st_meta_get(f, "libalign.checksum");
+    if (ck) {
+        char hex[32];
+        snprintf(hex, sizeof hex, "fnv1a64w:%016llx",
+                 (unsigned long long)checksum((const unsigned char *)f->data, f->data_len));
+        if (strcmp(hex, ck) != 0) {
+            {
+                int rc_ = align__error(eb, ALIGN_EFORMAT,
+                                "%s: data checksum mismatch (the file is corrupted or truncated)", path);
+                align__st_close(f);
+                return rc_;
+            }
+        }
+    }
+    return ALIGN_OK;
+bad_meta:
+    {
+        int rc_ = align__error(eb, ALIGN_EFORMAT, "%s: __metadata__ must map strings to strings", path);
+        align__st_close(f);
+        return rc_;
+    }
+}
+
+int align__st_has(const align__st_file *f, const char *name)
+{
+    return json_object_get((json_t *)f->hdr, name) != NULL && strcmp(name, "__metadata__") != 0;
+}
+
+int align__st_shape(const align__st_file *f, const char *name, int *ndim, int64_t shape[2])
+{
+    json_t *e = json_object_get((json_t *)f->hdr, name);
+    if (!e || !strcmp(name, "__metadata__"))
+        return 0;
+    json_t *sh = json_object_get(e, "shape");
+    *ndim = (int)json_array_size(sh);
+    shape[0] = shape[1] = 0;
+    for (int i = 0; i < *ndim && i < 2; i++)
+        shape[i] = (int64_t)json_integer_value(json_array_get(sh, (size_t)i));
+    return 1;
+}
+
+int align__st_get(align__errbuf *eb, const align__st_file *f, const char *name, int ndim,
+                  const int64_t *shape, const float **data)
+{
+    json_t *e = json_object_get((json_t *)f->hdr, name);
+    if (!e || !strcmp(name, "__metadata__"))
+        return align__error(eb, ALIGN_EFORMAT, "%s: tensor '%s' is missing", f->path, name);
+    const char *dt = json_string_value(json_object_get(e, "dtype"));
+    if (strcmp(dt, "F32") != 0)
+        return align__error(eb, ALIGN_EFORMAT, "%s: tensor '%s' is %s, expected F32", f->path, name, dt);
+    int nd;
+    int64_t sh[2];
+    align__st_shape(f, name, &nd, sh);
+    if (nd != ndim || sh[0] != shape[0] || (ndim == 2 && sh[1] != shape[1])) {
+        char want[64], got[64];
+        if (ndim == 2)
+            snprintf(want, sizeof want, "[%lld, %lld]", (long long)shape[0], (long long)shape[1]);
+        else
+            snprintf(want, sizeof want, "[%lld]", (long long)shape[0]);
+        if (nd == 2)
+            snprintf(got, sizeof got, "[%lld, %lld]", (long long)sh[0], (long long)sh[1]);
+        else if (nd == 1)
+            snprintf(got, sizeof got, "[%lld]", (long long)sh[0]);
+        else
+            snprintf(got, sizeof got, "%d dimensions", nd);
+        return align__error(eb, ALIGN_EFORMAT, "%s: tensor '%s' has shape %s, expected %s", f->path, name, got, want);
+    }
+    json_int_t b = json_integer_value(json_array_get(json_object_get(e, "data_offsets"), 0));
+    *data = (const float *)(const void *)(f->data + b);
+    return ALIGN_OK;
+}
+
+const char *align__st_meta_get(const align__st_file *f, const char *key)
+{
+    json_t *md = json_object_get((json_t *)f->hdr, "__metadata__");
+    return md ? json_string_value(json_object_get(md, key)) : NULL;
+}
+
+int align__st_each(const align__st_file *f, int (*fn)(const char *name, void *ud), void *ud)
+{
+    const char *key;
+    json_t *e;
+    json_object_foreach((json_t *)f->hdr, key, e) {
+        if (!strcmp(key, "__metadata__"))
+            continue;
+        int rc = fn(key, ud);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}

@@ -1,0 +1,232 @@
+/* adamw.c — AdamW (Loshchilov & Hutter 2019, "Decoupled Weight Decay
+ * Regularization") over the model's flat parameter array, with a warmup +
+ * constant / linear / cosine schedule and global-norm clipping. The moments
+ * are one flat allocation each; the update is one fused, vectorisable loop
+ * per tensor run (decay applies to 2-D tensors only, see model.c). */
+#include "model/model_impl.h"
+#include "model/safetensors.h"
+#include "optim/optim.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct align_optimizer {
+    align__errbuf err;
+    align_optimizer_params p;
+    align_model *m;
+    float *mom, *var;   /* [n_params] each */
+    int64_t steps;
+};
+
+static const align_optimizer_params opt_defaults = {
+    .struct_size = sizeof(align_optimizer_params),
+    .flags = 0,
+    .learning_rate = 1e-4f,
+    .beta1 = 0.9f,
+    .beta2 = 0.999f,
+    .eps = 1e-8f,
+    .weight_decay = 0.0f,
+    .max_grad_norm = 1.0f,
+    .schedule = ALIGN_SCHEDULE_CONSTANT,
+    .warmup_steps = 0,
+    .total_steps = 1000,
+    .min_lr_ratio = 0.0f,
+};
+
+ALIGN_API int align_optimizer_default_params(align_optimizer_params *out, size_t struct_size)
+{
+    return align__params_defaults(out, struct_size, &opt_defaults, sizeof opt_defaults,
+                                  "align_optimizer_default_params");
+}
+
+align_model *align__optimizer_model(align_optimizer *o) { return o ? o->m : NULL; }
+
+ALIGN_API int align_optimizer_create(align_optimizer **out, align_model *m,
+                                     const align_optimizer_params *p)
+{
+    if (!out)
+        return align__error(NULL, ALIGN_EINVAL, "align_optimizer_create: out is NULL");
+    *out = NULL;
+    if (!m)
+        return align__error(NULL, ALIGN_EINVAL, "align_optimizer_create: model is NULL");
+    if (m->frozen)
+        return align__error(NULL, ALIGN_EMISUSE, "align_optimizer_create: the model is frozen");
+    align_optimizer_params c = opt_defaults;
+    int rc = align__params_copy(&c, sizeof c, p, "align_optimizer_create");
+    if (rc)
+        return rc;
+    if (!(c.learning_rate >= 0.0f) || !isfinite(c.learning_rate) || !(c.beta1 >= 0.0f && c.beta1 < 1.0f) ||
+        !(c.beta2 >= 0.0f && c.beta2 < 1.0f) || !(c.eps > 0.0f) || !(c.weight_decay >= 0.0f) ||
+        !isfinite(c.max_grad_norm) || c.warmup_steps < 0 || c.total_steps < 1 ||
+        !(c.min_lr_ratio >= 0.0f && c.min_lr_ratio <= 1.0f) ||
+        c.schedule < ALIGN_SCHEDULE_CONSTANT || c.schedule > ALIGN_SCHEDULE_COSINE)
+        return align__error(NULL, ALIGN_EINVAL,
+                            "align_optimizer_create: a parameter is out of range (lr >= 0, betas in "
+                            "[0,1), eps > 0, weight_decay >= 0, warmup >= 0, total_steps >= 1, "
+                            "min_lr_ratio in [0,1], known schedule)");
+    align_optimizer *o = align__calloc(1, sizeof *o);
+    if (!o)
+        return align__error(NULL, ALIGN_ENOMEM, "align_optimizer_create: out of memory");
+    o->p = c;
+    o->p.struct_size = sizeof o->p;
+    o->m = m;
+    o->mom = align__alloc_aligned(m->n_params * sizeof(float));
+    o->var = align__alloc_aligned(m->n_params * sizeof(float));
+    if (!o->mom || !o->var) {
+        align_optimizer_free(o);
+        return align__error(NULL, ALIGN_ENOMEM, "align_optimizer_create: out of memory for %zu moments",
+                            m->n_params);
+    }
+    *out = o;
+    return ALIGN_OK;
+}
+
+ALIGN_API void align_optimizer_free(align_optimizer *o)
+{
+    if (!o)
+        return;
+    align__free_aligned(o->mom);
+    align__free_aligned(o->var);
+    align__free(o);
+}
+
+ALIGN_API const char *align_optimizer_errmsg(const align_optimizer *o)
+{
+    return o ? align__errmsg(&o->err) : "optimizer is NULL";
+}
+
+/* Warmup: linear from lr/warmup up to lr over the first warmup steps (step
+ * s uses (s+1)/warmup, so the first update is not wasted at 0). Then
+ * constant, or linear / cosine (Loshchilov & Hutter 2017) decay to
+ * min_lr_ratio * lr at total_steps, flat after. */
+static float lr_at(const align_optimizer_params *p, int64_t s)
+{
+    float lr = p->learning_rate;
+    if (s < p->warmup_steps)
+        return lr * (float)(s + 1) / (float)p->warmup_steps;
+    if (p->schedule == ALIGN_SCHEDULE_CONSTANT)
+        return lr;
+    int64_t span = (int64_t)p->total_steps - p->warmup_steps;
+    double prog = span > 0 ? (double)(s - p->warmup_steps) / (double)span : 1.0;
+    if (prog > 1.0)
+        prog = 1.0;
+    double f = p->schedule == ALIGN_SCHEDULE_LINEAR ? 1.0 - prog : 0.5 * (1.0 + cos(3.14159265358979323846 * prog));
+    return lr * (float)(p->min_lr_ratio + (1.0 - p->min_lr_ratio) * f);
+}
+
+ALIGN_API float align_optimizer_lr(const align_optimizer *o) { return o ? lr_at(&o->p, o->steps) : 0.0f; }
+
+ALIGN_API int64_t align_optimizer_steps_done(const align_optimizer *o) { return o ? o->steps : 0; }
+
+typedef struct {
+    float *p, *g, *m, *v;
+    float lr, b1, b2, eps, wd, scale, bc1, bc2;
+} adam_ctx;
+
+/* The fused update: one pass over param, grad and both moments; plain
+ * arithmetic and sqrtf so gcc vectorises it (-fno-math-errno, PERF.md). */
+static void adam_chunk(void *vctx, int64_t b, int64_t e, int chunk)
+{
+    (void)chunk;
+    adam_ctx *c = vctx;
+    float *restrict p = c->p, *restrict g = c->g, *restrict m = c->m, *restrict v = c->v;
+    const float lr = c->lr, b1 = c->b1, b2 = c->b2, eps = c->eps, wd = c->wd, sc = c->scale;
+    const float ib1 = 1.0f - b1, ib2 = 1.0f - b2, bc1 = c->bc1, bc2 = c->bc2;
+    for (int64_t i = b; i < e; i++) {
+        float gi = g[i] * sc;
+        float mi = b1 * m[i] + ib1 * gi;
+        float vi = b2 * v[i] + ib2 * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        float mh = mi / bc1, vh = vi / bc2;
+        p[i] -= lr * (mh / (sqrtf(vh) + eps) + wd * p[i]);
+        g[i] = 0.0f;
+    }
+}
+
+ALIGN_API int align_optimizer_step(align_optimizer *o, float *grad_norm_out)
+{
+    if (!o)
+        return align__error(NULL, ALIGN_EINVAL, "align_optimizer_step: optimizer is NULL");
+    align__error_clear(&o->err);
+    align_model *m = o->m;
+    float norm = align__model_grad_norm(m);
+    if (grad_norm_out)
+        *grad_norm_out = norm;
+    if (!isfinite(norm)) {
+        memset(m->grads, 0, m->n_params * sizeof(float));
+        return align__error(&o->err, ALIGN_ENONFINITE,
+                            "align_optimizer_step: gradient norm is %f: update skipped, gradients zeroed",
+                            (double)norm);
+    }
+    float scale = 1.0f;
+    if (o->p.max_grad_norm > 0.0f && norm > o->p.max_grad_norm)
+        scale = o->p.max_grad_norm / (norm + 1e-6f);
+    int64_t t = o->steps + 1;
+    adam_ctx c = {.lr = lr_at(&o->p, o->steps), .b1 = o->p.beta1, .b2 = o->p.beta2, .eps = o->p.eps,
+                  .scale = scale, .bc1 = 1.0f - powf(o->p.beta1, (float)t),
+                  .bc2 = 1.0f - powf(o->p.beta2, (float)t)};
+    /* runs of tensors with the same decay flag are contiguous: one loop each */
+    int i = 0;
+    while (i < m->n_tensors) {
+        int j = i;
+        while (j + 1 < m->n_tensors && m->tensors[j + 1].decay == m->tensors[i].decay)
+            j++;
+        size_t off = m->tensors[i].offset, n = m->tensors[j].offset + m->tensors[j].numel - off;
+        c.p = m->params + off;
+        c.g = m->grads + off;
+        c.m = o->mom + off;
+        c.v = o->var + off;
+        c.wd = m->tensors[i].decay ? o->p.weight_decay : 0.0f;
+        align__parallel_for((int64_t)n, adam_chunk, &c);
+        i = j + 1;
+    }
+    o->steps++;
+    m->fwd_ready = 0; /* the weights changed under the kept activations */
+    return ALIGN_OK;
+}
+
+ALIGN_API int align_optimizer_save(const align_optimizer *o, const char *path)
+{
+    if (!o || !path)
+        return align__error(NULL, ALIGN_EINVAL, "align_optimizer_save: optimizer or path is NULL");
+    align__errbuf *eb = (align__errbuf *)&o->err;
+    int64_t n = (int64_t)o->m->n_params;
+    align__st_tensor t[2] = {{"exp_avg", o->mom, 1, {n, 0}}, {"exp_avg_sq", o->var, 1, {n, 0}}};
+    char steps[32], np[32];
+    snprintf(steps, sizeof steps, "%lld", (long long)o->steps);
+    snprintf(np, sizeof np, "%lld", (long long)n);
+    align__st_meta meta[] = {{"libalign.kind", "adamw"}, {"step", steps}, {"n_params", np}};
+    return align__st_write(eb, path, t, 2, meta, 3);
+}
+
+ALIGN_API int align_optimizer_load(align_optimizer *o, const char *path)
+{
+    if (!o || !path)
+        return align__error(NULL, ALIGN_EINVAL, "align_optimizer_load: optimizer or path is NULL");
+    align__error_clear(&o->err);
+    align__st_file f;
+    int rc = align__st_open(&o->err, path, &f);
+    if (rc)
+        return rc;
+    int64_t n = (int64_t)o->m->n_params;
+    const char *kind = align__st_meta_get(&f, "libalign.kind"), *st = align__st_meta_get(&f, "step");
+    const float *mm, *vv;
+    char *end = NULL;
+    long long steps = st ? strtoll(st, &end, 10) : -1;
+    if (!kind || strcmp(kind, "adamw") != 0 || !st || *end != '\0' || steps < 0) {
+        rc = align__error(&o->err, ALIGN_EFORMAT, "%s: not an AdamW state file (kind/step metadata)", path);
+        goto done;
+    }
+    if ((rc = align__st_get(&o->err, &f, "exp_avg", 1, &n, &mm)) ||
+        (rc = align__st_get(&o->err, &f, "exp_avg_sq", 1, &n, &vv)))
+        goto done;
+    memcpy(o->mom, mm, (size_t)n * sizeof(float));
+    memcpy(o->var, vv, (size_t)n * sizeof(float));
+    o->steps = steps;
+done:
+    align__st_close(&f);
+    return rc;
+}
