@@ -333,6 +333,12 @@ ALIGN_API int align_text_sink_add(align_text_sink *sink, const char *text, size_
  * ALIGN_DONE when there are no more, < 0 on error. */
 typedef int (*align_prompt_fn)(align_text_sink *sink, void *user_data);
 ALIGN_API int align_dataset_set_source(align_dataset *d, align_prompt_fn fn, void *user_data);
+/* Calls the source until at least min_new prompt records were added.
+ * ALIGN_OK when they arrived; ALIGN_DONE when the source has no more (what it
+ * added stays) or no source is set; ALIGN_ECALLBACK when the callback failed
+ * or returned 0 without adding. Trainers that consume prompts call this
+ * themselves when they run out; hosts may call it to prefetch. */
+ALIGN_API int align_dataset_pull(align_dataset *d, int64_t min_new);
 
 /* ======================================================================== */
 /* generation                                                               */

@@ -313,6 +313,51 @@ START_TEST(test_load_100k)
 }
 END_TEST
 
+/* A host pull source through align_dataset_pull: prompts arrive on demand,
+ * ALIGN_DONE ends the source, a failing callback is ALIGN_ECALLBACK and keeps
+ * what was already added. */
+typedef struct { int calls; int fail_at; } pull_state;
+static int pull_source(align_text_sink *sink, void *ud)
+{
+    pull_state *st = ud;
+    st->calls++;
+    if (st->calls == st->fail_at)
+        return -42;
+    if (st->calls > 3)
+        return ALIGN_DONE;
+    char text[32];
+    snprintf(text, sizeof text, "prompt %d", st->calls);
+    return align_text_sink_add(sink, text, strlen(text));
+}
+
+START_TEST(test_pull_source)
+{
+    align_dataset *d;
+    ck_assert_int_eq(align_dataset_create(&d), ALIGN_OK);
+    ck_assert_int_eq(align_dataset_pull(d, 1), ALIGN_DONE); /* no source */
+    ck_assert_int_eq(align_dataset_pull(d, 0), ALIGN_EINVAL);
+    ck_assert_int_eq(align_dataset_pull(NULL, 1), ALIGN_EINVAL);
+    pull_state st = {0, 0};
+    ck_assert_int_eq(align_dataset_set_source(d, pull_source, &st), ALIGN_OK);
+    ck_assert_int_eq(align_dataset_pull(d, 2), ALIGN_OK);
+    ck_assert_int_eq(align_dataset_size(d), 2);
+    ck_assert_int_eq(align_dataset_record_kind(d, 1), ALIGN_RECORD_PROMPT);
+    ck_assert_int_eq(align_dataset_pull(d, 5), ALIGN_DONE); /* one more, then done */
+    ck_assert_int_eq(align_dataset_size(d), 3);
+    char *json;
+    ck_assert_int_eq(align_dataset_record_json(d, 2, &json), ALIGN_OK);
+    ck_assert(strstr(json, "prompt 3") != NULL);
+    align_free(json);
+
+    pull_state bad = {0, 2};
+    ck_assert_int_eq(align_dataset_set_source(d, pull_source, &bad), ALIGN_OK);
+    ck_assert_int_eq(align_dataset_pull(d, 3), ALIGN_ECALLBACK);
+    ck_assert(strstr(align_dataset_errmsg(d), "-42") != NULL);
+    ck_assert_int_eq(align_dataset_size(d), 4); /* the first pull's record stays */
+    align_dataset_free(d);
+}
+END_TEST
+
 Suite *dataset_suite(void)
 {
     Suite *s = suite_create("dataset");
@@ -322,5 +367,6 @@ Suite *dataset_suite(void)
     tcase_add_test(tc, test_bad_input_matrix);
     tcase_add_test(tc, test_api_rejects);
     tcase_add_test(tc, test_load_100k);
+    tcase_add_test(tc, test_pull_source);
     return s;
 }

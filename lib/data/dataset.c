@@ -1048,3 +1048,14 @@ int align__dataset_pull(align_dataset *d, int64_t min_new, align__errbuf *eb)
     }
     return ALIGN_OK;
 }
+
+ALIGN_API int align_dataset_pull(align_dataset *d, int64_t min_new)
+{
+    if (!d)
+        return align__error(NULL, ALIGN_EINVAL, "align_dataset_pull: dataset is NULL");
+    align__error_clear(&d->err);
+    if (min_new < 1)
+        return align__error(&d->err, ALIGN_EINVAL, "align_dataset_pull: min_new must be >= 1 (got %lld)",
+                            (long long)min_new);
+    return align__dataset_pull(d, min_new, NULL);
+}

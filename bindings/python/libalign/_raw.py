@@ -103,6 +103,7 @@ ALIGN_LENIENT = 0x1
 ALIGN_FINISH_LENGTH = 0
 ALIGN_FINISH_EOT = 1
 ALIGN_FINISH_STOP = 2
+ALIGN_GENERATE_IGNORE_EOT = 0x1
 
 # trainers
 ALIGN_ALGO_SFT = 0
@@ -709,6 +710,9 @@ align_text_sink_add = _fn(
 align_dataset_set_source = _fn(
     "int align_dataset_set_source(align_dataset *d, align_prompt_fn fn, void *user_data)",
     c_int, [align_dataset_p, align_prompt_fn, c_void_p])
+align_dataset_pull = _fn(
+    "int align_dataset_pull(align_dataset *d, int64_t min_new)",
+    c_int, [align_dataset_p, c_int64])
 
 # ---- generation -----------------------------------------------------------------------
 align_generate_default_params = _fn(

@@ -705,12 +705,14 @@ class Model(_Owned):
     def generate(self, tokenizer: "Tokenizer", prompts: Union[str, Sequence[str]], *,
                  max_new_tokens: Optional[int] = None, temperature: Optional[float] = None,
                  top_k: Optional[int] = None, top_p: Optional[float] = None,
-                 seed: Optional[int] = None, stop: Sequence[str] = ()) -> Any:
+                 seed: Optional[int] = None, stop: Sequence[str] = (),
+                 ignore_eot: bool = False) -> Any:
         """Samples continuations of one prompt (returns a :class:`Generation`)
         or of a list of prompts in one batch (returns a list). Unspecified
         settings take the library defaults (64 new tokens, temperature 1,
         no top-k/top-p, seed 1234); ``temperature=0`` is greedy; generation
-        stops at end-of-text or at any of the ``stop`` strings."""
+        stops at end-of-text (unless ``ignore_eot``: fixed-length samples) or
+        at any of the ``stop`` strings."""
         h = self._h
         if not isinstance(tokenizer, Tokenizer):
             raise TypeError(f"tokenizer must be a Tokenizer, not {type(tokenizer).__name__}")
@@ -729,6 +731,8 @@ class Model(_Owned):
             p.top_p = _number(top_p, "top_p")
         if seed is not None:
             p.seed = _int(seed, "seed")
+        if ignore_eot:
+            p.flags |= _raw.ALIGN_GENERATE_IGNORE_EOT
         if isinstance(stop, (str, bytes)):
             stop = [stop]
         stops = list(stop)
@@ -997,7 +1001,9 @@ class Dataset(_Owned):
             try:
                 self.add(r)
             except (TypeError, ValueError) as e:
-                raise type(e)(f"record {i}: {e}") from e
+                if type(e) not in (TypeError, ValueError):
+                    raise        # AlignError and other subclasses keep their type
+                raise type(e)(f"record {i}: {e}") from None
 
     def add_demo(self, prompt: str, completion: str, provenance: Any = None) -> None:
         """A demonstration: prompt and the desired completion."""
@@ -1088,6 +1094,14 @@ class Dataset(_Owned):
         _raw.align_dataset_set_source(h, cb.pointer, None)
         # Kept with the C handle: C may call it until the dataset is freed.
         self._state.keep["source"] = cb
+
+    def pull(self, min_new: int = 1) -> bool:
+        """Calls the prompt source until at least ``min_new`` prompts were
+        added. Returns True when they arrived, False when the source has no
+        more (what it added stays) or no source is set. An exception raised
+        by the source propagates from here."""
+        rc = _raw.align_dataset_pull(self._h, int(min_new))
+        return rc == _raw.ALIGN_OK
 
 
 # ============================================================================

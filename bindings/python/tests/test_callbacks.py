@@ -150,6 +150,25 @@ class TestPromptSource(_util.TestCase):
             with self.assertRaises(TypeError):
                 d.set_source(42)
 
+    def test_pull_through_the_library(self) -> None:
+        with la.Dataset() as d:
+            self.assertFalse(d.pull())            # no source: nothing to pull
+            d.set_source(iter(["first prompt", "second prompt"]))
+            self.assertTrue(d.pull(2))
+            self.assertEqual(len(d), 2)
+            self.assertEqual(d[1]["prompt"], "second prompt")
+            self.assertFalse(d.pull())            # exhausted: ALIGN_DONE
+            self.assertEqual(len(d), 2)
+
+            def source() -> str:
+                raise Boom("pulled and failed")
+            d.set_source(source)
+            with self.assertRaises(Boom):
+                d.pull()
+            self.assertEqual(len(d), 2)           # nothing already loaded is lost
+            with self.assertRaises(ValueError):
+                d.pull(0)
+
     def test_source_is_kept_alive_with_the_handle(self) -> None:
         import gc
         import weakref
@@ -188,3 +207,27 @@ class TestLogHandler(_util.TestCase):
                 self.assertEqual(len(d), 1)      # the call itself succeeded
         finally:
             la.set_log_handler(None)
+
+
+class TestThreads(_util.TestCase):
+    def test_step_in_an_executor(self) -> None:
+        import concurrent.futures
+
+        tok = la.Tokenizer.bytes()
+        model = _util.tiny_model()
+        data = la.Dataset(_util.arithmetic_records(3))
+        opt = la.Optimizer(model)
+        for o in (tok, model, data, opt):
+            self.addCleanup(o.close)
+
+        def on_step(stats: la.StepStats) -> None:
+            if stats.step == 2:
+                raise Boom("in a worker thread")
+
+        with la.Trainer.sft(model, tok, data, opt, micro_batch=3, max_steps=3,
+                            on_step=on_step) as tr, \
+                concurrent.futures.ThreadPoolExecutor(1) as pool:
+            self.assertEqual(pool.submit(tr.step).result().step, 1)
+            with self.assertRaises(Boom):
+                pool.submit(tr.step).result()
+            self.assertEqual(opt.steps_done, 1)

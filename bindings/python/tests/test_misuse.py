@@ -121,8 +121,10 @@ class TestWrongTypes(_util.TestCase):
                 data.add_demo("p", "r", provenance={"source": "martian"})
             with self.assertRaises(IndexError):
                 data[5]
-            with self.assertRaises(ValueError):
+            with self.assertRaisesRegex(ValueError, "record 1: "):
                 la.Dataset([{"prompt": "a"}, {"bogus": 1}])
+            with self.assertRaises(la.AlignError):     # from C, passed through unchanged
+                la.Dataset([{"prompt": "p", "responses": ["a", "b"], "ranking": [0, 5]}])
             self.assertEqual(len(data), 1)
             with self.assertRaises(RuntimeError):
                 model.backward([[0.0]])                          # no forward yet

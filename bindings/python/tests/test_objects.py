@@ -137,6 +137,9 @@ class TestModel(_util.TestCase):
             s2 = m.generate(tok, "x", seed=5, max_new_tokens=6)
             self.assertEqual(s1.tokens, s2.tokens)
             self.assertEqual(m.generate(tok, [], max_new_tokens=3), [])
+            fixed = m.generate(tok, ["a", "b", "c"], max_new_tokens=7, ignore_eot=True)
+            self.assertEqual([len(x.tokens) for x in fixed], [7, 7, 7])
+            self.assertTrue(all(x.finish_reason == la.FinishReason.LENGTH for x in fixed))
 
     def test_generate_stop_string(self) -> None:
         with _util.tiny_model() as m, la.Tokenizer.bytes() as tok:

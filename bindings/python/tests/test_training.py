@@ -114,3 +114,30 @@ class TestSFT(_util.TestCase):
             stats = list(tr)
         self.assertEqual(len(stats), 2)
         self.assertGreater(stats[0].tokens, 0)
+
+
+class TestExample(_util.TestCase):
+    def test_sft_example_runs(self) -> None:
+        import json
+        import os
+        import subprocess
+        import sys
+
+        tmp = _util.scratch_dir(self)
+        data = tmp / "demos.jsonl"
+        data.write_text("".join(json.dumps(r) + "\n" for r in _util.arithmetic_records(3)))
+        script = _util.ROOT / "bindings" / "python" / "examples" / "sft.py"
+        r = subprocess.run([sys.executable, str(script), str(data), "--eval", str(data),
+                            "--layers", "1", "--heads", "2", "--embd", "32", "--ctx", "32",
+                            "--steps", "3", "--batch", "4", "--samples", "1",
+                            "--save", str(tmp / "ckpt")],
+                           capture_output=True, text=True, timeout=120, env=dict(os.environ))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        for expected in ("samples before training", "step     1", "held-out: loss",
+                         "samples after training", "checkpoint: "):
+            self.assertIn(expected, r.stdout)
+        self.assertTrue((tmp / "ckpt").is_dir())
+        r = subprocess.run([sys.executable, str(script), str(tmp / "missing.jsonl")],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("ALIGN_ENOENT", r.stderr)
