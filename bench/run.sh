@@ -22,13 +22,17 @@ PY=/usr/bin/python3
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 echo "bench: $ALIGN_BENCH_THREADS threads, OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE, $ALIGN_BENCH_ITERS timed iterations"
+# BENCH_ONLY=word runs only the programs / baselines whose name contains word.
+only=${BENCH_ONLY:-}
 for b in "$BUILD"/bench/*; do
   [ -x "$b" ] || continue
+  case "$(basename "$b")" in *"$only"*) ;; *) continue ;; esac
   echo "bench: running $(basename "$b")"
   "$b" >> "$tmp/ours.jsonl" || echo "bench: $(basename "$b") failed" >&2
 done
 for py in bench/torch_*.py; do
   [ -f "$py" ] || continue
+  case "$(basename "$py")" in *"$only"*) ;; *) continue ;; esac
   if $PY -c 'import torch' 2>/dev/null; then
     echo "bench: running $(basename "$py") (PyTorch baseline)"
     $PY "$py" >> "$tmp/torch.jsonl" || echo "bench: $py failed" >&2
@@ -39,11 +43,22 @@ done
 touch "$tmp/ours.jsonl" "$tmp/torch.jsonl"
 $PY - "$tmp/ours.jsonl" "$tmp/torch.jsonl" "$BENCH_JSON" <<'PYEOF'
 import json, sys, time
-ours = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-torch = {}
-for l in open(sys.argv[2]):
-    if l.strip():
-        o = json.loads(l); torch[o["name"]] = o
+def records(path):
+    """JSON-object lines; other output is shown as it is."""
+    for l in open(path):
+        l = l.strip()
+        if l.startswith("{"):
+            try:
+                o = json.loads(l)
+                if "name" in o and "value" in o:
+                    yield o
+                    continue
+            except ValueError:
+                pass
+        if l:
+            print(l)
+ours = list(records(sys.argv[1]))
+torch = {o["name"]: o for o in records(sys.argv[2])}
 stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
 print("%-44s %12s %-9s %12s %9s" % ("measurement", "libalign", "unit", "pytorch", "vs_torch"))
 with open(sys.argv[3], "a") as out:
