@@ -4,11 +4,12 @@
 Each example asks for a shopping list for one or two dishes, in one of a few
 phrasings; the answer lists the dishes' ingredients, in order, comma-separated:
 
-  {"prompt": "Create a shopping list for pancakes and tomato soup.\\nList:",
+  {"prompt": "Shopping list for pancakes and tomato soup.\\nList:",
    "completion": " flour, eggs, milk, tomatoes, onion, stock"}
 
-The held-out file uses pairs of dishes never seen together in training, so
-exact match on it measures composition, not recall.
+The held-out file holds (dishes, phrasing) combinations that never occur in
+the training file: the model must answer a request worded in a way it has
+not seen for that pair of dishes.
 
   make_shopping_data.py OUTDIR [--train N] [--test N] [--seed S]
 """
@@ -30,17 +31,15 @@ DISHES = {
 }
 
 PHRASES = [
-    "Create a shopping list for {}.",
-    "What do I need to buy for {}?",
-    "Shopping list for {}, please.",
-    "I want to make {}. What should I buy?",
+    "Shopping list for {}.",
+    "What to buy for {}?",
+    "List for {}, please.",
 ]
 
 
 def example(dishes, phrase):
-    what = " and ".join(dishes)
     items = [i for d in dishes for i in DISHES[d]]
-    return {"prompt": phrase.format(what) + "\nList:", "completion": " " + ", ".join(items)}
+    return {"prompt": phrase.format(" and ".join(dishes)) + "\nList:", "completion": " " + ", ".join(items)}
 
 
 def main():
@@ -52,18 +51,23 @@ def main():
     a = ap.parse_args()
     rng = random.Random(a.seed)
     names = sorted(DISHES)
-    pairs = list(itertools.permutations(names, 2))
-    rng.shuffle(pairs)
-    held = pairs[: len(pairs) // 5]          # pairs only the test set sees
-    seen = pairs[len(pairs) // 5:] + [(n,) for n in names]
+    combos = [(d, p) for d in [(n,) for n in names] + list(itertools.permutations(names, 2)) for p in PHRASES]
+    held, seen = [], []
+    for dishes, p in combos:
+        # for two dishes in three of ten cases, one phrasing is kept for the test
+        k = (names.index(dishes[0]) + names.index(dishes[-1])) % len(PHRASES)
+        if len(dishes) == 2 and p == PHRASES[k] and rng.random() < 0.3:
+            held.append((dishes, p))
+        else:
+            seen.append((dishes, p))
     os.makedirs(a.outdir, exist_ok=True)
     with open(os.path.join(a.outdir, "train.jsonl"), "w") as f:
         for _ in range(a.train):
-            f.write(json.dumps(example(rng.choice(seen), rng.choice(PHRASES))) + "\n")
+            f.write(json.dumps(example(*rng.choice(seen))) + "\n")
     with open(os.path.join(a.outdir, "test.jsonl"), "w") as f:
         for _ in range(a.test):
-            f.write(json.dumps(example(rng.choice(held), rng.choice(PHRASES))) + "\n")
-    print("wrote %d training and %d held-out examples to %s (%d dish pairs held out)"
+            f.write(json.dumps(example(*rng.choice(held))) + "\n")
+    print("wrote %d training and %d held-out examples to %s (%d combinations held out)"
           % (a.train, a.test, a.outdir, len(held)))
 
 
