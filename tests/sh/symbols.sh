@@ -20,7 +20,7 @@ if ! diff -u abi/libalign.symbols "$tmp/exports"; then
   echo "FAIL: exported symbols differ from abi/libalign.symbols (run 'make abi-baseline' for a deliberate addition)"; exit 1
 fi
 # internal helpers exist in the archive but not in the shared library's dynamic table
-nm "$BUILD/libalign.a" | grep -q ' T align__error$' || { echo "FAIL: align__error not found in libalign.a"; exit 1; }
+nm "$BUILD/libalign.a" | grep ' T align__error$' > /dev/null || { echo "FAIL: align__error not found in libalign.a"; exit 1; }
 soname=$(readelf -d "$so" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
 [ "$soname" = "libalign.so.0" ] || { echo "FAIL: SONAME is '$soname'"; exit 1; }
 [ "$(readlink "$BUILD/libalign.so.0")" = "$(basename "$so")" ] || { echo "FAIL: libalign.so.0 link"; exit 1; }
