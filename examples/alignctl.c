@@ -2271,7 +2271,6 @@ static int cmd_eval(int argc, char **argv)
     align_model *m = NULL;
     align_tokenizer *t = NULL;
     align_dataset *d = NULL;
-    align_optimizer *o = NULL;
     align_trainer *tr = NULL;
     int r = load_tokenizer(tok, &t);
     if (!r)
@@ -2282,16 +2281,8 @@ static int cmd_eval(int argc, char **argv)
         r = load_dataset(data_path, lenient ? ALIGN_LENIENT : 0, &d);
     if (r)
         goto out;
-    /* The API evaluates through a trainer, and a trainer needs an optimizer
-     * (its moments are allocated but never used here). */
-    align_optimizer_params op;
-    ALIGN_OPTIMIZER_DEFAULT_PARAMS(&op);
-    int rc = align_optimizer_create(&o, m, &op);
-    if (rc < 0) {
-        r = rt_fail(rc, align_last_errmsg(), "cannot create the optimizer");
-        goto out;
-    }
-    rc = align_trainer_create_sft(&tr, m, t, d, o, &sp);
+    /* An evaluation-only trainer: no optimizer, so no moments are allocated. */
+    int rc = align_trainer_create_sft(&tr, m, t, d, NULL, &sp);
     if (rc < 0) {
         r = rt_fail(rc, align_last_errmsg(), "cannot set up evaluation");
         goto out;
@@ -2320,7 +2311,6 @@ static int cmd_eval(int argc, char **argv)
     }
 out:
     align_trainer_free(tr);
-    align_optimizer_free(o);
     align_dataset_free(d);
     align_model_free(m);
     align_tokenizer_free(t);

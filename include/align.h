@@ -445,7 +445,10 @@ typedef struct align_sft_params {
 ALIGN_API int align_sft_default_params(align_sft_params *out, size_t struct_size);
 #define ALIGN_SFT_DEFAULT_PARAMS(p) align_sft_default_params((p), sizeof *(p))
 
-/* policy, t, data and opt are borrowed and must outlive the trainer. */
+/* policy, t, data and opt are borrowed and must outlive the trainer.
+ * opt may be NULL for an evaluation-only trainer (align_trainer_evaluate;
+ * step, save and resume then return ALIGN_EMISUSE); policy may then be a
+ * frozen clone. */
 ALIGN_API int align_trainer_create_sft(align_trainer **out, align_model *policy,
                                        const align_tokenizer *t, align_dataset *data,
                                        align_optimizer *opt, const align_sft_params *p);

@@ -558,6 +558,23 @@ START_TEST(test_evaluate_and_accumulation)
     ck_assert_int_eq(align_trainer_evaluate(t1, d, (align_step_stats *)&small), ALIGN_OK);
     ck_assert_int_eq(small.step, 1);
     ck_assert_int_eq(small.guard, 777);
+
+    /* an evaluation-only trainer: no optimizer, a frozen clone of the policy,
+     * the same evaluation; stepping and checkpointing are refused */
+    align_model *frozen = NULL;
+    ck_assert_int_eq(align_model_clone(&frozen, m1, ALIGN_FROZEN), ALIGN_OK);
+    align_trainer *te = NULL;
+    ck_assert_int_eq(align_trainer_create_sft(&te, frozen, t, d, NULL, &p1), ALIGN_OK);
+    align_step_stats ef;
+    align_step_stats_init(&ef, sizeof ef);
+    ck_assert_int_eq(align_trainer_evaluate(te, d, &ef), ALIGN_OK);
+    ck_assert(ef.loss == e1.loss);
+    ck_assert(ef.accuracy == e1.accuracy);
+    ck_assert_int_eq(align_trainer_step(te, NULL), ALIGN_EMISUSE);
+    ck_assert_ptr_nonnull(strstr(align_trainer_errmsg(te), "without an optimizer"));
+    ck_assert_int_eq(align_trainer_save(te, "/nonexistent-dir"), ALIGN_EMISUSE);
+    align_trainer_free(te);
+    align_model_free(frozen);
     align_trainer_free(t1);
     align_trainer_free(t2);
     align_optimizer_free(o1);

@@ -521,3 +521,20 @@ float align__model_grad_norm(const align_model *m)
         s += c.part[i];
     return (float)sqrt(s);
 }
+
+int align__model_copy_weights(align_model *dst, const align_model *src)
+{
+    if (!dst || !src)
+        return align__error(dst ? &dst->err : NULL, ALIGN_EINVAL, "copy_weights: NULL model");
+    const align_model_params *a = &dst->cfg, *b = &src->cfg;
+    if (dst->n_params != src->n_params || dst->n_tensors != src->n_tensors || a->arch != b->arch ||
+        a->n_layer != b->n_layer || a->n_head != b->n_head || a->n_embd != b->n_embd ||
+        a->vocab_size != b->vocab_size || a->max_seq_len != b->max_seq_len ||
+        (a->flags & ALIGN_MODEL_SCALAR_HEAD) != (b->flags & ALIGN_MODEL_SCALAR_HEAD))
+        return align__error(&dst->err, ALIGN_EINVAL,
+                            "copy_weights: configurations differ (%zu vs %zu parameters)", src->n_params,
+                            dst->n_params);
+    memcpy(dst->params, src->params, dst->n_params * sizeof(float));
+    dst->fwd_ready = 0;
+    return ALIGN_OK;
+}

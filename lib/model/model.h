@@ -35,6 +35,11 @@ int32_t align__kv_len(const align__kv_cache *c, int32_t i);
 int  align__model_decode(align_model *m, align__kv_cache *c, const int32_t *tokens, int32_t stride,
                          const int32_t *n_new, float *logits_last);
 
+/* Copies src's weights into dst in place (same configuration required:
+ * ALIGN_EINVAL otherwise, dst unchanged). dst's pending forward is dropped.
+ * Used to restore weights loaded into a temporary model (trainer resume). */
+int align__model_copy_weights(align_model *dst, const align_model *src);
+
 /* The model's errbuf, for layers above that report through it. */
 align__errbuf *align__model_err(align_model *m);
 

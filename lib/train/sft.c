@@ -404,16 +404,16 @@ ALIGN_API int align_trainer_create_sft(align_trainer **out, align_model *policy,
     if (!out)
         return align__error(NULL, ALIGN_EINVAL, "align_trainer_create_sft: out is NULL");
     *out = NULL;
-    if (!policy || !t || !data || !opt)
+    if (!policy || !t || !data)
         return align__error(NULL, ALIGN_EINVAL, "align_trainer_create_sft: %s is NULL",
-                            !policy ? "policy" : !t ? "tokenizer" : !data ? "dataset" : "optimizer");
+                            !policy ? "policy" : !t ? "tokenizer" : "dataset");
     align_sft_params prm = sft_defaults;
     int rc = align__params_copy(&prm, sizeof prm, p, "align_sft_params");
     if (rc)
         return rc;
     prm.struct_size = sizeof prm;
 
-    if (align__optimizer_model(opt) != policy)
+    if (opt && align__optimizer_model(opt) != policy)
         return align__error(NULL, ALIGN_EINVAL,
                             "align_trainer_create_sft: the optimizer was created for another model");
     align_model_params cfg;

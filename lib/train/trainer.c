@@ -20,8 +20,6 @@
  */
 #include "train/trainer.h"
 #include "model/model.h"
-/* For copy_weights() only; see there. */
-#include "model/model_impl.h"
 
 #include <errno.h>
 #include <math.h>
@@ -144,6 +142,9 @@ ALIGN_API int align_trainer_step(align_trainer *tr, align_step_stats *stats)
     int rc = check_stats_arg(tr, stats);
     if (rc)
         return rc;
+    if (!tr->opt)
+        return align__error(&tr->err, ALIGN_EMISUSE,
+                            "align_trainer_step: this trainer was created without an optimizer (evaluation only)");
 
     align__step_ctx ctx;
     memset(&ctx, 0, sizeof ctx);
@@ -270,7 +271,7 @@ ALIGN_API int align_trainer_evaluate(align_trainer *tr, align_dataset *eval, ali
     ctx.stats.algorithm = tr->vt->algorithm;
     ctx.stats.step = tr->steps;
     ctx.stats.epoch = tr->vt->epoch(tr);
-    ctx.stats.learning_rate = align_optimizer_lr(tr->opt);
+    ctx.stats.learning_rate = tr->opt ? align_optimizer_lr(tr->opt) : 0.0f;
     ctx.stats.progress = tr->vt->progress(tr, tr->steps);
     ctx.stats.tokens_per_sec = t1 > t0 ? (float)((double)ctx.tokens_processed / (t1 - t0)) : 0.0f;
     stats_out(tr, stats, &ctx.stats);
@@ -322,19 +323,6 @@ int align__json_get_i64(const json_t *obj, const char *key, int64_t *v)
 }
 
 /* ---- checkpoints ------------------------------------------------------------ */
-
-/* Restores weights loaded into a temporary model into the policy in place.
- * model.h has no such call yet (requested: align__model_copy_weights); until
- * it does, this is the one place the trainer looks inside align_model: both
- * hold their parameters as one flat array laid out by the same config. */
-static int copy_weights(align_model *dst, const align_model *src)
-{
-    if (dst->n_params != src->n_params || dst->n_tensors != src->n_tensors)
-        return align__error(&dst->err, ALIGN_EINVAL, "parameter counts differ (%zu vs %zu)",
-                            src->n_params, dst->n_params);
-    memcpy(dst->params, src->params, dst->n_params * sizeof(float));
-    return ALIGN_OK;
-}
 
 /* A fast 64-bit digest of a file, so resume can tell that model.safetensors,
  * optimizer.safetensors and trainer.json come from the same save (a crash
@@ -456,6 +444,9 @@ ALIGN_API int align_trainer_save(const align_trainer *ctr, const char *dir)
     align__error_clear(&tr->err);
     if (!dir || !*dir)
         return align__error(&tr->err, ALIGN_EINVAL, "align_trainer_save: dir is NULL or empty");
+    if (!tr->opt)
+        return align__error(&tr->err, ALIGN_EMISUSE,
+                            "align_trainer_save: this trainer was created without an optimizer (evaluation only)");
     int rc = make_dirs(&tr->err, dir);
     if (rc)
         return rc;
@@ -574,6 +565,9 @@ ALIGN_API int align_trainer_resume(align_trainer *tr, const char *dir)
     align__error_clear(&tr->err);
     if (!dir || !*dir)
         return align__error(&tr->err, ALIGN_EINVAL, "align_trainer_resume: dir is NULL or empty");
+    if (!tr->opt)
+        return align__error(&tr->err, ALIGN_EMISUSE,
+                            "align_trainer_resume: this trainer was created without an optimizer (evaluation only)");
 
     char *mpath = path_join(dir, "model.safetensors");
     char *opath = path_join(dir, "optimizer.safetensors");
@@ -682,7 +676,7 @@ ALIGN_API int align_trainer_resume(align_trainer *tr, const char *dir)
                    json_equal(json_object_get(a, "vocab_size"), json_object_get(b, "vocab_size")) &&
                    json_equal(json_object_get(a, "max_seq_len"), json_object_get(b, "max_seq_len"));
         json_decref(a);
-        if (tmp_model->n_params != tr->policy->n_params)
+        if (align_model_num_params(tmp_model) != align_model_num_params(tr->policy))
             same = 0;
         if (!same) {
             rc = align__error(&tr->err, ALIGN_EINVAL, "%s: the model's shape differs from the policy's", mpath);
@@ -706,7 +700,7 @@ ALIGN_API int align_trainer_resume(align_trainer *tr, const char *dir)
         rc = align__error(&tr->err, rc, "loading %s: %s", opath, align_optimizer_errmsg(tr->opt));
         goto done;
     }
-    rc = copy_weights(tr->policy, tmp_model);
+    rc = align__model_copy_weights(tr->policy, tmp_model);
     if (rc < 0) {
         rc = align__error(&tr->err, rc, "restoring weights: %s", align_model_errmsg(tr->policy));
         goto done;

@@ -1129,7 +1129,7 @@ class Trainer(_Owned):
         raise TypeError("create a trainer with Trainer.sft(...) or SFTTrainer(...)")
 
     @classmethod
-    def sft(cls, model: Model, tokenizer: Tokenizer, dataset: Dataset, optimizer: Optimizer,
+    def sft(cls, model: Model, tokenizer: Tokenizer, dataset: Dataset, optimizer: Optional[Optimizer],
             **params: Any) -> "SFTTrainer":
         """A supervised fine-tuning trainer; see :class:`SFTTrainer`."""
         return SFTTrainer(model, tokenizer, dataset, optimizer, **params)
@@ -1199,13 +1199,18 @@ class SFTTrainer(Trainer):
     _STR_FIELDS = ("system_prefix", "user_prefix", "assistant_prefix")
 
     def __init__(self, model: Model, tokenizer: Tokenizer, dataset: Dataset,
-                 optimizer: Optimizer, *, on_step: Optional[Callable[[StepStats], Any]] = None,
+                 optimizer: Optional[Optimizer], *,
+                 on_step: Optional[Callable[[StepStats], Any]] = None,
                  full_sequence_loss: bool = False, pack: bool = False, **params: Any) -> None:
+        """``optimizer`` may be None for an evaluation-only trainer: evaluate()
+        works, step(), save() and resume() raise (ALIGN_EMISUSE)."""
         for name, obj, cls in (("model", model, Model), ("tokenizer", tokenizer, Tokenizer),
                                ("dataset", dataset, Dataset), ("optimizer", optimizer, Optimizer)):
+            if name == "optimizer" and obj is None:
+                continue
             if not isinstance(obj, cls):
                 raise TypeError(f"{name} must be a {cls.__name__}, not {type(obj).__name__}")
-        if optimizer.model is not model:
+        if optimizer is not None and optimizer.model is not model:
             raise ValueError("the optimizer was created for another model")
         p = _raw.align_sft_params.defaults()
         for k, v in params.items():
@@ -1225,10 +1230,10 @@ class SFTTrainer(Trainer):
             p.on_step = cb.pointer
         h = _raw.align_trainer_p()
         _raw.align_trainer_create_sft(byref(h), model._h, tokenizer._h, dataset._h,
-                                      optimizer._h, byref(p))
+                                      optimizer._h if optimizer is not None else None, byref(p))
         # Borrowed objects stay alive as long as the trainer (B5.2).
         self.model, self.tokenizer, self.dataset, self.optimizer = (model, tokenizer, dataset,
                                                                     optimizer)
-        self._adopt(h, borrowed=[model, tokenizer, dataset, optimizer])
+        self._adopt(h, borrowed=[o for o in (model, tokenizer, dataset, optimizer) if o is not None])
         if cb is not None:
             self._state.keep["on_step"] = cb

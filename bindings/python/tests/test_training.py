@@ -74,6 +74,16 @@ class TestSFT(_util.TestCase):
             with self.assertRaises(TypeError):
                 tr.evaluate([{"prompt": "a", "completion": "b"}])
 
+    def test_evaluation_only_trainer(self) -> None:
+        tok, model, data, opt = _setup()
+        self.addCleanup(_close, tok, model, data, opt)
+        with model.clone(frozen=True) as ref, la.Dataset(_util.arithmetic_records(3)) as held_out, \
+                la.Trainer.sft(model, tok, data, opt, micro_batch=8) as tr, \
+                la.Trainer.sft(ref, tok, data, None, micro_batch=8) as ev:
+            self.assertEqual(ev.evaluate(held_out).loss, tr.evaluate(held_out).loss)
+            with self.assertRaises(la.AlignError):
+                ev.step()
+
     def test_request_stop(self) -> None:
         tok, model, data, opt = _setup()
         self.addCleanup(_close, tok, model, data, opt)
