@@ -9,25 +9,10 @@ Prints one JSON object per measurement, names matching bench_generate's.
   torch_generate.py <config>   one ("124M" or "tiny")"""
 import json, math, os, subprocess, sys, time
 
+from blas_kernel import blas_kernel
+
 CFGS = {"124M": (12, 12, 768, 50257, 1024), "tiny": (4, 4, 256, 50304, 1024)}
 PROMPT = 32
-
-
-def blas_kernel():
-    import ctypes
-    try:
-        with open("/proc/self/maps") as f:
-            libs = sorted({l.split()[-1] for l in f if "openblas" in l and l.split()[-1].startswith("/")})
-        for lib in libs:
-            h = ctypes.CDLL(lib)
-            if hasattr(h, "openblas_get_corename"):
-                h.openblas_get_corename.restype = ctypes.c_char_p
-                h.openblas_get_config.restype = ctypes.c_char_p
-                return "%s (%s kernels)" % (h.openblas_get_config().decode().split(" DYNAMIC")[0],
-                                            h.openblas_get_corename().decode())
-    except OSError:
-        pass
-    return "torch BLAS"
 
 
 def run(name):
