@@ -7,7 +7,7 @@
 .DEFAULT_GOAL := all
 SHELL := /bin/bash
 
-# ---- version: lives once, in include/align.h (STYLE.md B10) ----------------
+# ---- version: lives once, in include/align.h (docs/conventions.md, "Version") ----------------
 VMAJOR  := $(shell sed -n 's/^\#define ALIGN_VERSION_MAJOR \([0-9]*\).*/\1/p' include/align.h)
 VMINOR  := $(shell sed -n 's/^\#define ALIGN_VERSION_MINOR \([0-9]*\).*/\1/p' include/align.h)
 VPATCH  := $(shell sed -n 's/^\#define ALIGN_VERSION_PATCH \([0-9]*\).*/\1/p' include/align.h)
@@ -42,7 +42,7 @@ CXX     ?= c++
 OPT     ?= -O2
 WERROR  ?= $(if $(CI),-Werror,)
 WARN    := -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes $(WERROR)
-# -fno-math-errno lets gcc vectorise sqrtf/expf (PERF.md: AdamW 346 -> 91 ms).
+# -fno-math-errno lets gcc vectorise sqrtf/expf (docs/bench.md: a fused AdamW over 124M parameters, 346 -> 91 ms).
 BASE_CFLAGS := -std=c11 -D_POSIX_C_SOURCE=200809L $(OPT) -g -fno-math-errno \
                -fvisibility=hidden -DALIGN_BUILDING -Iinclude -Ilib $(WARN)
 SAN     ?=
@@ -138,7 +138,7 @@ asan: deps
 	  check-c check-sh
 	@echo "libalign: sanitizer run passed"
 
-# ---- ABI (STYLE.md B12) --------------------------------------------------------------
+# ---- ABI (docs/conventions.md, "ABI promise") --------------------------------------------------------------
 abi-check: lib
 	bash tools/abi-check.sh $(SO_REAL)
 abi-baseline: lib

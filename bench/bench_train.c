@@ -114,7 +114,7 @@ static int run(const bench_cfg *c)
         }
     }
     double ms = total / iters * 1e3;
-    /* PERF.md: FLOPs = (6 N + 12 L T C) B T, N without the position table */
+    /* FLOPs = (6 N + 12 L T C) B T, N without the position table */
     double N = (double)align_model_num_params(m) - (double)c->maxT * c->C;
     double flops = (6.0 * N + 12.0 * c->L * T * c->C) * B * T;
     double gf = flops / (ms * 1e-3) / 1e9;

@@ -758,7 +758,7 @@ static int cpu_has_avx512f(void)
 }
 
 /* Before heavy work: checks which BLAS kernels run. Debian's OpenBLAS picks
- * its generic "Prescott" kernels on CPUs it does not know (PERF.md); the
+ * its generic "Prescott" kernels on CPUs it does not know (docs/bench.md); the
  * choice is made when the library loads, so the remedy is to run again with
  * OPENBLAS_CORETYPE=SkylakeX set. Done once (the child has the variable set),
  * unless ALIGNCTL_NO_REEXEC is set. Prints the banner otherwise. */

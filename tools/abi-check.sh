@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # abi-check.sh — the exported symbols and the ABI of libalign.so against the
-# committed baseline in abi/ (STYLE.md B12).
+# committed baseline in abi/ (docs/conventions.md, "ABI promise").
 #   tools/abi-check.sh SO            check, then self-test that the check fails
 #                                    on a removed symbol and on a changed struct
 #   tools/abi-check.sh --update SO   rewrite abi/libalign.abi and abi/libalign.symbols

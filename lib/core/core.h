@@ -35,7 +35,7 @@ void align__error_clear(align__errbuf *eb);
 /* eb's message, "" when none; never NULL (eb may be NULL). */
 const char *align__errmsg(const align__errbuf *eb);
 
-/* ---- params structs (STYLE.md B3) ----------------------------------------
+/* ---- params structs (docs/conventions.md, "Params structs") ----------------------------------------
  * Copies a caller's size-prefixed struct into dst (already filled with
  * defaults, full size dst_size). struct_size == 0 -> ALIGN_EINVAL; smaller
  * -> prefix copied; larger -> the unknown tail must be zero (ALIGN_EVERSION). */

@@ -3,7 +3,7 @@
  * Debian's OpenBLAS 0.3.21 is built with DYNAMIC_ARCH and picks its kernels
  * from the CPU id when it loads. It does not know recent Xeons (e.g. Sapphire
  * Rapids) and falls back to the SSE3 "Prescott" kernels, ~5x slower sgemm
- * than "SkylakeX" on the same CPU (PERF.md). The kernel is chosen in
+ * than "SkylakeX" on the same CPU (docs/bench.md). The kernel is chosen in
  * OpenBLAS's constructor from OPENBLAS_CORETYPE, so the only remedy is that
  * variable set before the process starts; we detect the case and say so.
  * OpenBLAS entry points are found with dlsym so any other cblas links too. */

@@ -39,7 +39,7 @@ void align__nn_matmul_forward(float *out, const float *inp, const float *w, cons
         sbeta = 1.0f;
     }
     if (N == 1) {
-        /* batch-1 decoding: sgemv is ~3x faster than an M=1 sgemm (PERF.md) */
+        /* batch-1 decoding: sgemv is ~3x faster than an M=1 sgemm (measured: ~20 against 5-7 GFLOP/s) */
         if (layout == ALIGN__W_IN_OUT)
             cblas_sgemv(CblasRowMajor, CblasTrans, (int)C, (int)OC, 1.0f, w, (int)OC, inp, 1, sbeta, out, 1);
         else

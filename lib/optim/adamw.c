@@ -126,7 +126,7 @@ typedef struct {
 } adam_ctx;
 
 /* The fused update: one pass over param, grad and both moments; plain
- * arithmetic and sqrtf so gcc vectorises it (-fno-math-errno, PERF.md). */
+ * arithmetic and sqrtf so gcc vectorises it (-fno-math-errno: 346 -> 91 ms for 124M parameters, docs/bench.md). */
 static void adam_chunk(void *vctx, int64_t b, int64_t e, int chunk)
 {
     (void)chunk;

@@ -1,6 +1,6 @@
 """Layer 1 of the binding: find and load libalign's shared library.
 
-Search order (STYLE.md B14):
+Search order (docs/python.md, "Layers"):
 
 1. the path in the environment variable ``LIBALIGN_LIBRARY``;
 2. a copy next to this package (``libalign/libalign.so.0``), for wheels or

@@ -296,7 +296,7 @@ HANDLE_TYPES = {cls.__name__[:-2]: cls for cls in
                  align_trainer_p, align_generation_p, align_text_sink_p)}
 
 # ============================================================================
-# structures (STYLE.md B3): struct_size is set to sizeof(cls) on creation
+# structures (docs/conventions.md, "Params structs"): struct_size is set to sizeof(cls) on creation
 # ============================================================================
 
 

@@ -5,7 +5,7 @@ Every class owns one C handle and frees it in ``close()``, on leaving a
 (``weakref.finalize``). A call on a closed object raises :class:`ClosedError`
 before anything reaches C, so no NULL or dangling handle is ever passed.
 
-Borrowing (STYLE.md B5): an :class:`Optimizer` borrows its model, a trainer
+Borrowing (docs/conventions.md, "Handles and ownership"): an :class:`Optimizer` borrows its model, a trainer
 borrows its model, tokenizer, dataset and optimizer. The borrower keeps the
 Python objects alive, and closing a borrowed object while its borrower is
 open only *marks* it closed: its C handle is freed when the last borrower is
