@@ -7,7 +7,7 @@
 .DEFAULT_GOAL := all
 SHELL := /bin/bash
 
-# ---- version: lives once, in include/align.h (docs/conventions.md, "Version") ----------------
+# ---- version: lives once, in include/align.h (docs/conventions.md, "ABI promise") ----------------
 VMAJOR  := $(shell sed -n 's/^\#define ALIGN_VERSION_MAJOR \([0-9]*\).*/\1/p' include/align.h)
 VMINOR  := $(shell sed -n 's/^\#define ALIGN_VERSION_MINOR \([0-9]*\).*/\1/p' include/align.h)
 VPATCH  := $(shell sed -n 's/^\#define ALIGN_VERSION_PATCH \([0-9]*\).*/\1/p' include/align.h)
