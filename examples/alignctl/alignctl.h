@@ -122,9 +122,11 @@ int metrics_write_eval(FILE *f, int64_t step, const align_step_stats *eval);
 double metrics_last_time(const char *path, int64_t upto);
 
 /* ---- signals.c ---------------------------------------------------------- */
-/* SIGINT / SIGTERM ask tr to stop. Every signal after the first only asks
- * again, so the checkpoint written on the way out is never cut short. */
-void signals_install(align_trainer *tr);
+/* From here on SIGINT / SIGTERM are caught (signals_caught) and ask the
+ * attached trainer to stop. Every signal after the first only asks again, so
+ * the checkpoint written on the way out is never cut short. */
+void signals_install(void);
+void signals_attach(align_trainer *tr); /* the trainer to stop; NULL detaches */
 void signals_restore(void);
 int signals_caught(void); /* the first signal caught, 0 if none */
 /* Saves tr into ckdir/step-N and points ckdir/latest at it; dir_out gets

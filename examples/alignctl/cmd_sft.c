@@ -181,6 +181,9 @@ int cmd_sft(int argc, char **argv)
     if (require_inputs(model_path, tok, data_path, eval_path))
         return EXIT_RUNTIME;
     blas_setup(argv, threads);
+    /* Signals are caught from here to the end: one that arrives while loading
+     * still ends in a checkpoint and status 130 (signals.c). */
+    signals_install();
     align_model *m = NULL;
     align_tokenizer *t = NULL;
     align_dataset *data = NULL, *evald = NULL;
@@ -251,9 +254,7 @@ int cmd_sft(int argc, char **argv)
     int64_t last_saved = resume ? step : -1, last_eval = -1;
     int nonfinite = 0, interrupted = 0;
     float last_loss = NAN;
-    /* Signals stay caught until the end, so a second one cannot cut the
-     * checkpoint short (signals.c). */
-    signals_install(tr);
+    signals_attach(tr);
     for (;;) {
         if (signals_caught()) {
             interrupted = 1;

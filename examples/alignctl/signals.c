@@ -34,10 +34,10 @@ static void on_signal(int sig)
     }
 }
 
-void signals_install(align_trainer *tr)
+void signals_install(void)
 {
     g_signal = 0;
-    g_trainer = tr;
+    g_trainer = NULL;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
@@ -47,6 +47,13 @@ void signals_install(align_trainer *tr)
     sa.sa_flags = SA_RESTART;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+}
+
+void signals_attach(align_trainer *tr)
+{
+    g_trainer = tr;
+    if (tr && g_signal) /* caught before the trainer existed */
+        align_trainer_request_stop(tr);
 }
 
 void signals_restore(void)
