@@ -87,7 +87,7 @@ static const char *const PALETTE[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e"
                                       "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
 
 void svg_write(FILE *f, const char *title, const char *xname, const series *S, size_t ns,
-                      int cols)
+               int cols)
 {
     const double PW = 440, PH = 250, ML = 70, MR = 20, MT = 34, MB = 46;
     if ((size_t)cols > ns)
