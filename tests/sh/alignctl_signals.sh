@@ -77,4 +77,14 @@ for run in $(seq 1 $runs); do
 done
 ok "two SIGINTs: exit 130 with a checkpoint in $runs of $runs runs"
 
+# ---- `timeout -s INT` signals the program and then its process group: two SIGINTs --------
+rm -rf t.ckpt
+rc=0
+timeout --preserve-status -s INT 3 "$A" sft "${COMMON[@]}" --steps 1000000 --out t.safetensors \
+    2> t.err || rc=$?
+[ "$rc" = 130 ] || { cat t.err >&2; fail "timeout -s INT: exit $rc, expected 130"; }
+n=$(readlink t.ckpt/latest 2> /dev/null | sed 's/^step-//') || true
+[ -n "$n" ] && [ -f "t.ckpt/step-$n/trainer.json" ] || { cat t.err >&2; fail "timeout -s INT: no checkpoint"; }
+ok "timeout -s INT: exit 130, checkpoint at step $n"
+
 echo "alignctl_signals.sh: all passed"
