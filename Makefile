@@ -83,10 +83,24 @@ EX_SRCS  := $(sort $(wildcard examples/*.c))
 EX_BINS  := $(EX_SRCS:examples/%.c=$(BUILD)/bin/%)
 EX_CFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L $(OPT) -g -fno-math-errno -Iinclude $(WARN) $(SAN) $(CFLAGS)
 EX_LIBS   = -L$(BUILD) -lalign -Wl,-rpath,'$$ORIGIN/..' -lm $(SAN)
-examples: $(EX_BINS)
+examples: $(EX_BINS) $(BUILD)/bin/alignctl
 $(BUILD)/bin/%: examples/%.c include/align.h $(SO_DEV)
 	@mkdir -p $(dir $@)
 	$(CC) $(EX_CFLAGS) $< -o $@ $(EX_LIBS) $(LDFLAGS)
+
+# alignctl: every file of examples/alignctl/ (one per subcommand plus shared
+# modules), linked with jansson for its JSON input and output.
+CTL_SRCS := $(sort $(wildcard examples/alignctl/*.c))
+CTL_OBJS := $(CTL_SRCS:examples/alignctl/%.c=$(BUILD)/alignctl-obj/%.o)
+CTL_HDRS := $(wildcard examples/alignctl/*.h examples/alignctl/*.def)
+JANSSON_CFLAGS := $(shell pkg-config --cflags jansson 2>/dev/null)
+JANSSON_LIBS   := $(shell pkg-config --libs jansson 2>/dev/null || echo -ljansson)
+$(BUILD)/alignctl-obj/%.o: examples/alignctl/%.c $(CTL_HDRS) include/align.h Makefile
+	@mkdir -p $(dir $@)
+	$(CC) $(EX_CFLAGS) $(JANSSON_CFLAGS) -c $< -o $@
+$(BUILD)/bin/alignctl: $(CTL_OBJS) $(SO_DEV)
+	@mkdir -p $(dir $@)
+	$(CC) $(EX_CFLAGS) $(CTL_OBJS) -o $@ $(EX_LIBS) $(JANSSON_LIBS) $(LDFLAGS)
 
 # ---- tests ----------------------------------------------------------------------------
 # tests/check_<module>.c exports Suite *<module>_suite(void). Files named
@@ -178,7 +192,7 @@ install: lib examples $(BUILD)/libalign.pc
 	install -m 644 $(ARCHIVE) $(DESTDIR)$(LIBDIR)/
 	install -m 644 $(BUILD)/libalign.pc $(DESTDIR)$(PKGCONFIGDIR)/
 	@if [ -x $(BUILD)/bin/alignctl ]; then \
-	  $(CC) $(EX_CFLAGS) examples/alignctl.c -o $(BUILD)/alignctl.installed -L$(BUILD) -lalign -lm -Wl,-rpath,$(LIBDIR) $(LDFLAGS) && \
+	  $(CC) $(EX_CFLAGS) $(CTL_OBJS) -o $(BUILD)/alignctl.installed -L$(BUILD) -lalign $(JANSSON_LIBS) -lm -Wl,-rpath,$(LIBDIR) $(LDFLAGS) && \
 	  install -m 755 $(BUILD)/alignctl.installed $(DESTDIR)$(BINDIR)/alignctl; fi
 
 uninstall:

@@ -471,6 +471,26 @@ ALIGN_API int align_trainer_request_stop(align_trainer *tr);
 ALIGN_API void align_trainer_free(align_trainer *tr);
 ALIGN_API const char *align_trainer_errmsg(const align_trainer *tr);
 
+/* ======================================================================== */
+/* introspection for tools (alignctl info, the BLAS re-run)                 */
+/* ======================================================================== */
+
+/* Number of weight tensors of the model (the safetensors entries it saves). */
+ALIGN_API int32_t align_model_num_tensors(const align_model *m);
+/* Tensor i in [0, align_model_num_tensors): its Hugging Face GPT-2 name
+ * (borrowed, valid while m lives), rank (1 or 2) and shape (shape_out[1] is 0
+ * for rank 1); the data type is always F32. Any out pointer may be NULL.
+ * ALIGN_ERANGE for a bad index. */
+ALIGN_API int align_model_tensor(const align_model *m, int32_t i, const char **name_out,
+                                 int32_t *ndim_out, int64_t shape_out[2]);
+/* 1 when the BLAS in use runs slow fallback kernels for this CPU (OpenBLAS
+ * picked e.g. its SSE3 "Prescott" kernels on an AVX-512 CPU), else 0. Then
+ * *remedy_out (may be NULL) names the OPENBLAS_CORETYPE value with the fast
+ * kernels ("SkylakeX", "Haswell"); NULL otherwise. Only tells: OpenBLAS reads
+ * that variable when it loads, so it must be set before the program starts
+ * (a tool may set it and re-execute itself). */
+ALIGN_API int align_blas_slow_kernel(const char **remedy_out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -401,6 +401,34 @@ ALIGN_API int64_t align_model_num_params(const align_model *m)
     return (int64_t)m->n_params;
 }
 
+ALIGN_API int32_t align_model_num_tensors(const align_model *m)
+{
+    if (!m)
+        return align__error(NULL, ALIGN_EINVAL, "align_model_num_tensors: model is NULL");
+    return (int32_t)m->n_tensors;
+}
+
+ALIGN_API int align_model_tensor(const align_model *m, int32_t i, const char **name_out,
+                                 int32_t *ndim_out, int64_t shape_out[2])
+{
+    if (!m)
+        return align__error(NULL, ALIGN_EINVAL, "align_model_tensor: model is NULL");
+    align__errbuf *eb = (align__errbuf *)&m->err; /* the message is not model state */
+    if (i < 0 || i >= m->n_tensors)
+        return align__error(eb, ALIGN_ERANGE, "align_model_tensor: index %d not in [0, %d)",
+                            (int)i, m->n_tensors);
+    const align__tensor *t = &m->tensors[i];
+    if (name_out)
+        *name_out = t->name;
+    if (ndim_out)
+        *ndim_out = (int32_t)t->ndim;
+    if (shape_out) {
+        shape_out[0] = t->shape[0];
+        shape_out[1] = t->ndim > 1 ? t->shape[1] : 0;
+    }
+    return ALIGN_OK;
+}
+
 /* ---- forward / backward ------------------------------------------------------------ */
 int align__model_forward_ex(align_model *m, const int32_t *tokens, const int32_t *lengths,
                             int32_t n_seq, int32_t max_len, float *token_logprobs, float *scalar,

@@ -564,6 +564,8 @@ align_log_set_level = _fn("void align_log_set_level(int max_level)", None, [c_in
 align_threads_set = _fn("int align_threads_set(int n_threads)", c_int, [c_int])
 align_threads_get = _fn("int align_threads_get(void)", c_int, [])
 align_blas_info = _fn("const char *align_blas_info(void)", c_char_p, [])
+align_blas_slow_kernel = _fn("int align_blas_slow_kernel(const char **remedy_out)",
+                             c_int, [POINTER(c_char_p)])
 
 # ---- model ----------------------------------------------------------------------
 align_model_default_params = _fn(
@@ -589,6 +591,12 @@ align_model_config = _fn(
     c_int, [align_model_p, POINTER(align_model_params)])
 align_model_num_params = _fn("int64_t align_model_num_params(const align_model *m)",
                              c_int64, [align_model_p])
+align_model_num_tensors = _fn("int32_t align_model_num_tensors(const align_model *m)",
+                              c_int32, [align_model_p])
+align_model_tensor = _fn(
+    "int align_model_tensor(const align_model *m, int32_t i, const char **name_out, "
+    "int32_t *ndim_out, int64_t shape_out[2])",
+    c_int, [align_model_p, c_int32, POINTER(c_char_p), POINTER(c_int32), POINTER(c_int64)])
 align_model_forward = _fn(
     "int align_model_forward(align_model *m, const int32_t *tokens, const int32_t *lengths, "
     "int32_t n_seq, int32_t max_len, float *token_logprobs, float *scalar, float *logits)",
