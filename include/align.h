@@ -491,6 +491,134 @@ ALIGN_API int align_model_tensor(const align_model *m, int32_t i, const char **n
  * (a tool may set it and re-execute itself). */
 ALIGN_API int align_blas_slow_kernel(const char **remedy_out);
 
+/* ======================================================================== */
+/* collection of rankings, and judge models (RL from AI feedback)           */
+/* (docs/judge.md, docs/cli/collect.md)                                     */
+/* ======================================================================== */
+
+/* A ranker: rank_out[i] = place of responses[i], 0 = best, equal places are
+ * ties. Places must lie in 0..k-1; gaps are allowed and closed up (the
+ * competition ranking [0, 2, 2, 3] is stored as [0, 1, 1, 2]). Return 0, or
+ * < 0 to abort: the call fails with ALIGN_ECALLBACK. The arguments live only
+ * for the call. */
+typedef int (*align_rank_fn)(const char *prompt, const char *const *responses, int32_t k,
+                             int32_t *rank_out, void *user_data);
+
+/* Progress of align_collect: prompts done so far out of total. Return 0 to
+ * continue, < 0 to stop (ALIGN_ECALLBACK; what was collected stays). */
+typedef int (*align_collect_progress_fn)(int64_t done, int64_t total, void *user_data);
+
+typedef struct align_collect_params {
+    uint32_t struct_size;
+    uint32_t flags;                 /* none defined yet: must be 0 */
+    int32_t  k;                     /* responses sampled per prompt, >= 2 (default 4) */
+    int32_t  source;                /* ALIGN_SOURCE_* of the records (default UNKNOWN;
+                                       align_collect_judge: always AI) */
+    const char *annotator;          /* copied into each record; may be NULL
+                                       (align_collect_judge: the judge's name) */
+    int64_t  timestamp;             /* provenance time; 0 = when each ranking arrives */
+    const align_generate_params *generate;  /* sampling (NULL = defaults); the K
+                                       responses of prompt i are drawn with seed
+                                       generate->seed mixed with i, so a prompt's
+                                       samples depend on the seed and i only */
+    int64_t  first;                 /* first record of prompts to use (default 0) */
+    int64_t  count;                 /* records to use from first; 0 = to the end */
+    align_collect_progress_fn progress;   /* after each prompt; may be NULL */
+    void    *progress_user_data;
+    /* append new members here */
+} align_collect_params;
+
+ALIGN_API int align_collect_default_params(align_collect_params *out, size_t struct_size);
+#define ALIGN_COLLECT_DEFAULT_PARAMS(p) align_collect_default_params((p), sizeof *(p))
+
+/* Step 2 of the RLHF pipeline in one call: for each record of prompts that
+ * has a prompt (every kind but chat), samples p->k responses from policy,
+ * asks rank for their ranking and appends a ranking record (prompt, the K
+ * responses, the places, provenance) to out. prompts and out may not be the
+ * same dataset. Every record is checked for a prompt before anything is
+ * sampled. A ranker's failure or invalid places stop the call (ALIGN_ECALLBACK
+ * or ALIGN_EINVAL, message on out); the records of the prompts finished
+ * before stay in out, nothing of the failing prompt is added. policy, t,
+ * prompts and out are borrowed for the call. Deterministic for a seed and
+ * thread count when the ranker is. */
+ALIGN_API int align_collect(align_model *policy, const align_tokenizer *t, align_dataset *prompts,
+                            align_dataset *out, align_rank_fn rank, void *user_data,
+                            const align_collect_params *p);
+
+typedef struct align_judge align_judge;
+
+/* align_judge_params.flags */
+#define ALIGN_JUDGE_ANSWER_EOT 0x1u  /* each answer is followed by the end-of-turn
+                                        token (a judge trained by SFT on demos ends
+                                        its answer so); needed when one answer is a
+                                        prefix of the other */
+
+typedef struct align_judge_params {
+    uint32_t struct_size;
+    uint32_t flags;                  /* ALIGN_JUDGE_* */
+    /* Pairwise template: {principle} {prompt} {a} {b} are replaced, "{{" and
+     * "}}" are literal braces; {a} and {b} are required. NULL = the default
+     * (docs/judge.md). Copied. */
+    const char *template_text;
+    const char *answer_a;            /* NULL = "A" (copied) */
+    const char *answer_b;            /* NULL = "B" (copied) */
+    /* Principles ("constitution"): one is drawn per comparison. A list
+     * (copied), and/or a file of one principle per line (blank lines and
+     * lines starting with '#' skipped). None = one default principle. */
+    const char *const *principles;
+    int32_t  n_principles;
+    const char *principles_file;
+    uint64_t seed;                   /* principle draws (default 1234) */
+    const char *name;                /* annotator of records it makes; NULL = "judge" */
+    /* Score template: {principle} {prompt} {response} {min} {max} (the
+     * scale); {response} is required. NULL = the default. */
+    const char *score_template;
+    int32_t  score_min;              /* scale of align_judge_score (default 1) */
+    int32_t  score_max;              /* (default 10) */
+    /* append new members here */
+} align_judge_params;
+
+ALIGN_API int align_judge_default_params(align_judge_params *out, size_t struct_size);
+#define ALIGN_JUDGE_DEFAULT_PARAMS(p) align_judge_default_params((p), sizeof *(p))
+
+/* A judge over a language model and its tokenizer (both borrowed: they must
+ * outlive the judge; the model is only run forward, and may be frozen). p may
+ * be NULL (defaults). Templates, answers and principles are checked here. */
+ALIGN_API int align_judge_create(align_judge **out, align_model *m, const align_tokenizer *t,
+                                 const align_judge_params *p);
+ALIGN_API void align_judge_free(align_judge *j);
+ALIGN_API const char *align_judge_errmsg(const align_judge *j);
+/* The judge's name (the annotator of its records); borrowed. */
+ALIGN_API const char *align_judge_name(const align_judge *j);
+
+/* *p_a_out = probability that resp_a is better than resp_b: the judge's
+ * next-token probability of answer A against answer B at the end of the
+ * rendered template, normalised over the two, averaged over both orders to
+ * cancel position bias: ½·(pA(a, b) + pB(b, a)). So prefer(a, b) +
+ * prefer(b, a) = 1 and prefer(a, a) = ½. The principle is drawn from a
+ * stream keyed by the seed and the comparison (prompt and the unordered
+ * pair), the same in either order. ALIGN_ERANGE when a rendered prompt and
+ * answer exceed the model's max_seq_len. */
+ALIGN_API int align_judge_prefer(align_judge *j, const char *prompt, const char *resp_a,
+                                 const char *resp_b, float *p_a_out);
+/* Ranks k >= 2 responses (align_rank_fn's rank_out) by the sum of their
+ * pairwise win probabilities (Borda count); sums equal within 1e-9 tie.
+ * win_prob_out (may be NULL) receives those sums divided by k - 1. */
+ALIGN_API int align_judge_rank(align_judge *j, const char *prompt, const char *const *responses,
+                               int32_t k, int32_t *rank_out, float *win_prob_out);
+/* scores[i] = the judge's expected score of responses[i] to prompts[i] on the
+ * scale score_min..score_max: each number's probability is that of its text
+ * followed by the end-of-turn token (so "1" does not take the mass of "10"),
+ * normalised over the scale. align_score_fn's shape with the judge first. */
+ALIGN_API int align_judge_score(align_judge *j, const char *const *prompts,
+                                const char *const *responses, int32_t n, float *scores);
+
+/* align_collect with the judge as ranker: records have source AI and the
+ * judge's name as annotator (p->source and p->annotator are ignored). */
+ALIGN_API int align_collect_judge(align_model *policy, const align_tokenizer *t,
+                                  align_dataset *prompts, align_dataset *out, align_judge *j,
+                                  const align_collect_params *p);
+
 #ifdef __cplusplus
 }
 #endif
