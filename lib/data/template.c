@@ -15,7 +15,7 @@ const char *align__template_default_prefix(int r)
 
 int align__tokbuf_reserve(align__tokbuf *b, int64_t extra, align__errbuf *eb)
 {
-    if (b->n + extra <= b->cap)
+    if (b->ids && b->n + extra <= b->cap)
         return ALIGN_OK;
     int64_t c = ALIGN__MAX(b->cap * 2, b->n + extra + 4096);
     int32_t *t = align__realloc(b->ids, (size_t)c * sizeof *t);

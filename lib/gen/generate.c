@@ -465,12 +465,12 @@ static int encode_prompts(const align_tokenizer *t, const gen_prompts *pr, int32
                 rc = align__tokbuf_reserve(&buf, (int64_t)np, eb);
             else
                 rc = align__error(eb, rc, "%s: prompt %d: %s", pr->fn, (int)i, align_last_errmsg());
-            if (!rc && (rc = align_tokenize(t, pr->text[i], len, tflags, buf.ids + buf.n, np, &np)) < 0)
+            if (!rc && np > 0 && (rc = align_tokenize(t, pr->text[i], len, tflags, buf.ids + buf.n, np, &np)) < 0)
                 rc = align__error(eb, rc, "%s: prompt %d: %s", pr->fn, (int)i, align_last_errmsg());
             if (!rc)
                 buf.n += (int64_t)np;
         } else if (pr->lengths) {
-            const int32_t *src = pr->ids + off[i];
+            const int32_t *src = pr->lengths[i] > 0 ? pr->ids + off[i] : NULL;
             rc = align__tokbuf_reserve(&buf, pr->lengths[i], eb);
             for (int32_t k = 0; k < pr->lengths[i] && !rc; k++) {
                 if (src[k] < 0 || src[k] >= tv)
@@ -602,8 +602,8 @@ static int generate(align_model *m, const align_tokenizer *t, const gen_prompts 
     const int32_t V = cfg.vocab_size;
     const int32_t tv = align_tokenizer_vocab_size(t);
     if (tv <= 0 || tv > V)
-        return align__error(eb, ALIGN_EINVAL, "align_generate: the tokenizer's vocabulary (%d) does not fit the "
-                            "model's (%d)", (int)tv, (int)V);
+        return align__error(eb, ALIGN_EINVAL, "%s: the tokenizer's vocabulary (%d) does not fit the model's (%d)",
+                            pr->fn, (int)tv, (int)V);
     const int32_t eot = align_tokenizer_eot(t);
 
     gen_work w;
