@@ -237,6 +237,22 @@ START_TEST(test_pair_offsets)
     ck_assert_int_eq(s, 2);
     ck_assert_int_eq(e, 3);
     ck_assert_int_eq(a.mask[0] + a.mask[1] + a.mask[2], 3);
+    /* a chat prompt with its reply: what a chat-formatted preference pair or
+     * rollout is; equal to the whole conversation SFT trains on */
+    const char *roles[] = { "user", "assistant" };
+    const char *contents[] = { "Q?", "yes" };
+    a.n = 0;
+    ck_assert_int_eq(align__template_encode_chat(&tp, &a, roles, contents, 1, ALIGN__TEMPLATE_GEN_PROMPT, &eb),
+                     ALIGN_OK);
+    const int64_t plen = a.n;
+    ck_assert_int_eq(align__template_encode_response(&tp, &a, "yes", 3, &s, &e, &eb), ALIGN_OK);
+    ck_assert_int_eq(s, plen);
+    ck_assert_int_eq(e, plen + 4);
+    p.n = 0;
+    ck_assert_int_eq(align__template_encode_chat(&tp, &p, roles, contents, 2, 0, &eb), ALIGN_OK);
+    ck_assert_int_eq(p.n, a.n);
+    ck_assert_int_eq(memcmp(p.ids, a.ids, (size_t)a.n * sizeof(int32_t)), 0);
+    ck_assert_int_eq(memcmp(p.mask, a.mask, (size_t)a.n), 0);
     align__tokbuf_free(&a);
     align__tokbuf_free(&p);
     align__template_free(&tp);

@@ -175,15 +175,11 @@ int align__template_encode_chat(align__template *tp, align__tokbuf *out, const c
     return (flags & ALIGN__TEMPLATE_GEN_PROMPT) ? align__template_encode_gen_prompt(tp, out, flags, eb) : ALIGN_OK;
 }
 
-int align__template_encode_pair(align__template *tp, align__tokbuf *out, const char *prompt, size_t prompt_len,
-                                const char *response, size_t response_len, uint32_t flags, int64_t *resp_start,
-                                int64_t *resp_end, align__errbuf *eb)
+int align__template_encode_response(align__template *tp, align__tokbuf *out, const char *response,
+                                    size_t response_len, int64_t *resp_start, int64_t *resp_end, align__errbuf *eb)
 {
-    const int full = (flags & ALIGN__TEMPLATE_FULL_LOSS) != 0;
-    int rc = align__template_encode_text(tp, out, prompt, prompt_len, full, eb);
-    if (rc)
-        return rc;
     const int64_t start = out->n;
+    int rc;
     if ((rc = align__template_encode_text(tp, out, response, response_len, 1, eb)) ||
         (rc = append_ids(out, &tp->eot, 1, 1, eb)))
         return rc;
@@ -192,6 +188,14 @@ int align__template_encode_pair(align__template *tp, align__tokbuf *out, const c
     if (resp_end)
         *resp_end = out->n;
     return ALIGN_OK;
+}
+
+int align__template_encode_pair(align__template *tp, align__tokbuf *out, const char *prompt, size_t prompt_len,
+                                const char *response, size_t response_len, uint32_t flags, int64_t *resp_start,
+                                int64_t *resp_end, align__errbuf *eb)
+{
+    int rc = align__template_encode_text(tp, out, prompt, prompt_len, (flags & ALIGN__TEMPLATE_FULL_LOSS) != 0, eb);
+    return rc ? rc : align__template_encode_response(tp, out, response, response_len, resp_start, resp_end, eb);
 }
 
 int align__template_encode_prompt(align__template *tp, align__tokbuf *out, const char *prompt, size_t prompt_len,

@@ -99,6 +99,13 @@ int align__template_encode_pair(align__template *tp, align__tokbuf *out, const c
                                 const char *response, size_t response_len, uint32_t flags,
                                 int64_t *resp_start, int64_t *resp_end, align__errbuf *eb);
 
+/* Appends response + end-of-turn, both targets: the reply after a prompt
+ * already in out (a chat rendered with ALIGN__TEMPLATE_GEN_PROMPT, or a
+ * bare prompt). *resp_start / *resp_end (may be NULL) as for encode_pair,
+ * which is encode_text(prompt) followed by this. */
+int align__template_encode_response(align__template *tp, align__tokbuf *out, const char *response,
+                                    size_t response_len, int64_t *resp_start, int64_t *resp_end, align__errbuf *eb);
+
 /* Appends a bare prompt as generation sees it for a pair: the prompt tokens
  * (an encode_pair with the same prompt starts with exactly these). */
 int align__template_encode_prompt(align__template *tp, align__tokbuf *out, const char *prompt, size_t prompt_len,
