@@ -491,6 +491,69 @@ ALIGN_API int align_model_tensor(const align_model *m, int32_t i, const char **n
  * (a tool may set it and re-execute itself). */
 ALIGN_API int align_blas_slow_kernel(const char **remedy_out);
 
+/* ======================================================================== */
+/* chat template: one formatting for training and prompting                 */
+/* ======================================================================== */
+
+/* align_generate_params.flags (continued) */
+#define ALIGN_GENERATE_SPECIAL 0x2u     /* text prompts may contain special tokens
+                                           ("<|endoftext|>" becomes end-of-text) */
+
+/* align_chat_tokenize flags */
+#define ALIGN_CHAT_GENERATION_PROMPT 0x1u  /* end with the assistant prefix: the
+                                              prompt for the assistant's turn */
+
+/* How conversations become tokens (docs/datasets.md, "Chat template"): each
+ * message is <role prefix><content><end-of-turn>, the end-of-turn token being
+ * the tokenizer's end-of-text; roles other than system/user/assistant are
+ * written "<|role|>\n". The defaults are those of align_sft_params, so a model
+ * trained by SFT with default prefixes is prompted as it was trained. Text
+ * is never scanned for special tokens. */
+typedef struct align_chat_template {
+    uint32_t struct_size;
+    uint32_t flags;                /* none defined yet: must be 0 */
+    const char *system_prefix;     /* NULL = "<|system|>\n" */
+    const char *user_prefix;       /* NULL = "<|user|>\n" */
+    const char *assistant_prefix;  /* NULL = "<|assistant|>\n" */
+    /* append new members here */
+} align_chat_template;
+
+ALIGN_API int align_chat_template_default_params(align_chat_template *out, size_t struct_size);
+#define ALIGN_CHAT_TEMPLATE_DEFAULT_PARAMS(p) align_chat_template_default_params((p), sizeof *(p))
+
+/* Tokenizes one conversation of n_messages (roles[i], contents[i]) exactly as
+ * SFT trains on it; with ALIGN_CHAT_GENERATION_PROMPT it ends with the
+ * assistant prefix. tmpl may be NULL (defaults). Writes at most cap ids and,
+ * if mask is not NULL, mask[i] = 1 where ids[i] is a completion token (an
+ * assistant content or its end-of-turn: what SFT puts in the loss). *n_out
+ * receives the full count; ALIGN_ERANGE if it exceeds cap (ids and mask
+ * hold the first cap). ids and mask may be NULL when cap == 0. Thread-safe
+ * on a shared tokenizer; details via align_last_errmsg(). */
+ALIGN_API int align_chat_tokenize(const align_tokenizer *t, const align_chat_template *tmpl,
+                                  const char *const *roles, const char *const *contents,
+                                  int32_t n_messages, uint32_t flags, int32_t *ids,
+                                  uint8_t *mask, size_t cap, size_t *n_out);
+
+/* Like align_generate, from prompts given as token ids: prompt i is
+ * lengths[i] ids of tokens, the prompts one after another (prompt i starts
+ * at lengths[0] + ... + lengths[i-1]). Ids must be below the tokenizer's
+ * vocabulary size. A prompt of length 0 starts from end-of-text. */
+ALIGN_API int align_generate_tokens(align_model *m, const align_tokenizer *t,
+                                    const int32_t *tokens, const int32_t *lengths, int32_t n,
+                                    const align_generate_params *p, align_generation **out);
+
+/* Generates the assistant's reply to n conversations: conversation i has
+ * n_messages[i] (>= 1) messages, and roles/contents list the messages of all
+ * conversations one after another. Each is rendered with the template and
+ * the generation prompt (align_chat_tokenize with
+ * ALIGN_CHAT_GENERATION_PROMPT); the reply ends at the end-of-turn token
+ * (ALIGN_FINISH_EOT). tmpl may be NULL (defaults). */
+ALIGN_API int align_generate_chat(align_model *m, const align_tokenizer *t,
+                                  const align_chat_template *tmpl, const char *const *roles,
+                                  const char *const *contents, const int32_t *n_messages,
+                                  int32_t n, const align_generate_params *p,
+                                  align_generation **out);
+
 #ifdef __cplusplus
 }
 #endif

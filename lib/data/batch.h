@@ -7,7 +7,7 @@
  * target tokens[t+1] (predicted at position t) is in the loss. Nothing is
  * inferred from padding.
  *
- * Formatting (documented in docs/datasets.md):
+ * Formatting is the chat template's (data/template.h, docs/datasets.md):
  *   demo:  prompt tokens, completion tokens, end-of-turn; loss on completion
  *          and end-of-turn (everything with ALIGN__BATCH_FULL_LOSS).
  *   chat:  for each message: <role prefix><content><end-of-turn>; loss on the
@@ -37,7 +37,8 @@ typedef struct align__batcher align__batcher;
 
 /* d and t are borrowed. Tokenizes every usable record up front (so a row's
  * cost is a copy). Fails with ALIGN_EINVAL (message in eb) if the dataset has
- * no usable record. */
+ * no usable record; when records were too long for max_len the message
+ * says so and how many. */
 int  align__batcher_create(align__batcher **out, align_dataset *d, const align_tokenizer *t,
                            const align__batch_params *p, align__errbuf *eb);
 void align__batcher_free(align__batcher *b);

@@ -26,7 +26,7 @@ from __future__ import annotations
 import ctypes
 import re
 from ctypes import (CFUNCTYPE, POINTER, Structure, c_char, c_char_p, c_float, c_int, c_int32,
-                    c_int64, c_size_t, c_uint, c_uint32, c_uint64, c_void_p, sizeof)
+                    c_int64, c_size_t, c_uint, c_uint8, c_uint32, c_uint64, c_void_p, sizeof)
 from typing import Any, Callable, Dict, List, Optional, Type
 
 from . import _callbacks, _loader
@@ -104,6 +104,10 @@ ALIGN_FINISH_LENGTH = 0
 ALIGN_FINISH_EOT = 1
 ALIGN_FINISH_STOP = 2
 ALIGN_GENERATE_IGNORE_EOT = 0x1
+ALIGN_GENERATE_SPECIAL = 0x2
+
+# chat template
+ALIGN_CHAT_GENERATION_PROMPT = 0x1
 
 # trainers
 ALIGN_ALGO_SFT = 0
@@ -439,9 +443,21 @@ class align_sft_params(_SizedStruct):
     ]
 
 
+class align_chat_template(_SizedStruct):
+    _defaults_fn = "align_chat_template_default_params"
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("flags", c_uint32),
+        ("system_prefix", c_char_p),
+        ("user_prefix", c_char_p),
+        ("assistant_prefix", c_char_p),
+    ]
+
+
 STRUCT_TYPES = {cls.__name__: cls for cls in
                 (align_model_params, align_optimizer_params, align_provenance,
-                 align_generate_params, align_step_stats, align_sft_params)}
+                 align_generate_params, align_step_stats, align_sft_params,
+                 align_chat_template)}
 CALLBACK_TYPES = {"align_log_fn": align_log_fn, "align_step_fn": align_step_fn,
                   "align_prompt_fn": align_prompt_fn}
 
@@ -777,6 +793,30 @@ align_trainer_request_stop = _fn("int align_trainer_request_stop(align_trainer *
 align_trainer_free = _fn("void align_trainer_free(align_trainer *tr)", None, [align_trainer_p])
 align_trainer_errmsg = _fn("const char *align_trainer_errmsg(const align_trainer *tr)",
                            c_char_p, [align_trainer_p])
+
+# ---- chat template ------------------------------------------------------------------------
+align_chat_template_default_params = _fn(
+    "int align_chat_template_default_params(align_chat_template *out, size_t struct_size)",
+    c_int, [POINTER(align_chat_template), c_size_t])
+align_chat_tokenize = _fn(
+    "int align_chat_tokenize(const align_tokenizer *t, const align_chat_template *tmpl, "
+    "const char *const *roles, const char *const *contents, int32_t n_messages, uint32_t flags, "
+    "int32_t *ids, uint8_t *mask, size_t cap, size_t *n_out)",
+    c_int, [align_tokenizer_p, POINTER(align_chat_template), POINTER(c_char_p), POINTER(c_char_p),
+            c_int32, c_uint32, POINTER(c_int32), POINTER(c_uint8), c_size_t, POINTER(c_size_t)])
+align_generate_tokens = _fn(
+    "int align_generate_tokens(align_model *m, const align_tokenizer *t, const int32_t *tokens, "
+    "const int32_t *lengths, int32_t n, const align_generate_params *p, align_generation **out)",
+    c_int, [align_model_p, align_tokenizer_p, POINTER(c_int32), POINTER(c_int32), c_int32,
+            POINTER(align_generate_params), POINTER(align_generation_p)])
+align_generate_chat = _fn(
+    "int align_generate_chat(align_model *m, const align_tokenizer *t, "
+    "const align_chat_template *tmpl, const char *const *roles, const char *const *contents, "
+    "const int32_t *n_messages, int32_t n, const align_generate_params *p, "
+    "align_generation **out)",
+    c_int, [align_model_p, align_tokenizer_p, POINTER(align_chat_template), POINTER(c_char_p),
+            POINTER(c_char_p), POINTER(c_int32), c_int32, POINTER(align_generate_params),
+            POINTER(align_generation_p)])
 
 
 def err_name(code: int) -> str:

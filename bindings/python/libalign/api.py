@@ -24,7 +24,7 @@ import math
 import os
 import threading
 import weakref
-from ctypes import POINTER, byref, c_char, c_char_p, c_float, c_int32, c_size_t, c_void_p
+from ctypes import POINTER, byref, c_char, c_char_p, c_float, c_int32, c_size_t, c_uint8, c_void_p
 from dataclasses import dataclass, fields
 from typing import (Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence,
                     Tuple, Union, overload)
@@ -34,6 +34,7 @@ from . import _callbacks, _raw
 __all__ = [
     "ClosedError", "RecordKind", "Source", "FinishReason", "Schedule", "Truncation",
     "LogLevel", "Provenance", "ModelConfig", "ForwardOutput", "Generation", "StepStats",
+    "ChatTemplate",
     "Model", "Tokenizer", "Dataset", "Optimizer", "Trainer", "SFTTrainer",
     "version", "version_string", "blas_info", "set_threads", "get_threads",
     "set_log_handler", "set_log_level", "live_handles",
@@ -442,6 +443,61 @@ def _stats_from_pointer(p: Any) -> StepStats:
 # ============================================================================
 
 
+@dataclass(frozen=True)
+class ChatTemplate:
+    """How conversations become tokens (``align_chat_template``): each message
+    is ``<role prefix><content><end-of-turn>``. None means the library
+    default, which is also SFT's (``"<|system|>\\n"``, ``"<|user|>\\n"``,
+    ``"<|assistant|>\\n"``), so a model trained by :class:`SFTTrainer` with
+    the same prefixes is prompted exactly as it was trained."""
+    system_prefix: Optional[str] = None
+    user_prefix: Optional[str] = None
+    assistant_prefix: Optional[str] = None
+
+    @classmethod
+    def coerce(cls, value: Any) -> Optional["ChatTemplate"]:
+        """A ChatTemplate from None, a ChatTemplate or a mapping of its fields."""
+        if value is None or isinstance(value, ChatTemplate):
+            return value
+        if not isinstance(value, Mapping):
+            raise TypeError(f"template must be a ChatTemplate or a dict, not {type(value).__name__}")
+        unknown = set(value) - {"system_prefix", "user_prefix", "assistant_prefix"}
+        if unknown:
+            raise ValueError(f"unknown chat template fields: {sorted(unknown)}")
+        return cls(**value)
+
+    def _to_c(self) -> _raw.align_chat_template:
+        ct = _raw.align_chat_template.defaults()
+        for name in ("system_prefix", "user_prefix", "assistant_prefix"):
+            v = getattr(self, name)
+            if v is not None:
+                setattr(ct, name, _text(v, name))
+        return ct
+
+
+def _template_ptr(template: Any) -> Any:
+    t = ChatTemplate.coerce(template)
+    return None if t is None else byref(t._to_c())
+
+
+def _is_conversation(value: Any) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, (str, bytes)) and \
+        len(value) > 0 and all(isinstance(m, Mapping) for m in value)
+
+
+def _conversation(messages: Any, what: str) -> Tuple[List[bytes], List[bytes]]:
+    """Roles and contents of a list of ``{"role": ..., "content": ...}``."""
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+        raise TypeError(f"{what} must be a list of {{'role', 'content'}} dicts")
+    roles, contents = [], []
+    for j, m in enumerate(messages):
+        if not isinstance(m, Mapping) or "role" not in m or "content" not in m:
+            raise TypeError(f"{what}[{j}] must be a dict with 'role' and 'content'")
+        roles.append(_text(m["role"], f"{what}[{j}]['role']"))
+        contents.append(_text(m["content"], f"{what}[{j}]['content']"))
+    return roles, contents
+
+
 class Tokenizer(_Owned):
     """Text to token ids and back: GPT-2 byte-level BPE, or bytes.
 
@@ -530,6 +586,35 @@ class Tokenizer(_Owned):
     def decode(self, ids: Iterable[int]) -> str:
         """The text ``ids`` stand for (invalid UTF-8 replaced by U+FFFD)."""
         return _decode(self.decode_bytes(ids))
+
+    def encode_chat(self, messages: Sequence[Mapping[str, Any]], *, template: Any = None,
+                    generation_prompt: bool = False,
+                    with_mask: bool = False) -> Union[List[int], Tuple[List[int], List[int]]]:
+        """Token ids of a conversation (a list of ``{"role", "content"}``
+        dicts) exactly as SFT trains on it (``align_chat_tokenize``). With
+        ``generation_prompt`` the ids end with the assistant prefix: the
+        prompt for the assistant's reply. With ``with_mask`` returns
+        ``(ids, mask)``, ``mask[i] == 1`` where ``ids[i]`` is a completion
+        token (an assistant content or its end-of-turn)."""
+        roles, contents = _conversation(messages, "messages")
+        ra, ca = _string_array(roles, "roles"), _string_array(contents, "contents")
+        tp = _template_ptr(template)
+        flags = _raw.ALIGN_CHAT_GENERATION_PROMPT if generation_prompt else 0
+        cap = sum(len(r) + len(c) for r, c in zip(roles, contents)) + 16 * len(roles) + 64
+        while True:
+            ids = (c_int32 * cap)()
+            mask = (c_uint8 * cap)()
+            n = c_size_t(0)
+            try:
+                _raw.align_chat_tokenize(self._h, tp, ra, ca, len(roles), flags, ids, mask, cap,
+                                         byref(n))
+            except _raw.AlignRangeError:
+                if n.value <= cap:
+                    raise
+                cap = n.value
+                continue
+            out = ids[:n.value]
+            return (out, mask[:n.value]) if with_mask else out
 
 
 # ============================================================================
@@ -701,25 +786,46 @@ class Model(_Owned):
     @overload
     def generate(self, tokenizer: "Tokenizer", prompts: Sequence[str],
                  **kw: Any) -> List[Generation]: ...
+    @overload
+    def generate(self, tokenizer: "Tokenizer", *, messages: Any, **kw: Any) -> Any: ...
 
-    def generate(self, tokenizer: "Tokenizer", prompts: Union[str, Sequence[str]], *,
+    def generate(self, tokenizer: "Tokenizer", prompts: Union[str, Sequence[str], None] = None, *,
+                 messages: Any = None, prompt_tokens: Any = None, template: Any = None,
                  max_new_tokens: Optional[int] = None, temperature: Optional[float] = None,
                  top_k: Optional[int] = None, top_p: Optional[float] = None,
                  seed: Optional[int] = None, stop: Sequence[str] = (),
-                 ignore_eot: bool = False) -> Any:
+                 ignore_eot: bool = False, special: bool = False) -> Any:
         """Samples continuations of one prompt (returns a :class:`Generation`)
         or of a list of prompts in one batch (returns a list). Unspecified
         settings take the library defaults (64 new tokens, temperature 1,
         no top-k/top-p, seed 1234); ``temperature=0`` is greedy; generation
         stops at end-of-text (unless ``ignore_eot``: fixed-length samples) or
-        at any of the ``stop`` strings."""
+        at any of the ``stop`` strings.
+
+        The prompts are given in exactly one of three ways:
+
+        * ``prompts``: text (``special=True`` lets ``"<|endoftext|>"`` in it be
+          the end-of-text token);
+        * ``messages``: a conversation, a list of ``{"role", "content"}``
+          dicts (one result), or a list of conversations (a list of results),
+          rendered by the chat ``template`` (a :class:`ChatTemplate` or a dict
+          of its fields; default: SFT's) followed by the assistant prefix, as
+          the model saw them in SFT; the reply ends at the end-of-turn token;
+        * ``prompt_tokens``: token ids, a list of ints (one result) or a list
+          of lists.
+
+        ``Generation.prompt`` is the prompt text; for messages and token ids,
+        the decoded prompt tokens."""
         h = self._h
         if not isinstance(tokenizer, Tokenizer):
             raise TypeError(f"tokenizer must be a Tokenizer, not {type(tokenizer).__name__}")
-        single = isinstance(prompts, (str, bytes))
-        plist = [prompts] if single else list(prompts)
-        if not plist:
-            return []
+        given = [k for k, v in (("prompts", prompts), ("messages", messages),
+                                ("prompt_tokens", prompt_tokens)) if v is not None]
+        if len(given) != 1:
+            raise TypeError("give exactly one of prompts, messages and prompt_tokens "
+                            f"(got {', '.join(given) if given else 'none'})")
+        if template is not None and messages is None:
+            raise TypeError("template applies to messages only")
         p = _raw.align_generate_params.defaults()
         if max_new_tokens is not None:
             p.max_new_tokens = _int(max_new_tokens, "max_new_tokens")
@@ -733,6 +839,8 @@ class Model(_Owned):
             p.seed = _int(seed, "seed")
         if ignore_eot:
             p.flags |= _raw.ALIGN_GENERATE_IGNORE_EOT
+        if special:
+            p.flags |= _raw.ALIGN_GENERATE_SPECIAL
         if isinstance(stop, (str, bytes)):
             stop = [stop]
         stops = list(stop)
@@ -740,32 +848,76 @@ class Model(_Owned):
         if stop_arr is not None:
             p.stop = ctypes.cast(stop_arr, POINTER(c_char_p))
             p.n_stop = len(stops)
-        parr = _string_array(plist, "prompts")
         g = _raw.align_generation_p()
-        _raw.align_generate(h, tokenizer._h, parr, len(plist), byref(p), byref(g))
-        state = _HandleState("generation", g, _raw.align_generation_free)
-        try:
-            results = []
-            count = _raw.align_generation_count(g)
-            for i in range(count):
-                ln = c_size_t(0)
-                ptr = _raw.align_generation_text(g, i, byref(ln))
-                data = ctypes.string_at(ptr, ln.value)
-                nt = c_int32(0)
-                tp = _raw.align_generation_tokens(g, i, byref(nt))
-                toks = tp[:nt.value] if nt.value else []
-                nl = c_int32(0)
-                lpp = _raw.align_generation_logprobs(g, i, byref(nl))
-                lps = lpp[:nl.value] if nl.value else []
-                reason = _raw.align_generation_finish_reason(g, i)
-                pr = plist[i]
-                results.append(Generation(
-                    prompt=pr if isinstance(pr, str) else _decode(pr), text=_decode(data),
-                    tokens=list(toks), logprobs=list(lps), finish_reason=FinishReason(reason),
-                    text_bytes=data))
-        finally:
-            state.close()
+        plist: List[Any]
+        if prompts is not None:
+            single = isinstance(prompts, (str, bytes))
+            plist = [prompts] if single else list(prompts)
+            if not plist:
+                return []
+            parr = _string_array(plist, "prompts")
+            _raw.align_generate(h, tokenizer._h, parr, len(plist), byref(p), byref(g))
+        elif messages is not None:
+            single = _is_conversation(messages)
+            convs = [messages] if single else list(messages)
+            if not convs:
+                return []
+            roles: List[bytes] = []
+            contents: List[bytes] = []
+            counts = []
+            for i, conv in enumerate(convs):
+                r, c = _conversation(conv, f"messages[{i}]" if not single else "messages")
+                roles += r
+                contents += c
+                counts.append(len(r))
+            ra, ca = _string_array(roles, "roles"), _string_array(contents, "contents")
+            na = (c_int32 * len(counts))(*counts)
+            tp = _template_ptr(template)
+            plist = [tokenizer.decode(tokenizer.encode_chat(conv, template=template,
+                                                            generation_prompt=True))
+                     for conv in convs]
+            _raw.align_generate_chat(h, tokenizer._h, tp, ra, ca, na, len(convs), byref(p), byref(g))
+        else:
+            if isinstance(prompt_tokens, (str, bytes)) or not isinstance(prompt_tokens, Sequence):
+                raise TypeError("prompt_tokens must be a list of ints or a list of lists of ints")
+            single = len(prompt_tokens) > 0 and all(isinstance(x, int) for x in prompt_tokens)
+            seqs = [prompt_tokens] if single else [list(x) for x in prompt_tokens]
+            if not seqs:
+                return []
+            flat = [_int(v, "prompt token") for q in seqs for v in q]
+            arr = (c_int32 * max(len(flat), 1))(*flat)
+            la = (c_int32 * len(seqs))(*[len(q) for q in seqs])
+            _raw.align_generate_tokens(h, tokenizer._h, arr, la, len(seqs), byref(p), byref(g))
+            plist = [tokenizer.decode(q) for q in seqs]
+        results = _collect_generation(g, plist)
         return results[0] if single else results
+
+
+def _collect_generation(g: Any, plist: List[Any]) -> List[Generation]:
+    """The results of a generation handle, which it frees."""
+    state = _HandleState("generation", g, _raw.align_generation_free)
+    try:
+        results = []
+        count = _raw.align_generation_count(g)
+        for i in range(count):
+            ln = c_size_t(0)
+            ptr = _raw.align_generation_text(g, i, byref(ln))
+            data = ctypes.string_at(ptr, ln.value)
+            nt = c_int32(0)
+            tp = _raw.align_generation_tokens(g, i, byref(nt))
+            toks = tp[:nt.value] if nt.value else []
+            nl = c_int32(0)
+            lpp = _raw.align_generation_logprobs(g, i, byref(nl))
+            lps = lpp[:nl.value] if nl.value else []
+            reason = _raw.align_generation_finish_reason(g, i)
+            pr = plist[i]
+            results.append(Generation(
+                prompt=pr if isinstance(pr, str) else _decode(pr), text=_decode(data),
+                tokens=list(toks), logprobs=list(lps), finish_reason=FinishReason(reason),
+                text_bytes=data))
+    finally:
+        state.close()
+    return results
 
 
 # ============================================================================
