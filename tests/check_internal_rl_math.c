@@ -720,6 +720,108 @@ START_TEST(rloo_loss_fd)
 }
 END_TEST
 
+/* ---- cross-check against PyTorch ------------------------------------------------------------
+ * The expected numbers below were printed by this script (python3-torch 1.13 from Debian,
+ * float64 autograd, written from TRL's formulas: the GAE loop of PPOTrainer, masked_whiten,
+ * the clipped policy/value losses with masked_mean, GRPO's per-token loss with k3 and the
+ * per-sequence mean):
+ *
+ *   import torch
+ *   torch.set_printoptions(precision=9)
+ *   f = lambda v: torch.tensor(v, dtype=torch.float32).double()
+ *   L = [4, 2]; T = 4
+ *   mask = torch.tensor([[t < l for t in range(T)] for l in L])
+ *   r   = f([[0.1, -0.2, 0.05, 1.5], [0.3, -0.7, 0, 0]])
+ *   v   = f([[0.5, 0.4, -0.1, 0.9], [0.2, 0.6, 0, 0]])
+ *   lpo = f([[-1.0, -2.0, -0.5, -1.5], [-0.3, -2.2, 0, 0]])
+ *   lpn = f([[-0.9, -2.3, -0.45, -1.2], [-0.35, -2.0, 0, 0]])
+ *   lref= f([[-1.1, -1.8, -0.6, -1.4], [-0.2, -2.5, 0, 0]])
+ *   vp  = f([[0.7, 0.1, -0.4, 1.0], [0.25, 0.3, 0, 0]])
+ *   gamma, lam = 1.0, 0.95
+ *   last = torch.zeros(2); advs = []
+ *   for t in reversed(range(T)):
+ *       nv = v[:, t + 1] if t < T - 1 else torch.zeros(2)
+ *       delta = r[:, t] + gamma * nv - v[:, t]
+ *       last = delta + gamma * lam * last
+ *       advs.append(last)
+ *   adv = torch.stack(advs[::-1], 1); ret = adv + v
+ *   def masked_mean(x, m): return (x * m).sum() / m.sum()
+ *   def masked_whiten(x, m, shift_mean=True):
+ *       mean = masked_mean(x, m); var = masked_mean((x - mean) ** 2, m) * m.sum() / (m.sum() - 1)
+ *       w = (x - mean) * torch.rsqrt(var + 1e-8)
+ *       return w if shift_mean else w + mean
+ *   wadv = torch.where(mask, masked_whiten(adv, mask), torch.zeros(()))
+ *   m = mask.double()
+ *   x = lpn.clone().requires_grad_(True)
+ *   ratio = torch.exp(x - lpo)
+ *   pg = torch.max(-wadv * ratio, -wadv * torch.clamp(ratio, 0.8, 1.2))
+ *   pg_loss = masked_mean(pg, m); pg_loss.backward()
+ *   y = vp.clone().requires_grad_(True)
+ *   vc = torch.clamp(y, v - 0.2, v + 0.2)
+ *   vf = 0.5 * masked_mean(torch.max((y - ret) ** 2, (vc - ret) ** 2), m); vf.backward()
+ *   # GRPO: per-sequence advantage, k3 in the loss (beta 0.04), clip 0.2/0.28, per-sequence mean
+ *   A = f([[1.2] * 4, [-0.8] * 4])
+ *   z = lpn.clone().requires_grad_(True)
+ *   rho = torch.exp(z - lpo)
+ *   k3 = torch.exp(lref - z) - (lref - z) - 1
+ *   tl = -torch.min(rho * A, torch.clamp(rho, 0.8, 1.28) * A) + 0.04 * k3
+ *   g_loss = ((tl * m).sum(1) / m.sum(1)).mean(); g_loss.backward()
+ *   P = lambda name, t: print(name, ", ".join("%.9g" % e for e in t.flatten().tolist()))
+ *   P("adv", adv); P("ret", ret); P("wadv", wadv)
+ *   P("pg_loss", pg_loss.detach().view(1)); P("pg_grad", x.grad)
+ *   P("vf_loss", vf.detach().view(1)); P("vf_grad", y.grad)
+ *   P("grpo_loss", g_loss.detach().view(1)); P("grpo_grad", z.grad)
+ */
+START_TEST(torch_cross_check)
+{
+    enum { N = 2, T = 4 };
+    int32_t len[N] = { 4, 2 };
+    uint8_t mask[N * T] = { 1, 1, 1, 1, 1, 1, 0, 0 };
+    float r[N * T] = { 0.1f, -0.2f, 0.05f, 1.5f, 0.3f, -0.7f, 0, 0 };
+    float v[N * T] = { 0.5f, 0.4f, -0.1f, 0.9f, 0.2f, 0.6f, 0, 0 };
+    float lpo[N * T] = { -1.0f, -2.0f, -0.5f, -1.5f, -0.3f, -2.2f, 0, 0 };
+    float lpn[N * T] = { -0.9f, -2.3f, -0.45f, -1.2f, -0.35f, -2.0f, 0, 0 };
+    float lref[N * T] = { -1.1f, -1.8f, -0.6f, -1.4f, -0.2f, -2.5f, 0, 0 };
+    float vp[N * T] = { 0.7f, 0.1f, -0.4f, 1.0f, 0.25f, 0.3f, 0, 0 };
+    const double adv_w[] = { 0.797049998, 0.838999991, 1.62, 0.600000024, -0.534999979, -1.30000001, 0, 0 };
+    const double ret_w[] = { 1.29705, 1.239, 1.52, 1.5, -0.334999976, -0.699999988, 0, 0 };
+    const double wadv_w[] = { 0.434117812, 0.47368954, 1.21041244, 0.24823916, -0.822414473, -1.54404448, 0, 0 };
+    const double pg_grad_w[] = { -0.0799623988, -0.0584863099, -0.212078605, 0, 0.130384143, 0.314316714, 0, 0 };
+    const double vf_grad_w[] = { -0.0995083351, -0.189833333, -0.320000001, -0.0833333333, 0.0974999959, 0, 0, 0 };
+    const double grpo_grad_w[] = { -0.164869302, -0.114366349, -0.156994212, 0.000906345942, 0.188627549,
+                                   0.24821526, 0, 0 };
+    float adv[N * T], ret[N * T], wadv[N * T], loss[N * T], dl[N * T], grad[N * T];
+    ck_assert_int_eq(align__gae(adv, ret, r, v, len, N, T, 1.0f, 0.95f), ALIGN_OK);
+    align__masked_whiten(wadv, adv, mask, N * T, 1, 1e-8f);
+    for (int k = 0; k < N * T; k++) {
+        close_to(adv[k], adv_w[k], 1e-6, "torch adv", k);
+        close_to(ret[k], ret_w[k], 1e-6, "torch ret", k);
+        close_to(wadv[k], wadv_w[k], 1e-6, "torch wadv", k);
+    }
+    align__ppo_params p = { 0.2f, 0.2f, 0.0f, 0.0f };
+    align__agg_params tm = { ALIGN__AGG_TOKEN_MEAN, 0, 0, 0 };
+    double agg;
+    ck_assert_int_eq(align__ppo_policy_loss(loss, dl, NULL, lpn, lpo, NULL, wadv, mask, N * T, &p), ALIGN_OK);
+    ck_assert_int_eq(align__rl_aggregate(grad, &agg, loss, dl, mask, N, T, 1.0f, &tm), ALIGN_OK);
+    close_to(agg, 0.0445257108, 1e-5, "torch pg_loss", 0);
+    for (int k = 0; k < N * T; k++)
+        close_to(grad[k], pg_grad_w[k], 1e-5, "torch pg_grad", k);
+    ck_assert_int_eq(align__ppo_value_loss(loss, dl, NULL, NULL, vp, v, ret, mask, N * T, 0.2f), ALIGN_OK);
+    ck_assert_int_eq(align__rl_aggregate(grad, &agg, loss, dl, mask, N, T, 1.0f, &tm), ALIGN_OK);
+    close_to(agg, 0.595201227, 1e-5, "torch vf_loss", 0);
+    for (int k = 0; k < N * T; k++)
+        close_to(grad[k], vf_grad_w[k], 1e-5, "torch vf_grad", k);
+    float A[N * T] = { 1.2f, 1.2f, 1.2f, 1.2f, -0.8f, -0.8f, -0.8f, -0.8f };
+    align__ppo_params gp = { 0.2f, 0.28f, 0.0f, 0.04f };
+    align__agg_params sm = { ALIGN__AGG_SEQ_MEAN, 0, 0, 0 };
+    ck_assert_int_eq(align__ppo_policy_loss(loss, dl, NULL, lpn, lpo, lref, A, mask, N * T, &gp), ALIGN_OK);
+    ck_assert_int_eq(align__rl_aggregate(grad, &agg, loss, dl, mask, N, T, 1.0f, &sm), ALIGN_OK);
+    close_to(agg, -0.18989451, 1e-5, "torch grpo_loss", 0);
+    for (int k = 0; k < N * T; k++)
+        close_to(grad[k], grpo_grad_w[k], 1e-5, "torch grpo_grad", k);
+}
+END_TEST
+
 Suite *internal_rl_math_suite(void)
 {
     Suite *s = suite_create("internal_rl_math");
@@ -737,5 +839,6 @@ Suite *internal_rl_math_suite(void)
     tcase_add_test(tc, grpo_advantages);
     tcase_add_test(tc, rloo_advantages);
     tcase_add_test(tc, rloo_loss_fd);
+    tcase_add_test(tc, torch_cross_check);
     return s;
 }
