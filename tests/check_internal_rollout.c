@@ -72,6 +72,7 @@ START_TEST(create_and_set)
     align__rollout *r = NULL;
     ck_assert_int_eq(align__rollout_create(&r, 0, 4, 4, &eb), ALIGN_EINVAL);
     ck_assert(r == NULL && strstr(eb.msg, "out of range"));
+    ck_assert_int_eq(align__rollout_create(&r, 1 << 18, 1 << 10, 1 << 10, &eb), ALIGN_EINVAL);   /* 2^29 entries */
     ck_assert_int_eq(align__rollout_create(&r, 2, 4, 4, &eb), ALIGN_OK);
     int32_t p[4] = { 1, 2, 3, 4 }, s[4] = { 5, 6, 7, 8 }, neg[1] = { -1 };
     ck_assert_int_eq(align__rollout_set_sample(r, 2, p, 1, s, 1, 0, 1, &eb), ALIGN_EINVAL);

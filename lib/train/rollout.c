@@ -8,6 +8,7 @@
 #define ROLLOUT_MAGIC   "ALRB"
 #define ROLLOUT_VERSION 1u
 #define ROLLOUT_MAX_DIM (1 << 24)
+#define ROLLOUT_MAX_ELEMS ((int64_t)1 << 28)   /* entries per array: at most 1 GiB of floats */
 /* magic, version, n, max_prompt, max_resp, flags, seed, stream, mb_size,
  * n_epochs, epoch, pos */
 #define HEADER_BYTES (4 + 4 * 5 + 8 * 2 + 4 * 4)
@@ -56,7 +57,7 @@ int align__rollout_create(align__rollout **out, int32_t n, int32_t max_prompt, i
         return align__error(eb, ALIGN_EINVAL, "rollout: out is NULL");
     *out = NULL;
     if (n < 1 || max_prompt < 1 || max_resp < 1 || n > ROLLOUT_MAX_DIM || max_prompt > ROLLOUT_MAX_DIM ||
-        max_resp > ROLLOUT_MAX_DIM)
+        max_resp > ROLLOUT_MAX_DIM || (int64_t)n * ((int64_t)max_prompt + max_resp) > ROLLOUT_MAX_ELEMS)
         return align__error(eb, ALIGN_EINVAL, "rollout: sizes n=%d max_prompt=%d max_resp=%d out of range",
                             (int)n, (int)max_prompt, (int)max_resp);
     align__rollout *r = align__calloc(1, sizeof *r);

@@ -50,7 +50,8 @@ typedef struct align__rollout {
     int32_t *order;        /* [n] the current epoch's order (derived from iter) */
 } align__rollout;
 
-/* All arrays zeroed. ALIGN_EINVAL for n, max_prompt, max_resp < 1 or too large. */
+/* All arrays zeroed. ALIGN_EINVAL for n, max_prompt, max_resp < 1 or too large
+ * (n * (max_prompt + max_resp) above 2^28). */
 int  align__rollout_create(align__rollout **out, int32_t n, int32_t max_prompt, int32_t max_resp,
                            align__errbuf *eb);
 void align__rollout_free(align__rollout *r);
