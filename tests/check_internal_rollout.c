@@ -346,20 +346,36 @@ START_TEST(model_layout)
     float model[3 * (L - 1)], resp[3 * MR], back[3 * (L - 1)];
     for (int k = 0; k < 3 * (L - 1); k++)
         model[k] = (float)k;
-    ck_assert_int_eq(align__rollout_model_to_resp(r, resp, model, idx, 3, L), ALIGN_OK);
+    ck_assert_int_eq(align__rollout_model_to_resp(r, resp, model, idx, 3, L, L - 1), ALIGN_OK);
     for (int k = 0; k < 3; k++)
         for (int t = 0; t < MR; t++) {
             int32_t i = idx[k];
             float want = t < r->resp_len[i] ? (float)(k * (L - 1) + r->prompt_len[i] + t - 1) : 0.0f;
             ck_assert(resp[k * MR + t] == want);
         }
-    ck_assert_int_eq(align__rollout_resp_to_model(r, back, resp, idx, 3, L), ALIGN_OK);
+    ck_assert_int_eq(align__rollout_resp_to_model(r, back, resp, idx, 3, L, L - 1), ALIGN_OK);
     for (int k = 0; k < 3; k++)
         for (int p = 0; p < L - 1; p++) {
             int32_t i = idx[k], t = p - (r->prompt_len[i] - 1);
             float want = t >= 0 && t < r->resp_len[i] ? model[k * (L - 1) + p] : 0.0f;
             ck_assert(back[k * (L - 1) + p] == want);
         }
+    /* the scalar (value) head layout: stride max_len, same positions */
+    float scal[3 * L], vres[3 * MR], vback[3 * L];
+    for (int k = 0; k < 3 * L; k++)
+        scal[k] = (float)(1000 + k);
+    ck_assert_int_eq(align__rollout_model_to_resp(r, vres, scal, idx, 3, L, L), ALIGN_OK);
+    ck_assert_int_eq(align__rollout_resp_to_model(r, vback, vres, idx, 3, L, L), ALIGN_OK);
+    for (int k = 0; k < 3; k++)
+        for (int t = 0; t < MR; t++) {
+            int32_t i = idx[k];
+            int in = t < r->resp_len[i];
+            ck_assert(vres[k * MR + t] == (in ? (float)(1000 + k * L + r->prompt_len[i] + t - 1) : 0.0f));
+            if (in)
+                ck_assert(vback[k * L + r->prompt_len[i] + t - 1] == vres[k * MR + t]);
+        }
+    ck_assert(vback[L - 1] == 0.0f && vback[2 * L + L - 1] == 0.0f);
+    ck_assert_int_eq(align__rollout_model_to_resp(r, vres, scal, idx, 3, L, L - 2), ALIGN_EINVAL);
     float rows[3 * MR];
     uint8_t mrows[3 * MR];
     align__rollout_rows_f(r, rows, r->adv, idx, 3);

@@ -177,7 +177,8 @@ int  align__kl_ctl_update(align__kl_ctl *c, double kl, int64_t n_steps);
 #define ALIGN__KL_CTL_BYTES 40
 /* Little-endian, versioned: magic "AKLC", version, adaptive, beta, target, horizon. */
 void align__kl_ctl_save(const align__kl_ctl *c, uint8_t out[ALIGN__KL_CTL_BYTES]);
-/* ALIGN_EFORMAT on a bad magic/version/value (c unchanged). */
+/* ALIGN_EFORMAT on a bad size/magic/value, ALIGN_EVERSION on an unknown
+ * version (c unchanged either way). */
 int  align__kl_ctl_load(align__kl_ctl *c, const uint8_t *in, size_t len);
 
 /* ---- GRPO group advantages (Shao et al. 2024) ---------------------------------

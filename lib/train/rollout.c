@@ -268,11 +268,11 @@ void align__rollout_rows_u8(const align__rollout *r, uint8_t *dst, const uint8_t
 }
 
 int align__rollout_model_to_resp(const align__rollout *r, float *dst_resp, const float *src_model,
-                                 const int32_t *idx, int32_t count, int32_t max_len)
+                                 const int32_t *idx, int32_t count, int32_t max_len, int32_t stride)
 {
-    if (!r || !dst_resp || !src_model || !fits(r, idx, count, max_len))
+    if (!r || stride < max_len - 1 || !dst_resp || !src_model || !fits(r, idx, count, max_len))
         return ALIGN_EINVAL;
-    size_t T = (size_t)r->max_resp, L1 = (size_t)max_len - 1;
+    size_t T = (size_t)r->max_resp, L1 = (size_t)stride;
     for (int32_t k = 0; k < count; k++) {
         int32_t i = idx[k], off = r->prompt_len[i] - 1;
         float *d = dst_resp + (size_t)k * T;
@@ -284,11 +284,11 @@ int align__rollout_model_to_resp(const align__rollout *r, float *dst_resp, const
 }
 
 int align__rollout_resp_to_model(const align__rollout *r, float *dst_model, const float *src_resp,
-                                 const int32_t *idx, int32_t count, int32_t max_len)
+                                 const int32_t *idx, int32_t count, int32_t max_len, int32_t stride)
 {
-    if (!r || !dst_model || !src_resp || !fits(r, idx, count, max_len))
+    if (!r || stride < max_len - 1 || !dst_model || !src_resp || !fits(r, idx, count, max_len))
         return ALIGN_EINVAL;
-    size_t T = (size_t)r->max_resp, L1 = (size_t)max_len - 1;
+    size_t T = (size_t)r->max_resp, L1 = (size_t)stride;
     for (int32_t k = 0; k < count; k++) {
         int32_t i = idx[k], off = r->prompt_len[i] - 1;
         float *d = dst_model + (size_t)k * L1;

@@ -87,14 +87,17 @@ void align__rollout_rows_f(const align__rollout *r, float *dst, const float *src
                            int32_t count);
 void align__rollout_rows_u8(const align__rollout *r, uint8_t *dst, const uint8_t *src, const int32_t *idx,
                             int32_t count);
-/* Between the model's token_logprobs layout [count][max_len-1] (response
- * token t of sample idx[k] is predicted at position prompt_len + t - 1) and
- * the minibatch response layout [count][max_resp]. Entries with no
- * counterpart are written 0. ALIGN_EINVAL if a sample does not fit max_len. */
+/* Between the model's layout and the minibatch response layout [count][max_resp].
+ * In the model's outputs for row k (sample idx[k]), response token t sits at
+ * position prompt_len + t - 1: token_logprobs predict it there, and the scalar
+ * (value) head at that position is V(s_t), the state before y_t. stride is the
+ * model row length: max_len - 1 for token_logprobs, max_len for the scalar
+ * head. Entries with no counterpart are written 0. ALIGN_EINVAL if a sample
+ * does not fit max_len or stride < max_len - 1. */
 int  align__rollout_model_to_resp(const align__rollout *r, float *dst_resp, const float *src_model,
-                                  const int32_t *idx, int32_t count, int32_t max_len);
+                                  const int32_t *idx, int32_t count, int32_t max_len, int32_t stride);
 int  align__rollout_resp_to_model(const align__rollout *r, float *dst_model, const float *src_resp,
-                                  const int32_t *idx, int32_t count, int32_t max_len);
+                                  const int32_t *idx, int32_t count, int32_t max_len, int32_t stride);
 
 /* ---- serialisation ------------------------------------------------------------------------ */
 size_t align__rollout_blob_size(const align__rollout *r);
