@@ -151,10 +151,14 @@ ALIGN_API int align_model_default_params(align_model_params *out, size_t struct_
 
 /* A randomly initialised model (GPT-2 initialisation). p is copied. */
 ALIGN_API int align_model_create(align_model **out, const align_model_params *p);
-/* Loads safetensors weights with Hugging Face GPT-2 names. The configuration
- * comes from the file (metadata, else tensor shapes); p may be NULL or give
- * flags (ALIGN_MODEL_SCALAR_HEAD adds a fresh head if the file has none),
- * seed and n_threads. */
+/* Loads safetensors weights with Hugging Face GPT-2 names: a libalign file,
+ * a Hugging Face folder (config.json + model.safetensors) or a file with a
+ * config.json beside it, or a libalign checkpoint folder. The configuration
+ * comes from the file's metadata or config.json; a file with neither is
+ * refused (the head count is unknown). GPT2ForSequenceClassification files
+ * load with a scalar head. Every tensor is checked before allocating.
+ * p may be NULL or give flags (ALIGN_MODEL_SCALAR_HEAD adds a fresh head if
+ * the file has none), seed and n_threads. */
 ALIGN_API int align_model_load(align_model **out, const char *path, const align_model_params *p);
 /* Writes safetensors atomically (temporary file, fsync, rename). */
 ALIGN_API int align_model_save(const align_model *m, const char *path);
@@ -522,7 +526,7 @@ ALIGN_API int align_reward_model_from_callback(align_reward_model **out, align_s
 ALIGN_API void align_reward_model_free(align_reward_model *rm);
 ALIGN_API const char *align_reward_model_errmsg(const align_reward_model *rm);
 
-/* scores[i] = scale * r(prompts[i], responses[i]) + bias, for n >= 1 pairs.
+/* scores[i] = scale * r(prompts[i], responses[i]) + bias, for n >= 0 pairs.
  * A model reads its scalar head at each sequence's last token (the final
  * end-of-turn). A callback's non-finite score fails with ALIGN_ENONFINITE,
  * its error with ALIGN_ECALLBACK; scores is then unspecified. */
