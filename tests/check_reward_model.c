@@ -369,6 +369,41 @@ START_TEST(test_save_load_score_bitwise)
 }
 END_TEST
 
+/* align_trainer_save's folder loads as a model (its model.safetensors). */
+START_TEST(test_trainer_checkpoint_folder_loads)
+{
+    char *dir = test_tmpdir("ckpt");
+    align_tokenizer *t = bytes_tok();
+    align_model *m = rm_model(ALIGN_MODEL_SCALAR_HEAD, 32);
+    align_dataset *d;
+    ck_assert_int_eq(align_dataset_create(&d), 0);
+    ck_assert_int_eq(align_dataset_add_demo(d, "2+2=", "4", NULL), 0);
+    align_optimizer *o;
+    ck_assert_int_eq(align_optimizer_create(&o, m, NULL), 0);
+    align_sft_params sp;
+    ALIGN_SFT_DEFAULT_PARAMS(&sp);
+    sp.micro_batch = 1;
+    sp.max_steps = 1;
+    align_trainer *tr;
+    ck_assert_int_eq(align_trainer_create_sft(&tr, m, t, d, o, &sp), 0);
+    ck_assert_int_eq(align_trainer_step(tr, NULL), 0);
+    ck_assert_int_eq(align_trainer_save(tr, dir), 0);
+    align_model *l;
+    ck_assert_msg(align_model_load(&l, dir, NULL) == 0, "%s", align_last_errmsg());
+    float a[5], b[5];
+    score1(m, t, a);
+    score1(l, t, b);
+    ck_assert(memcmp(a, b, sizeof a) == 0);
+    align_model_free(l);
+    align_trainer_free(tr);
+    align_optimizer_free(o);
+    align_dataset_free(d);
+    align_model_free(m);
+    align_tokenizer_free(t);
+    free(dir);
+}
+END_TEST
+
 /* ---- hand-made safetensors ------------------------------------------------------------- */
 
 static void write_st(const char *path, const char *header, const void *data, size_t n)
@@ -543,6 +578,7 @@ Suite *reward_model_suite(void)
     tcase_add_test(tc, test_bad_input);
     tcase_add_test(tc, test_callback_and_normalization);
     tcase_add_test(tc, test_save_load_score_bitwise);
+    tcase_add_test(tc, test_trainer_checkpoint_folder_loads);
     tcase_add_test(tc, test_hf_config_and_refusals);
     tcase_add_test(tc, test_hostile_file_refused_before_allocation);
     return s;
