@@ -39,7 +39,7 @@ static void check_grad(const float *r0, const int32_t *rank, const float *margin
 START_TEST(test_hand_values)
 {
     /* K = 2, r = (1, 0), 0 best: L = −log σ(1) = log(1 + e^−1) */
-    float r[2] = {1.0f, 0.0f}, g[2];
+    float r[2] = {1.0f, 0.0f}, g[16];
     int32_t rank[2] = {0, 1}, P;
     double L;
     ck_assert_int_eq(align__rm_loss_ranking(&L, g, &P, r, rank, NULL, 2, 0.0f), 0);
