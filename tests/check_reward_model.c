@@ -480,6 +480,18 @@ START_TEST(test_hf_config_and_refusals)
     align_model_free(m);
     ck_assert_int_eq(align_model_load(&m, dir, NULL), 0); /* the folder */
     align_model_free(m);
+    /* a head asked for on load is freshly initialised (N(0, 0.02), not zeros) */
+    align_model_params hp;
+    align_model_default_params(&hp, sizeof hp);
+    hp.flags = ALIGN_MODEL_SCALAR_HEAD;
+    ck_assert_int_eq(align_model_load(&m, dir, &hp), 0);
+    {
+        int32_t tk[3] = {1, 2, 3}, ln = 3;
+        float sc3[3];
+        ck_assert_int_eq(align_model_forward(m, tk, &ln, 1, 3, NULL, sc3, NULL), 0);
+        ck_assert(sc3[2] != 0.0f && isfinite(sc3[2]));
+    }
+    align_model_free(m);
     /* an unsupported setting is refused by name */
     f = fopen(cfg, "w");
     fputs("{\"model_type\": \"gpt2\", \"n_layer\": 1, \"n_head\": 2, \"n_embd\": 4, \"vocab_size\": 5,"

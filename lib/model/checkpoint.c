@@ -600,7 +600,10 @@ ALIGN_API int align_model_load(align_model **out, const char *path, const align_
     align_model *m;
     if ((rc = align__model_alloc(&m, &cfg, 0, NULL)))
         goto done;
-    align__model_init_weights(m); /* a head asked for by flags keeps its fresh init */
+    /* every tensor is copied from the file below, except a head asked for by
+     * flags that the file lacks: only then is there anything to initialise */
+    if ((cfg.flags & ALIGN_MODEL_SCALAR_HEAD) && !scalar_file)
+        align__model_init_weights(m);
     for (int i = 0; i < m->n_tensors; i++) {
         const align__tensor *t = &m->tensors[i];
         int score = !strncmp(t->name, "score.", 6);
