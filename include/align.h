@@ -160,7 +160,8 @@ ALIGN_API int align_model_create(align_model **out, const align_model_params *p)
  * p may be NULL or give flags (ALIGN_MODEL_SCALAR_HEAD adds a fresh head if
  * the file has none), seed and n_threads. */
 ALIGN_API int align_model_load(align_model **out, const char *path, const align_model_params *p);
-/* Writes safetensors atomically (temporary file, fsync, rename). */
+/* Writes safetensors atomically (temporary file, fsync, rename); a folder
+ * path gets model.safetensors + config.json (= align_model_save_ex(m, path, 0)). */
 ALIGN_API int align_model_save(const align_model *m, const char *path);
 /* align_model_clone flags */
 #define ALIGN_FROZEN 0x1u   /* forward only: no gradient or optimizer memory */
