@@ -151,12 +151,17 @@ ALIGN_API int align_model_default_params(align_model_params *out, size_t struct_
 
 /* A randomly initialised model (GPT-2 initialisation). p is copied. */
 ALIGN_API int align_model_create(align_model **out, const align_model_params *p);
-/* Loads safetensors weights with Hugging Face GPT-2 names. The configuration
- * comes from the file (metadata, else tensor shapes); p may be NULL or give
- * flags (ALIGN_MODEL_SCALAR_HEAD adds a fresh head if the file has none),
- * seed and n_threads. */
+/* Loads safetensors weights with Hugging Face GPT-2 names: a libalign file,
+ * a Hugging Face folder (config.json + model.safetensors) or a file with a
+ * config.json beside it, or a libalign checkpoint folder. The configuration
+ * comes from the file's metadata or config.json; a file with neither is
+ * refused (the head count is unknown). GPT2ForSequenceClassification files
+ * load with a scalar head. Every tensor is checked before allocating.
+ * p may be NULL or give flags (ALIGN_MODEL_SCALAR_HEAD adds a fresh head if
+ * the file has none), seed and n_threads. */
 ALIGN_API int align_model_load(align_model **out, const char *path, const align_model_params *p);
-/* Writes safetensors atomically (temporary file, fsync, rename). */
+/* Writes safetensors atomically (temporary file, fsync, rename); a folder
+ * path gets model.safetensors + config.json (= align_model_save_ex(m, path, 0)). */
 ALIGN_API int align_model_save(const align_model *m, const char *path);
 /* align_model_clone flags */
 #define ALIGN_FROZEN 0x1u   /* forward only: no gradient or optimizer memory */
@@ -553,6 +558,77 @@ ALIGN_API int align_generate_chat(align_model *m, const align_tokenizer *t,
                                   const char *const *contents, const int32_t *n_messages,
                                   int32_t n, const align_generate_params *p,
                                   align_generation **out);
+
+/* ======================================================================== */
+/* reward models: one scorer handle, Hugging Face layouts (docs/reward.md)  */
+/* ======================================================================== */
+
+/* align_model_save_ex flags */
+#define ALIGN_SAVE_HF_SEQUENCE_CLASSIFICATION 0x1u /* transformers' GPT2ForSequenceClassification
+                                                      layout: body under "transformer.", score.weight
+                                                      [1][n_embd] without bias (needs a scalar head) */
+
+/* align_model_save with options. path may name a folder (an existing one, or
+ * a path ending in '/', created): model.safetensors and a Hugging Face
+ * config.json are written in it. The head's bias, which the HF layout lacks,
+ * and the reward normalisation are kept in the file's metadata. */
+ALIGN_API int align_model_save_ex(const align_model *m, const char *path, uint32_t flags);
+
+typedef struct align_reward_model align_reward_model;
+
+/* Scores n (prompt, response) pairs: scores[i] for (prompts[i], responses[i]).
+ * Returns 0, or < 0 to abort: the call fails with ALIGN_ECALLBACK. */
+typedef int (*align_score_fn)(const char *const *prompts, const char *const *responses,
+                              int32_t n, float *scores, void *user_data);
+
+/* align_reward_params.flags */
+#define ALIGN_REWARD_CHAT 0x1u   /* build <user_prefix>prompt<eot><assistant_prefix>response<eot>
+                                    (a two-turn chat) instead of a demonstration's
+                                    prompt response <eot> */
+
+typedef struct align_reward_params {
+    uint32_t struct_size;
+    uint32_t flags;            /* ALIGN_REWARD_* */
+    int32_t  max_seq_len;      /* tokens per sequence; 0 = the model's max_seq_len */
+    int32_t  batch_size;       /* sequences per forward pass (default 16) */
+    int32_t  truncation;       /* ALIGN_TRUNCATE_*: default LEFT (keeps the response's end,
+                                  where the score is read); DROP fails with ALIGN_ERANGE */
+    const char *user_prefix;       /* ALIGN_REWARD_CHAT only; NULL = "<|user|>\n" (copied) */
+    const char *assistant_prefix;  /* ALIGN_REWARD_CHAT only; NULL = "<|assistant|>\n" (copied) */
+} align_reward_params;
+
+ALIGN_API int align_reward_default_params(align_reward_params *out, size_t struct_size);
+#define ALIGN_REWARD_DEFAULT_PARAMS(p) align_reward_default_params((p), sizeof *(p))
+
+/* A scorer over a model with a scalar head (ALIGN_EINVAL without one) and its
+ * tokenizer, both borrowed (they must outlive the handle). p may be NULL. */
+ALIGN_API int align_reward_model_from_model(align_reward_model **out, align_model *m,
+                                            const align_tokenizer *t, const align_reward_params *p);
+/* A scorer over a host callback (fn is called with batches of pairs). */
+ALIGN_API int align_reward_model_from_callback(align_reward_model **out, align_score_fn fn,
+                                               void *user_data);
+ALIGN_API void align_reward_model_free(align_reward_model *rm);
+ALIGN_API const char *align_reward_model_errmsg(const align_reward_model *rm);
+
+/* scores[i] = scale * r(prompts[i], responses[i]) + bias, for n >= 0 pairs.
+ * A model reads its scalar head at each sequence's last token (the final
+ * end-of-turn). A callback's non-finite score fails with ALIGN_ENONFINITE,
+ * its error with ALIGN_ECALLBACK; scores is then unspecified. */
+ALIGN_API int align_reward_model_score(align_reward_model *rm, const char *const *prompts,
+                                       const char *const *responses, int32_t n, float *scores);
+
+/* align_reward_model_normalize flags */
+#define ALIGN_REWARD_NORMALIZE_STD 0x1u  /* also scale to unit standard deviation */
+
+/* Sets the bias (and with ALIGN_REWARD_NORMALIZE_STD the scale) so that these
+ * n reference pairs (e.g. the demonstrations) score 0 on average (and 1 in
+ * standard deviation), as InstructGPT did. A model-backed scorer stores the
+ * normalisation in the model: align_model_save keeps it. */
+ALIGN_API int align_reward_model_normalize(align_reward_model *rm, const char *const *prompts,
+                                           const char *const *responses, int32_t n, uint32_t flags);
+ALIGN_API int align_reward_model_set_normalization(align_reward_model *rm, float bias, float scale);
+ALIGN_API int align_reward_model_get_normalization(const align_reward_model *rm, float *bias,
+                                                   float *scale);
 
 #ifdef __cplusplus
 }

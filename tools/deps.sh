@@ -27,9 +27,9 @@ have_cmd python3     || missing+=(python3)
 have_cmd node        || missing+=(nodejs)
 have_cmd npm         || missing+=(npm)
 have_cmd xmllint     || missing+=(libxml2-utils)
-if [ "$want_bench" = 1 ]; then
-  /usr/bin/python3 -c 'import torch' >/dev/null 2>&1 || missing+=(python3-torch)
-fi
+# PyTorch: the benchmarks' baseline, and the reference forward that Hugging Face
+# reward-model files are checked against (bindings/python/tests/test_hf_torch.py)
+/usr/bin/python3 -c 'import torch' >/dev/null 2>&1 || missing+=(python3-torch)
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "deps: all build and test dependencies present"

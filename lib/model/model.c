@@ -368,6 +368,7 @@ ALIGN_API int align_model_clone(align_model **out, const align_model *m, uint32_
     if (rc)
         return rc;
     memcpy(c->params, m->params, m->n_params * sizeof(float));
+    c->reward_norm = m->reward_norm;
     *out = c;
     return ALIGN_OK;
 }
@@ -563,6 +564,7 @@ int align__model_copy_weights(align_model *dst, const align_model *src)
                             "copy_weights: configurations differ (%zu vs %zu parameters)", src->n_params,
                             dst->n_params);
     memcpy(dst->params, src->params, dst->n_params * sizeof(float));
+    dst->reward_norm = src->reward_norm;
     dst->fwd_ready = 0;
     return ALIGN_OK;
 }

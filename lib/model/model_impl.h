@@ -89,6 +89,9 @@ struct align_model {
     align__gpt2_weights w, g; /* g: NULL pointers when frozen */
     align__acts acts;
     int     fwd_ready;       /* activations hold a forward backward can use */
+    /* Reward normalisation (lib/reward): score = scale * head + bias. Saved
+     * in the checkpoint's metadata (checkpoint.c); set == 0 is the identity. */
+    struct { int set; float bias, scale; } reward_norm;
 };
 
 /* model.c */

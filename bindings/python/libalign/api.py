@@ -681,9 +681,14 @@ class Model(_Owned):
         _raw.align_model_load(byref(h), _path(path), byref(p))
         return cls._wrap(h, False)
 
-    def save(self, path: PathLike) -> None:
-        """Writes the weights as safetensors, atomically."""
-        _raw.align_model_save(self._h, _path(path))
+    def save(self, path: PathLike, *, hf_sequence_classification: bool = False) -> None:
+        """Writes the weights as safetensors, atomically. A folder path (an
+        existing folder, or one ending in "/") gets model.safetensors and a
+        Hugging Face config.json. ``hf_sequence_classification=True`` writes
+        transformers' GPT2ForSequenceClassification layout (needs a scalar
+        head)."""
+        flags = _raw.ALIGN_SAVE_HF_SEQUENCE_CLASSIFICATION if hf_sequence_classification else 0
+        _raw.align_model_save_ex(self._h, _path(path), flags)
 
     def clone(self, *, frozen: bool = False) -> "Model":
         """A copy; ``frozen=True`` makes a forward-only copy (a reference
@@ -1389,3 +1394,119 @@ class SFTTrainer(Trainer):
         self._adopt(h, borrowed=[o for o in (model, tokenizer, dataset, optimizer) if o is not None])
         if cb is not None:
             self._state.keep["on_step"] = cb
+
+
+# ============================================================================
+# Reward models
+# ============================================================================
+
+
+def _score_adapter(fn: Callable[[List[str], List[str]], Sequence[float]], prompts: Any,
+                   responses: Any, n: int, scores: Any, user_data: Any) -> int:
+    ps = [_decode(prompts[i]) for i in range(n)]
+    rs = [_decode(responses[i]) for i in range(n)]
+    out = list(fn(ps, rs))
+    if len(out) != n:
+        raise ValueError(f"score function returned {len(out)} scores for {n} pairs")
+    for i, v in enumerate(out):
+        scores[i] = _number(v, f"score[{i}]")
+    return 0
+
+
+class RewardModel(_Owned):
+    """The scorer every RL algorithm calls (``align_reward_model``): a model
+    with a scalar head and its tokenizer (:meth:`from_model`), or a Python
+    function (:meth:`from_callable`). :meth:`score` rates (prompt, response)
+    pairs; :meth:`normalize` sets the bias (and scale) so that reference
+    pairs score 0 on average (docs/reward.md)."""
+
+    _kind = "reward_model"
+    _free_fn = staticmethod(_raw.align_reward_model_free)
+
+    def __init__(self) -> None:
+        raise TypeError("use RewardModel.from_model(model, tokenizer) or "
+                        "RewardModel.from_callable(fn)")
+
+    @classmethod
+    def from_model(cls, model: Model, tokenizer: Tokenizer, *, chat: bool = False,
+                   max_seq_len: int = 0, batch_size: Optional[int] = None,
+                   truncation: Optional[int] = None, user_prefix: Optional[str] = None,
+                   assistant_prefix: Optional[str] = None) -> "RewardModel":
+        """A scorer over ``model`` (which needs a scalar head) and ``tokenizer``,
+        both borrowed. ``chat=True`` builds a two-turn chat instead of a
+        demonstration (prompt, response, end-of-turn)."""
+        if not isinstance(model, Model):
+            raise TypeError(f"model must be a Model, not {type(model).__name__}")
+        if not isinstance(tokenizer, Tokenizer):
+            raise TypeError(f"tokenizer must be a Tokenizer, not {type(tokenizer).__name__}")
+        p = _raw.align_reward_params.defaults()
+        if chat:
+            p.flags |= _raw.ALIGN_REWARD_CHAT
+        p.max_seq_len = _int(max_seq_len, "max_seq_len")
+        if batch_size is not None:
+            p.batch_size = _int(batch_size, "batch_size")
+        if truncation is not None:
+            p.truncation = _int(int(truncation), "truncation")
+        if user_prefix is not None:
+            p.user_prefix = _text(user_prefix, "user_prefix")
+        if assistant_prefix is not None:
+            p.assistant_prefix = _text(assistant_prefix, "assistant_prefix")
+        h = _raw.align_reward_model_p()
+        _raw.align_reward_model_from_model(byref(h), model._h, tokenizer._h, byref(p))
+        self = cls.__new__(cls)
+        self._adopt(h, borrowed=[model, tokenizer])
+        return self
+
+    @classmethod
+    def from_callable(cls, fn: Callable[[List[str], List[str]], Sequence[float]]) -> "RewardModel":
+        """A scorer over ``fn(prompts, responses) -> scores`` (lists of str in,
+        one number per pair out). An exception raised by ``fn`` propagates
+        from :meth:`score` with its traceback; a NaN or infinite score raises
+        AlignNonFiniteError."""
+        cb = _callbacks.Callback(_raw.align_score_fn, fn, _score_adapter)
+        h = _raw.align_reward_model_p()
+        _raw.align_reward_model_from_callback(byref(h), cb.pointer, None)
+        self = cls.__new__(cls)
+        self._adopt(h)
+        self._state.keep["score_fn"] = cb
+        return self
+
+    @staticmethod
+    def _pairs(prompts: Sequence[Any], responses: Sequence[Any]) -> Tuple[Any, Any, int]:
+        if isinstance(prompts, (str, bytes)) or isinstance(responses, (str, bytes)):
+            raise TypeError("prompts and responses must be sequences of strings")
+        prompts, responses = list(prompts), list(responses)
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        return (_string_array(prompts, "prompts"), _string_array(responses, "responses"),
+                len(prompts))
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> List[float]:
+        """Scores of the pairs (prompts[i], responses[i]), normalisation applied."""
+        pa, ra, n = self._pairs(prompts, responses)
+        out = (c_float * max(n, 1))()
+        _raw.align_reward_model_score(self._h, pa, ra, n, out)
+        return [float(out[i]) for i in range(n)]
+
+    def normalize(self, prompts: Sequence[str], responses: Sequence[str], *,
+                  unit_std: bool = False) -> Tuple[float, float]:
+        """Sets the bias (and with ``unit_std`` the scale) so that these
+        reference pairs score 0 on average (and 1 in standard deviation).
+        Returns (bias, scale). A model-backed scorer keeps it in the model,
+        so :meth:`Model.save` saves it."""
+        pa, ra, n = self._pairs(prompts, responses)
+        _raw.align_reward_model_normalize(self._h, pa, ra, n,
+                                          _raw.ALIGN_REWARD_NORMALIZE_STD if unit_std else 0)
+        return self.normalization
+
+    @property
+    def normalization(self) -> Tuple[float, float]:
+        """(bias, scale): score = scale * raw + bias."""
+        b, s = c_float(), c_float()
+        _raw.align_reward_model_get_normalization(self._h, byref(b), byref(s))
+        return (float(b.value), float(s.value))
+
+    def set_normalization(self, bias: float, scale: float = 1.0) -> None:
+        """Sets score = scale * raw + bias."""
+        _raw.align_reward_model_set_normalization(self._h, _number(bias, "bias"),
+                                                  _number(scale, "scale"))
