@@ -14,7 +14,9 @@ ALIGN_API int align_model_save(const align_model *m, const char *path)
 {
     if (!m || !path)
         return align__error(NULL, ALIGN_EINVAL, "align_model_save: model or path is NULL");
-    align__errbuf *eb = (align__errbuf *)&m->err; /* the message is not model state */
+    /* the message is not model state; a frozen model may be shared between
+     * threads, so its detail goes only to align_last_errmsg */
+    align__errbuf *eb = m->frozen ? NULL : (align__errbuf *)&m->err;
     align__st_tensor *t = align__malloc(sizeof *t * (size_t)m->n_tensors);
     if (!t)
         return align__error(eb, ALIGN_ENOMEM, "align_model_save: out of memory");
