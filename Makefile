@@ -2,6 +2,7 @@
 #   make            shared + static library in $(BUILD)/
 #   make check      dependencies, then every test suite (the README's test command)
 #   make asan       the C test suites under AddressSanitizer + UBSan ($(BUILD)-asan/)
+#   make tsan       the threaded C suites under ThreadSanitizer ($(BUILD)-tsan/)
 #   make abi-check  exported symbols and ABI against abi/ (with a self-test)
 #   make help       all targets
 .DEFAULT_GOAL := all
@@ -59,7 +60,7 @@ SO_NAME := $(BUILD)/libalign.so.$(SOVERSION)
 SO_DEV  := $(BUILD)/libalign.so
 ARCHIVE := $(BUILD)/libalign.a
 
-.PHONY: gpt2-vocab all lib check check-c check-sh check-py asan abi-check abi-baseline examples \
+.PHONY: gpt2-vocab all lib check check-c check-sh check-py asan tsan tsan-run abi-check abi-baseline examples \
         bench demo deps deps-bench install uninstall clean help
 all: lib examples
 
@@ -152,6 +153,17 @@ asan: deps
 	  check-c check-sh
 	@echo "libalign: sanitizer run passed"
 
+# ThreadSanitizer on the suites that run model calls from several host threads at once
+# (TSAN_SUITES, one CK_RUN_SUITE each). tests/tsan.supp: OpenBLAS is not instrumented.
+TSAN_SUITES ?= internal_threads internal_generate
+tsan: deps
+	$(MAKE) BUILD=$(BUILD)-tsan OPT=-O1 SAN="-fsanitize=thread -fno-omit-frame-pointer" tsan-run
+tsan-run: lib $(BUILD)/tests/check_internal
+	@set -e; for s in $(TSAN_SUITES); do echo "== tsan: $$s"; \
+	  CK_RUN_SUITE=$$s TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp halt_on_error=1" \
+	  $(TEST_ENV) $(BUILD)/tests/check_internal; done
+	@echo "libalign: thread sanitizer run passed"
+
 # ---- ABI (docs/conventions.md, "ABI promise") --------------------------------------------------------------
 abi-check: lib
 	bash tools/abi-check.sh $(SO_REAL)
@@ -201,13 +213,14 @@ uninstall:
 	      $(DESTDIR)$(LIBDIR)/libalign.a $(DESTDIR)$(PKGCONFIGDIR)/libalign.pc $(DESTDIR)$(BINDIR)/alignctl
 
 clean:
-	rm -rf $(BUILD) $(BUILD)-asan
+	rm -rf $(BUILD) $(BUILD)-asan $(BUILD)-tsan
 
 help:
 	@echo "libalign $(VERSION) — targets:"
 	@echo "  all (default)  shared libalign.so.$(VERSION) (SONAME libalign.so.$(SOVERSION)), libalign.a, examples"
 	@echo "  check          install missing dependencies (make deps), run every test suite"
 	@echo "  asan           C and shell tests under -fsanitize=address,undefined in $(BUILD)-asan/"
+	@echo "  tsan           the threaded C suites (TSAN_SUITES) under -fsanitize=thread in $(BUILD)-tsan/"
 	@echo "  abi-check      compare exports and ABI with abi/ (self-test included); abi-baseline rewrites it"
 	@echo "  demo           train a small model end to end and show samples"
 	@echo "  bench          benchmarks against PyTorch (BENCH_JSON=file for JSON lines)"

@@ -165,9 +165,15 @@ ALIGN_API int align_model_load(align_model **out, const char *path, const align_
 ALIGN_API int align_model_save(const align_model *m, const char *path);
 /* align_model_clone flags */
 #define ALIGN_FROZEN 0x1u   /* forward only: no gradient or optimizer memory */
+/* A new model with m's configuration and weights. ALIGN_FROZEN: forward only,
+ * and usable from several threads at once (forward, generate). A frozen
+ * clone of a FROZEN model shares its weights (no copy; they never change);
+ * any other clone copies them. Models may be freed in any order: shared
+ * weights go with the last model holding them. */
 ALIGN_API int align_model_clone(align_model **out, const align_model *m, uint32_t flags);
 ALIGN_API void align_model_free(align_model *m);
-/* Message of the last failed call on m; never NULL. */
+/* Message of the last failed call on m; never NULL. On a frozen model (which
+ * threads may share) it is the calling thread's align_last_errmsg(). */
 ALIGN_API const char *align_model_errmsg(const align_model *m);
 /* Fills *out (struct_size set by the caller) with the configuration. */
 ALIGN_API int align_model_config(const align_model *m, align_model_params *out);

@@ -99,8 +99,11 @@ ALIGN_API int align_model_save_ex(const align_model *m, const char *path, uint32
 {
     if (!m || !path)
         return align__error(NULL, ALIGN_EINVAL, "align_model_save: model or path is NULL");
-    align__errbuf *eb = (align__errbuf *)&m->err; /* the message is not model state */
-    align__error_clear(eb);
+    /* the message is not model state; a frozen model may be shared between
+     * threads, so its detail goes only to align_last_errmsg */
+    align__errbuf *eb = m->frozen ? NULL : (align__errbuf *)&m->err;
+    if (eb)
+        align__error_clear(eb);
     if (flags & ~ALIGN_SAVE_HF_SEQUENCE_CLASSIFICATION)
         return align__error(eb, ALIGN_EINVAL, "align_model_save_ex: unknown flags 0x%x", flags);
     int seqcls = (flags & ALIGN_SAVE_HF_SEQUENCE_CLASSIFICATION) != 0;
