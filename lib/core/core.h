@@ -30,6 +30,11 @@ typedef struct align__errbuf {
 
 int align__error(align__errbuf *eb, int code, const char *fmt, ...) ALIGN__PRINTF(3, 4);
 int align__verror(align__errbuf *eb, int code, const char *fmt, va_list ap);
+/* The caller handled the failure align__error() just recorded (e.g. it
+ * retried with a larger buffer): the thread's last message goes back to what
+ * it was before, so a call that succeeds leaves align_last_errmsg() as it
+ * found it. The handle's own message is the caller's to clear. */
+void align__error_recovered(void);
 /* Clears eb (at the start of a call that may fail). */
 void align__error_clear(align__errbuf *eb);
 /* eb's message, "" when none; never NULL (eb may be NULL). */

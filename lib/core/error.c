@@ -43,7 +43,13 @@ ALIGN_API const char *align_err_name(int code)
     }
 }
 
+/* The thread's last message, and the one before it: a caller that handles a
+ * failure of an inner call (align_tokenize's ALIGN_ERANGE answered by a
+ * larger buffer) puts the previous one back with align__error_recovered(),
+ * so that a call that succeeds never leaves a message of its own
+ * (docs/conventions.md, "Errors"). */
 static _Thread_local char tls_last[ALIGN__ERRMSG_CAP];
+static _Thread_local char tls_prev[ALIGN__ERRMSG_CAP];
 
 ALIGN_API const char *align_last_errmsg(void)
 {
@@ -58,6 +64,7 @@ int align__verror(align__errbuf *eb, int code, const char *fmt, va_list ap)
         vsnprintf(tmp, sizeof tmp, fmt, ap);
     if (!tmp[0]) /* no detail: the code's own description */
         snprintf(tmp, sizeof tmp, "%s", align_strerror(code));
+    memcpy(tls_prev, tls_last, sizeof tls_prev);
     memcpy(tls_last, tmp, sizeof tmp);
     if (eb)
         memcpy(eb->msg, tmp, sizeof tmp);
@@ -71,6 +78,11 @@ int align__error(align__errbuf *eb, int code, const char *fmt, ...)
     int r = align__verror(eb, code, fmt, ap);
     va_end(ap);
     return r;
+}
+
+void align__error_recovered(void)
+{
+    memcpy(tls_last, tls_prev, sizeof tls_last);
 }
 
 void align__error_clear(align__errbuf *eb)

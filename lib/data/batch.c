@@ -67,6 +67,7 @@ static int tokenize(align__batcher *b, const char *text, size_t len, size_t *n)
             return ALIGN_OK;
         if (rc != ALIGN_ERANGE)
             return align__error(b->eb, rc, "batcher: cannot tokenize a record: %s", align_last_errmsg());
+        align__error_recovered(); /* ERANGE answered by a larger buffer: not a failure */
         int32_t *p = align__realloc(b->ids, (*n + 64) * sizeof *p);
         if (!p)
             return align__error(b->eb, ALIGN_ENOMEM, "out of memory");
