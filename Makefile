@@ -59,7 +59,7 @@ SO_NAME := $(BUILD)/libalign.so.$(SOVERSION)
 SO_DEV  := $(BUILD)/libalign.so
 ARCHIVE := $(BUILD)/libalign.a
 
-.PHONY: gpt2-vocab fuzz fuzz-build all lib check check-c check-sh check-py asan abi-check abi-baseline examples \
+.PHONY: FORCE gpt2-vocab fuzz fuzz-build all lib check check-c check-sh check-py asan abi-check abi-baseline examples \
         bench demo deps deps-bench install uninstall clean help
 all: lib examples
 
@@ -194,7 +194,16 @@ demo: deps
 	BUILD=$(BUILD) bash examples/demo.sh
 
 # ---- install (PREFIX, DESTDIR, LIBDIR, INCLUDEDIR honoured) -----------------------------
-$(BUILD)/libalign.pc: pkgconfig/libalign.pc.in Makefile
+# The .pc holds PREFIX/LIBDIR/INCLUDEDIR: $(BUILD)/pc.vars records the values it was
+# made with and is rewritten (so the .pc regenerates) whenever one changes; a
+# `make check` (which installs under a test PREFIX) followed by `make install`
+# must not install the test's paths.
+PC_VARS := prefix=$(PREFIX) libdir=$(LIBDIR) includedir=$(INCLUDEDIR) version=$(VERSION) blas=$(BLAS_PC)
+$(BUILD)/pc.vars: FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(PC_VARS)' | cmp -s - $@ || echo '$(PC_VARS)' > $@
+FORCE:
+$(BUILD)/libalign.pc: pkgconfig/libalign.pc.in Makefile $(BUILD)/pc.vars
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
 	    -e 's|@VERSION@|$(VERSION)|' -e 's|@BLAS_PC@|$(BLAS_PC)|' $< > $@
 

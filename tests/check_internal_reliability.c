@@ -168,7 +168,6 @@ START_TEST(test_jsonl_unknown_field)
     ck_assert_int_eq(align_dataset_size(d), 1);
     ck_assert_int_eq(align_dataset_skipped(d), 1);
     align_dataset_free(d);
-    align_log_set(NULL, NULL);
 
     /* a known field the kind does not use, and an unknown one in a message */
     const char *bad[] = {
