@@ -11,6 +11,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 
 /* Expected warnings (skipped lines) are kept out of the test output. */
 static void quiet_log(int level, const char *message, void *ud)
@@ -212,6 +213,34 @@ START_TEST(test_jsonl_demo_only_round_trip)
     }
     align_dataset_free(d);
     align_dataset_free(e);
+    free(p);
+    free(dir);
+}
+END_TEST
+
+/* A write that fails leaves the old file whole: files are written to
+ * path.tmp.PID and renamed. Here the temporary name is taken by a folder. */
+START_TEST(test_atomic_write_failure_keeps_old_file)
+{
+    char *dir = test_tmpdir("rel-atomic");
+    char *p = tmpfile_in(dir, "d.jsonl");
+    const char *old = "{\"prompt\": \"old\"}\n";
+    write_str(p, old);
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", p, (long)getpid());
+    ck_assert_int_eq(mkdir(tmp, 0755), 0);
+    align_dataset *d = NULL;
+    ck_assert_int_eq(align_dataset_create(&d), ALIGN_OK);
+    ck_assert_int_eq(align_dataset_add_demo(d, "new", "data", NULL), ALIGN_OK);
+    ck_assert_int_eq(align_dataset_save_jsonl(d, p), ALIGN_EIO);
+    FILE *f = fopen(p, "rb");
+    char buf[64] = { 0 };
+    ck_assert_uint_eq(fread(buf, 1, sizeof buf - 1, f), strlen(old));
+    fclose(f);
+    ck_assert_str_eq(buf, old);
+    rmdir(tmp);
+    ck_assert_int_eq(align_dataset_save_jsonl(d, p), ALIGN_OK);
+    align_dataset_free(d);
     free(p);
     free(dir);
 }
@@ -456,6 +485,7 @@ Suite *internal_reliability_suite(void)
     tcase_add_test(tc, test_tokenizer_json_bad);
     tcase_add_test(tc, test_jsonl_unknown_field);
     tcase_add_test(tc, test_jsonl_demo_only_round_trip);
+    tcase_add_test(tc, test_atomic_write_failure_keeps_old_file);
     tcase_add_test(tc, test_safetensors_bad_headers);
     tcase_add_test(tc, test_optimizer_state_bad);
     tcase_add_test(tc, test_optimizer_params_checked);
