@@ -470,8 +470,42 @@ START_TEST(test_errmsg_not_stale_after_success)
     align__batcher *b = NULL;
     ck_assert_int_eq(align__batcher_create(&b, d, t, &bp, &eb), ALIGN_OK);
     ck_assert_str_eq(align_last_errmsg(), before);
+    /* a size query is not a failure either */
+    size_t need = 0;
+    ck_assert_int_eq(align_tokenize(t, "abc", 3, 0, NULL, 0, &need), ALIGN_ERANGE);
+    ck_assert_uint_eq(need, 3);
+    char one[1];
+    ck_assert_int_eq(align_detokenize(t, (const int32_t[]){ 97 }, 1, NULL, 0, &need), ALIGN_ERANGE);
+    ck_assert_int_eq(align_detokenize(t, (const int32_t[]){ 97 }, 1, one, 1, &need), ALIGN_ERANGE);
+    ck_assert_msg(strstr(align_last_errmsg(), "do not fit"), "%s", align_last_errmsg());
+    ck_assert_int_eq(align_tokenize(t, "abc", 3, 0, NULL, 0, &need), ALIGN_ERANGE);
+    ck_assert_msg(strstr(align_last_errmsg(), "do not fit"), "%s", align_last_errmsg());
     align__batcher_free(b);
     align_dataset_free(d);
+    align_tokenizer_free(t);
+}
+END_TEST
+
+START_TEST(test_error_recovered)
+{
+    align__error(NULL, ALIGN_EINVAL, "first");
+    uint64_t mark = align__error_mark();
+    int32_t ids[1];
+    size_t n = 0;
+    align_tokenizer *t = NULL;
+    ck_assert_int_eq(align_tokenizer_bytes(&t), ALIGN_OK);
+    ck_assert_int_eq(align_tokenize(t, "abc", 3, 0, ids, 1, &n), ALIGN_ERANGE);
+    ck_assert_msg(strstr(align_last_errmsg(), "do not fit"), "%s", align_last_errmsg());
+    align__error_recovered(mark);
+    ck_assert_str_eq(align_last_errmsg(), "first");
+    align__error_recovered(mark); /* nothing written since: no change */
+    ck_assert_str_eq(align_last_errmsg(), "first");
+    /* two messages since the mark cannot be undone: the last one stays */
+    mark = align__error_mark();
+    align__error(NULL, ALIGN_EINVAL, "second");
+    align__error(NULL, ALIGN_EINVAL, "third");
+    align__error_recovered(mark);
+    ck_assert_str_eq(align_last_errmsg(), "third");
     align_tokenizer_free(t);
 }
 END_TEST
@@ -490,5 +524,6 @@ Suite *internal_reliability_suite(void)
     tcase_add_test(tc, test_optimizer_state_bad);
     tcase_add_test(tc, test_optimizer_params_checked);
     tcase_add_test(tc, test_errmsg_not_stale_after_success);
+    tcase_add_test(tc, test_error_recovered);
     return s;
 }

@@ -62,12 +62,13 @@ static int reserve_tok(align__batcher *b, int64_t extra)
 static int tokenize(align__batcher *b, const char *text, size_t len, size_t *n)
 {
     for (;;) {
+        uint64_t mark = align__error_mark();
         int rc = align_tokenize(b->t, text, len, 0, b->ids, b->ids_cap, n);
         if (rc == ALIGN_OK)
             return ALIGN_OK;
         if (rc != ALIGN_ERANGE)
             return align__error(b->eb, rc, "batcher: cannot tokenize a record: %s", align_last_errmsg());
-        align__error_recovered(); /* ERANGE answered by a larger buffer: not a failure */
+        align__error_recovered(mark); /* ERANGE answered by a larger buffer: not a failure */
         int32_t *p = align__realloc(b->ids, (*n + 64) * sizeof *p);
         if (!p)
             return align__error(b->eb, ALIGN_ENOMEM, "out of memory");

@@ -1010,6 +1010,8 @@ ALIGN_API int align_tokenize(const align_tokenizer *t, const char *text, size_t 
     if (rc)
         return rc;
     *n_out = c.n;
+    if (c.n > cap && cap == 0) /* a size query, not a failure: no message (docs/conventions.md) */
+        return ALIGN_ERANGE;
     if (c.n > cap)
         return align__error(NULL, ALIGN_ERANGE, "align_tokenize: %zu ids do not fit in %zu", c.n, cap);
     return ALIGN_OK;
@@ -1051,6 +1053,8 @@ ALIGN_API int align_detokenize(const align_tokenizer *t, const int32_t *ids, siz
     if (total >= cap) {
         if (cap)
             buf[0] = '\0';
+        if (cap == 0) /* a size query, not a failure: no message */
+            return ALIGN_ERANGE;
         return align__error(NULL, ALIGN_ERANGE, "align_detokenize: %zu bytes and NUL do not fit in %zu", total, cap);
     }
     buf[total] = '\0';
