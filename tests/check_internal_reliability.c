@@ -486,6 +486,34 @@ START_TEST(test_errmsg_not_stale_after_success)
 }
 END_TEST
 
+/* The same through public calls: generation sizes each prompt with a size
+ * query (align_tokenize with cap 0), which used to leave "ids do not fit". */
+START_TEST(test_errmsg_after_generate)
+{
+    align_model_params mp;
+    align_model_default_params(&mp, sizeof mp);
+    mp.n_layer = 1; mp.n_head = 2; mp.n_embd = 8; mp.vocab_size = 257; mp.max_seq_len = 32;
+    align_model *m = NULL;
+    ck_assert_int_eq(align_model_create(&m, &mp), ALIGN_OK);
+    align_tokenizer *t = NULL;
+    ck_assert_int_eq(align_tokenizer_bytes(&t), ALIGN_OK);
+    ck_assert_int_eq(align_tokenizer_load(&t, NULL), ALIGN_EINVAL);
+    ck_assert_int_eq(align_tokenizer_bytes(&t), ALIGN_OK);
+    char before[600];
+    snprintf(before, sizeof before, "%s", align_last_errmsg());
+    align_generate_params gp;
+    align_generate_default_params(&gp, sizeof gp);
+    gp.max_new_tokens = 4;
+    const char *prompts[2] = { "hello", "a longer prompt" };
+    align_generation *g = NULL;
+    ck_assert_int_eq(align_generate(m, t, prompts, 2, &gp, &g), ALIGN_OK);
+    ck_assert_str_eq(align_last_errmsg(), before);
+    align_generation_free(g);
+    align_tokenizer_free(t);
+    align_model_free(m);
+}
+END_TEST
+
 START_TEST(test_error_recovered)
 {
     align__error(NULL, ALIGN_EINVAL, "first");
@@ -525,5 +553,6 @@ Suite *internal_reliability_suite(void)
     tcase_add_test(tc, test_optimizer_params_checked);
     tcase_add_test(tc, test_errmsg_not_stale_after_success);
     tcase_add_test(tc, test_error_recovered);
+    tcase_add_test(tc, test_errmsg_after_generate);
     return s;
 }
