@@ -471,6 +471,38 @@ ALIGN_API int align_trainer_request_stop(align_trainer *tr);
 ALIGN_API void align_trainer_free(align_trainer *tr);
 ALIGN_API const char *align_trainer_errmsg(const align_trainer *tr);
 
+/* ======================================================================== */
+/* trainer metrics and host data sources (0.2)                              */
+/* ======================================================================== */
+
+/* align_trainer_metrics `which` */
+enum { ALIGN_METRICS_STEP = 0, ALIGN_METRICS_EVAL = 1 };
+
+/* The named metrics of the last step that returned ALIGN_OK (which =
+ * ALIGN_METRICS_STEP; inside on_step: the step being decided) or of the last
+ * align_trainer_evaluate (ALIGN_METRICS_EVAL), as n (name, value) pairs:
+ * "loss", "accuracy", "tokens", "sequences", "learning_rate", "grad_norm",
+ * "tokens_per_sec", "epoch", and per algorithm e.g. "rewards/chosen",
+ * "objective/kl" (docs/trainer.md lists them). *names and *values are
+ * borrowed until the next step, evaluate, resume or free of tr; n is 0
+ * before the first. */
+ALIGN_API int align_trainer_metrics(const align_trainer *tr, int32_t which,
+                                    const char *const **names, const double **values,
+                                    int32_t *n);
+/* One metric by name; ALIGN_ENOENT if the last step/evaluation has none. */
+ALIGN_API int align_trainer_metric(const align_trainer *tr, int32_t which,
+                                   const char *name, double *value);
+
+/* align_sft_params.flags: visit the examples in dataset order every epoch
+ * (no shuffling), e.g. for data streamed from a source. */
+#define ALIGN_SFT_SEQUENTIAL 0x4u
+
+/* Inside a source callback (align_dataset_set_source): the dataset being
+ * fed, so the callback can add records of any kind, with provenance, through
+ * align_dataset_add_demo/_chat/_ranking/_preference/_label/_score/_prompt.
+ * NULL outside the callback. */
+ALIGN_API align_dataset *align_text_sink_dataset(align_text_sink *sink);
+
 #ifdef __cplusplus
 }
 #endif

@@ -399,7 +399,14 @@ int align__batcher_set_state(align__batcher *b, const align__batcher_state *s)
     make_order(b, &r);
     if (s->carry && (!(b->flags & ALIGN__BATCH_PACK) || s->position >= b->n_ex ||
                      s->carry >= b->ex_len[b->order[s->position]])) {
-        align__batcher_rewind(b);
+        /* all-or-nothing: put back the current epoch's order */
+        if (b->epoch > 0) {
+            align__rng cur = b->epoch_rng;
+            make_order(b, &cur);
+        } else {
+            for (int64_t i = 0; i < b->n_ex; i++)
+                b->order[i] = i;
+        }
         return align__error(NULL, ALIGN_EINVAL, "batcher_set_state: carry %lld does not fit the example",
                             (long long)s->carry);
     }

@@ -30,6 +30,7 @@ typedef struct sft {
     /* one micro-batch, compacted to its longest row T: [mb][T], [mb][T-1] */
     int32_t *mb_tokens, *mb_lengths, *mb_argmax;
     float   *mb_logp, *mb_dlogp;
+    align__batcher_state snap;  /* what a rollback restores (trainer.h: begin) */
 } sft;
 
 static const align_sft_params sft_defaults = {
@@ -142,6 +143,15 @@ static int64_t count_loss_tokens(const sft *s, int32_t n_rows)
 
 /* ---- the objective --------------------------------------------------------- */
 
+/* The named metrics (trainer.h), from the stats just filled. */
+static void report(align__step_ctx *ctx)
+{
+    align__metric(ctx, "loss", (double)ctx->stats.loss);
+    align__metric(ctx, "accuracy", (double)ctx->stats.accuracy);
+    align__metric(ctx, "tokens", (double)ctx->stats.tokens);
+    align__metric(ctx, "sequences", (double)ctx->stats.sequences);
+}
+
 static int sft_accumulate(align_trainer *tr, align__step_ctx *ctx)
 {
     sft *s = tr->algo;
@@ -206,6 +216,7 @@ static int sft_accumulate(align_trainer *tr, align__step_ctx *ctx)
     ctx->stats.time_forward_ms = (float)(t_fwd * 1e3);
     ctx->stats.time_backward_ms = (float)(t_bwd * 1e3);
     ctx->tokens_processed = processed;
+    report(ctx);
     return ALIGN_OK;
 }
 
@@ -264,6 +275,7 @@ static int sft_evaluate(align_trainer *tr, align_dataset *eval, align__step_ctx 
     ctx->stats.accuracy = N > 0 ? (float)((double)correct / (double)N) : 0.0f;
     ctx->stats.time_forward_ms = (float)(t_fwd * 1e3);
     ctx->tokens_processed = processed;
+    report(ctx);
     return ALIGN_OK;
 }
 
@@ -289,35 +301,38 @@ static float sft_progress(const align_trainer *tr, int64_t steps_done)
     return (float)(f < 0.0 ? 0.0 : f > 1.0 ? 1.0 : f);
 }
 
-static void sft_get_state(const align_trainer *tr, void *state)
-{
-    const sft *s = tr->algo;
-    align__batcher_get_state(s->batcher, state);
-}
-
-static int sft_set_state(align_trainer *tr, const void *state)
+static int sft_begin(align_trainer *tr)
 {
     sft *s = tr->algo;
-    return align__batcher_set_state(s->batcher, state);
+    align__batcher_get_state(s->batcher, &s->snap);
+    return ALIGN_OK;
 }
 
-static int sft_state_to_json(const align_trainer *tr, const void *state, json_t *obj)
+static void sft_rollback(align_trainer *tr)
 {
-    (void)tr;
-    const align__batcher_state *st = state;
+    sft *s = tr->algo;
+    (void)align__batcher_set_state(s->batcher, &s->snap);
+}
+
+static int sft_save_state(const align_trainer *tr, json_t *obj, align__ckpt *ck)
+{
+    (void)ck;
+    const sft *s = tr->algo;
+    align__batcher_state st;
+    align__batcher_get_state(s->batcher, &st);
     int rc = 0;
-    rc |= align__json_set_i64(obj, "epoch", st->epoch);
-    rc |= align__json_set_i64(obj, "position", st->position);
-    rc |= align__json_set_i64(obj, "carry", st->carry);
-    rc |= align__json_set_u64(obj, "rng_seed", st->rng.seed);
-    rc |= align__json_set_u64(obj, "rng_stream", st->rng.stream);
-    rc |= align__json_set_u64(obj, "rng_counter", st->rng.counter);
+    rc |= align__json_set_i64(obj, "epoch", st.epoch);
+    rc |= align__json_set_i64(obj, "position", st.position);
+    rc |= align__json_set_i64(obj, "carry", st.carry);
+    rc |= align__json_set_u64(obj, "rng_seed", st.rng.seed);
+    rc |= align__json_set_u64(obj, "rng_stream", st.rng.stream);
+    rc |= align__json_set_u64(obj, "rng_counter", st.rng.counter);
     return rc ? ALIGN_ENOMEM : ALIGN_OK;
 }
 
-static int sft_state_from_json(align_trainer *tr, const json_t *obj, void *state)
+static int sft_load_state(align_trainer *tr, const json_t *obj, align__ckpt *ck, void **staged)
 {
-    (void)tr;
+    (void)ck;
     align__batcher_state st;
     memset(&st, 0, sizeof st);
     if (align__json_get_i64(obj, "epoch", &st.epoch) || align__json_get_i64(obj, "position", &st.position) ||
@@ -325,9 +340,27 @@ static int sft_state_from_json(align_trainer *tr, const json_t *obj, void *state
         align__json_get_u64(obj, "rng_stream", &st.rng.stream) ||
         align__json_get_u64(obj, "rng_counter", &st.rng.counter) || st.epoch < 0 || st.position < 0 ||
         st.carry < 0)
-        return ALIGN_EFORMAT;
-    memcpy(state, &st, sizeof st);
+        return align__error(&tr->err, ALIGN_EFORMAT, "trainer.json: missing or invalid data/RNG state");
+    align__batcher_state *p = align__malloc(sizeof *p);
+    if (!p)
+        return align__error(&tr->err, ALIGN_ENOMEM, "out of memory");
+    *p = st;
+    *staged = p;
     return ALIGN_OK;
+}
+
+static int sft_apply_state(align_trainer *tr, void *staged)
+{
+    sft *s = tr->algo;
+    int rc = align__batcher_set_state(s->batcher, staged);
+    return rc < 0 ? align__error(&tr->err, rc, "the data position does not fit this dataset (%s)", align_last_errmsg())
+                  : ALIGN_OK;
+}
+
+static void sft_free_staged(align_trainer *tr, void *staged)
+{
+    (void)tr;
+    align__free(staged);
 }
 
 static int sft_setup_json(const align_trainer *tr, json_t *obj)
@@ -378,11 +411,12 @@ static const align__trainer_vtable sft_vtable = {
     .evaluate = sft_evaluate,
     .progress = sft_progress,
     .epoch = sft_epoch,
-    .state_size = sizeof(align__batcher_state),
-    .get_state = sft_get_state,
-    .set_state = sft_set_state,
-    .state_to_json = sft_state_to_json,
-    .state_from_json = sft_state_from_json,
+    .begin = sft_begin,
+    .rollback = sft_rollback,
+    .save_state = sft_save_state,
+    .load_state = sft_load_state,
+    .apply_state = sft_apply_state,
+    .free_staged = sft_free_staged,
     .setup_json = sft_setup_json,
     .free = sft_free,
 };
@@ -421,9 +455,10 @@ ALIGN_API int align_trainer_create_sft(align_trainer **out, align_model *policy,
     cfg.struct_size = sizeof cfg;
     if ((rc = align_model_config(policy, &cfg)) < 0)
         return align__error(NULL, rc, "align_trainer_create_sft: %s", align_model_errmsg(policy));
-    if (prm.flags & ~(ALIGN_SFT_FULL_SEQUENCE_LOSS | ALIGN_SFT_PACK))
+    const uint32_t known = ALIGN_SFT_FULL_SEQUENCE_LOSS | ALIGN_SFT_PACK | ALIGN_SFT_SEQUENTIAL;
+    if (prm.flags & ~known)
         return align__error(NULL, ALIGN_EINVAL, "align_sft_params.flags has unknown bits 0x%x",
-                            (unsigned)(prm.flags & ~(ALIGN_SFT_FULL_SEQUENCE_LOSS | ALIGN_SFT_PACK)));
+                            (unsigned)(prm.flags & ~known));
     if (prm.micro_batch < 1 || prm.micro_batch > 65536)
         return align__error(NULL, ALIGN_EINVAL, "align_sft_params.micro_batch is %d (1..65536)",
                             (int)prm.micro_batch);
@@ -485,7 +520,7 @@ ALIGN_API int align_trainer_create_sft(align_trainer **out, align_model *policy,
 
     align__batch_params bp;
     memset(&bp, 0, sizeof bp);
-    bp.flags = ALIGN__BATCH_SHUFFLE;
+    bp.flags = (prm.flags & ALIGN_SFT_SEQUENTIAL) ? 0u : ALIGN__BATCH_SHUFFLE;
     if (prm.flags & ALIGN_SFT_FULL_SEQUENCE_LOSS)
         bp.flags |= ALIGN__BATCH_FULL_LOSS;
     if (prm.flags & ALIGN_SFT_PACK)
@@ -505,7 +540,8 @@ ALIGN_API int align_trainer_create_sft(align_trainer **out, align_model *policy,
     }
 
     align_trainer *tr = NULL;
-    rc = align__trainer_new(&tr, &sft_vtable, policy, opt, prm.on_step, prm.on_step_user_data);
+    align__role role = {"policy", policy, opt};
+    rc = align__trainer_new_roles(&tr, &sft_vtable, &role, 1, prm.on_step, prm.on_step_user_data);
     if (rc < 0) {
         sft_free_obj(s);
         return rc;
