@@ -1020,6 +1020,11 @@ ALIGN_API int align_text_sink_add(align_text_sink *sink, const char *text, size_
     return ALIGN_OK;
 }
 
+int align__dataset_has_source(const align_dataset *d)
+{
+    return d && d->source;
+}
+
 ALIGN_API align_dataset *align_text_sink_dataset(align_text_sink *sink)
 {
     return sink ? sink->d : NULL;

@@ -42,5 +42,7 @@ int align__dataset_item(const align_dataset *d, int64_t i, int32_t j, const char
  * no source is set; ALIGN_ECALLBACK (message in eb and on d) when the
  * callback returned < 0 or returned 0 without adding anything. */
 int align__dataset_pull(align_dataset *d, int64_t min_new, align__errbuf *eb);
+/* 1 if a source is set (align_dataset_set_source). */
+int align__dataset_has_source(const align_dataset *d);
 
 #endif
