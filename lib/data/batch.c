@@ -490,3 +490,13 @@ int align__batcher_ingest(align__batcher *b, align_dataset *d, int64_t upto, int
 }
 
 int64_t align__batcher_records(const align__batcher *b) { return b ? b->n_seen : 0; }
+
+int64_t align__batcher_tokens_left(const align__batcher *b)
+{
+    if (!b)
+        return 0;
+    int64_t pos = b->epoch == 0 ? 0 : b->position, n = -(b->epoch == 0 ? 0 : b->carry);
+    for (int64_t i = pos; i < b->n_ex; i++)
+        n += b->ex_len[b->epoch == 0 ? i : b->order[i]];
+    return n;
+}

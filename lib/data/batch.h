@@ -78,5 +78,7 @@ int  align__batcher_set_state(align__batcher *b, const align__batcher_state *s);
 int  align__batcher_ingest(align__batcher *b, align_dataset *d, int64_t upto, int64_t *added, align__errbuf *eb);
 /* Dataset records looked at so far (usable or not). */
 int64_t align__batcher_records(const align__batcher *b);
+/* Tokens of the current epoch not yet in a row (the whole data before the first). */
+int64_t align__batcher_tokens_left(const align__batcher *b);
 
 #endif

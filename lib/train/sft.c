@@ -93,7 +93,17 @@ static int fetch_rows(sft *s, int32_t need, int32_t *got, align__errbuf *eb)
     int wrap = s->p.max_steps > 0;
     while (filled < need) {
         int32_t r = 0;
-        int rc = align__batcher_next(s->batcher, need - filled, 0, s->tokens + (size_t)filled * L,
+        int rc;
+        /* Packed rows must not close early where the data that has arrived
+         * ends: read ahead until the rows can be filled (or the source is done). */
+        while (s->stream && (s->p.flags & ALIGN_SFT_PACK) &&
+               align__batcher_tokens_left(s->batcher) < (int64_t)(need - filled) * L) {
+            if ((rc = more_data(s, eb)) < 0)
+                return rc;
+            if (rc == 0)
+                break;
+        }
+        rc = align__batcher_next(s->batcher, need - filled, 0, s->tokens + (size_t)filled * L,
                                      s->lengths + filled, s->mask + (size_t)filled * (L - 1), &r);
         if (rc < 0)
             return rc;
