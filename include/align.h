@@ -326,18 +326,21 @@ ALIGN_API int align_dataset_record_kind(const align_dataset *d, int64_t i);
  * align_free(). */
 ALIGN_API int align_dataset_record_json(const align_dataset *d, int64_t i, char **json_out);
 
-/* A pull source of prompts: the callback adds records with the sink. */
+/* A pull source: the callback adds records with the sink — bare prompts
+ * with align_text_sink_add, records of any kind with align_dataset_add_* on
+ * align_text_sink_dataset(sink) (declared below). */
 typedef struct align_text_sink align_text_sink;
 ALIGN_API int align_text_sink_add(align_text_sink *sink, const char *text, size_t len);
-/* Called when the dataset runs out of prompts; return 0 after adding some,
- * ALIGN_DONE when there are no more, < 0 on error. */
+/* Called when a trainer has used every record it holds; return 0 after
+ * adding some, ALIGN_DONE when there are no more (for now), < 0 on error. */
 typedef int (*align_prompt_fn)(align_text_sink *sink, void *user_data);
 ALIGN_API int align_dataset_set_source(align_dataset *d, align_prompt_fn fn, void *user_data);
-/* Calls the source until at least min_new prompt records were added.
+/* Calls the source until at least min_new records (of any kind) were added.
  * ALIGN_OK when they arrived; ALIGN_DONE when the source has no more (what it
  * added stays) or no source is set; ALIGN_ECALLBACK when the callback failed
- * or returned 0 without adding. Trainers that consume prompts call this
- * themselves when they run out; hosts may call it to prefetch. */
+ * or returned 0 without adding. Trainers call this themselves when they run
+ * out (SFT at the end of its data, docs/datasets.md); hosts may call it to
+ * prefetch. */
 ALIGN_API int align_dataset_pull(align_dataset *d, int64_t min_new);
 
 /* ======================================================================== */
@@ -459,10 +462,15 @@ ALIGN_API int align_trainer_step(align_trainer *tr, align_step_stats *stats);
 /* Loss and accuracy over all of eval (no update). */
 ALIGN_API int align_trainer_evaluate(align_trainer *tr, align_dataset *eval,
                                      align_step_stats *stats);
-/* The whole state (model, optimizer, data position, RNG, counters) into the
- * folder dir (created if missing), atomically per file. */
+/* The whole state (every trained model and its optimizer, data position,
+ * RNG, counters, the algorithm's buffers) into the folder dir (parents
+ * created), which is replaced as a whole and atomically: after a crash or a
+ * full disk dir holds the previous or the new checkpoint, never a mix. dir
+ * must be new or hold only a checkpoint (ALIGN_EINVAL otherwise). */
 ALIGN_API int align_trainer_save(const align_trainer *tr, const char *dir);
-/* Restores what align_trainer_save wrote, for a trainer built the same way. */
+/* Restores what align_trainer_save wrote, for a trainer built the same way.
+ * Everything is checked before anything is applied: on failure the trainer,
+ * its models and optimizers are unchanged. */
 ALIGN_API int align_trainer_resume(align_trainer *tr, const char *dir);
 /* Asks the current or next step to stop between micro-batches
  * (ALIGN_ECANCELED, nothing applied). Safe from any thread and from signal
