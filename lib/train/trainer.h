@@ -18,8 +18,9 @@
  * files keep the names model.safetensors / optimizer.safetensors; another
  * trainable role R writes R.safetensors / R.optimizer.safetensors. A trainer
  * whose roles are all frozen is evaluation-only (step, save and resume
- * return ALIGN_EMISUSE). A model may appear in one role only when that role
- * is trainable (a shared trunk is one role with one optimizer).
+ * return ALIGN_EMISUSE). A trained model belongs to exactly one role (a value
+ * head on the policy's trunk is the policy role itself, one optimizer);
+ * frozen roles may share a model.
  *
  * An algorithm (sft.c; next reward, dpo, ppo, grpo) is one file that fills
  * an align__trainer_vtable. It never calls an optimizer itself.

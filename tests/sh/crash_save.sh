@@ -55,6 +55,16 @@ static align_trainer *make(void)
     return tr;
 }
 
+static int done(align_trainer *tr, int code)
+{
+    align_trainer_free(tr);
+    align_optimizer_free(opt);
+    align_model_free(model);
+    align_dataset_free(data);
+    align_tokenizer_free(tok);
+    return code;
+}
+
 /* fills the file system of dir up to `leave` free bytes */
 static int fill(const char *dir, long long leave)
 {
@@ -91,15 +101,15 @@ int main(int argc, char **argv)
         int rc = align_trainer_resume(tr, dir), resumed = rc == ALIGN_OK;
         if (rc != ALIGN_OK && rc != ALIGN_ENOENT) {
             fprintf(stderr, "resume: %s (%s)\n", align_err_name(rc), align_trainer_errmsg(tr));
-            return 6;
+            return done(tr, 6);
         }
-        if (align_trainer_step(tr, &st) != ALIGN_OK) return 4;
+        if (align_trainer_step(tr, &st) != ALIGN_OK) return done(tr, 4);
         if ((rc = align_trainer_save(tr, dir))) {
             fprintf(stderr, "save: %s\n", align_trainer_errmsg(tr));
-            return 5;
+            return done(tr, 5);
         }
         printf("%s %lld\n", resumed ? "resumed" : "fresh", (long long)st.step);
-        return 0;
+        return done(tr, 0);
     }
     if (!strcmp(mode, "full")) {
         /* argv[3]: bytes to leave free; the save must succeed or fail with ALIGN_EIO */
@@ -123,12 +133,20 @@ int main(int argc, char **argv)
         ALIGN_SFT_DEFAULT_PARAMS(&sp);
         sp.micro_batch = 4; sp.max_steps = 1000000;
         align_trainer_create_sft(&t2, m2, tok, data, o2, &sp);
-        if (align_trainer_resume(t2, dir) != ALIGN_OK) { fprintf(stderr, "resume after: %s\n", align_trainer_errmsg(t2)); return 9; }
-        int64_t got = align_optimizer_steps_done(o2);
-        if (got != (rc == ALIGN_OK ? before + 1 : before)) { fprintf(stderr, "resumed step %lld\n", (long long)got); return 10; }
-        return 0;
+        int code = 0;
+        if (align_trainer_resume(t2, dir) != ALIGN_OK) {
+            fprintf(stderr, "resume after: %s\n", align_trainer_errmsg(t2));
+            code = 9;
+        } else if (align_optimizer_steps_done(o2) != (rc == ALIGN_OK ? before + 1 : before)) {
+            fprintf(stderr, "resumed step %lld\n", (long long)align_optimizer_steps_done(o2));
+            code = 10;
+        }
+        align_trainer_free(t2);
+        align_optimizer_free(o2);
+        align_model_free(m2);
+        return done(tr, code);
     }
-    return 2;
+    return done(tr, 2);
 }
 C
 ${CC:-cc} -std=c11 -D_POSIX_C_SOURCE=200809L -O1 -g -Iinclude $SAN "$T/saver.c" -o "$T/saver" \
