@@ -8,6 +8,7 @@
  * nothing changed; a non-finite value gradient skips every role's update;
  * role tables are validated. */
 #include "train/trainer.h"
+#include "data/batch.h"
 #include "testutil.h"
 
 #include <math.h>
@@ -526,6 +527,127 @@ START_TEST(test_json_counters)
 }
 END_TEST
 
+
+/* SFT on the roles engine equals a plain loop written against the model and
+ * optimizer calls (any BLAS, any machine): same rows from the batcher, the
+ * same -1/N per loss token pushed through align_model_backward, one
+ * align_optimizer_step per step. Losses and final weights bitwise. */
+START_TEST(test_sft_matches_plain_loop)
+{
+    enum { L = 32, MB = 3, ACC = 2, R = MB * ACC, STEPS = 6 };
+    align_tokenizer *tok = NULL;
+    ck_assert_int_eq(align_tokenizer_bytes(&tok), 0);
+    align_dataset *d = NULL;
+    ck_assert_int_eq(align_dataset_create(&d), 0);
+    for (int k = 0; k < 13; k++) {
+        char p[32], c[8];
+        snprintf(p, sizeof p, "caps %c%c%c:", 'a' + k % 8, 'a' + (k * 3) % 8, 'a' + (k * 5) % 7);
+        snprintf(c, sizeof c, "%c%c%c", 'A' + k % 8, 'A' + (k * 3) % 8, 'A' + (k * 5) % 7);
+        ck_assert_int_eq(align_dataset_add_demo(d, p, c, NULL), 0);
+    }
+    align_model_params mp;
+    align_model_default_params(&mp, sizeof mp);
+    mp.n_layer = 2;
+    mp.n_head = 2;
+    mp.n_embd = 32;
+    mp.vocab_size = 257;
+    mp.max_seq_len = L;
+    mp.seed = 8;
+    align_model *ma = NULL, *mb = NULL;
+    ck_assert_int_eq(align_model_create(&ma, &mp), 0);
+    ck_assert_int_eq(align_model_create(&mb, &mp), 0);
+    align_optimizer *oa = mkopt(ma), *ob = mkopt(mb);
+
+    align_sft_params sp;
+    align_sft_default_params(&sp, sizeof sp);
+    sp.micro_batch = MB;
+    sp.grad_accum = ACC;
+    sp.max_steps = STEPS;
+    sp.max_seq_len = L;
+    sp.seed = 42;
+    align_trainer *tr = NULL;
+    ck_assert_int_eq(align_trainer_create_sft(&tr, ma, tok, d, oa, &sp), 0);
+    float loss_a[STEPS];
+    align_step_stats st;
+    align_step_stats_init(&st, sizeof st);
+    for (int i = 0; i < STEPS; i++) {
+        ck_assert_int_eq(align_trainer_step(tr, &st), 0);
+        loss_a[i] = st.loss;
+    }
+    ck_assert_int_eq(align_trainer_step(tr, &st), ALIGN_DONE);
+
+    /* the plain loop */
+    align__batch_params bp;
+    memset(&bp, 0, sizeof bp);
+    bp.flags = ALIGN__BATCH_SHUFFLE;
+    bp.max_len = L;
+    bp.seed = 42;
+    align__batcher *b = NULL;
+    ck_assert_int_eq(align__batcher_create(&b, d, tok, &bp, NULL), 0);
+    static int32_t rows[R * L], rlens[R], mtok[MB * L], mlen[MB];
+    static uint8_t mask[R * (L - 1)];
+    static float lp[MB * (L - 1)], dlp[MB * (L - 1)];
+    for (int i = 0; i < STEPS; i++) {
+        int32_t got = 0;
+        ck_assert_int_eq(align__batcher_next(b, R, 1, rows, rlens, mask, &got), 0);
+        ck_assert_int_eq(got, R);
+        int64_t N = 0;
+        for (int r = 0; r < R; r++)
+            for (int t = 0; t + 1 < rlens[r]; t++)
+                N += mask[r * (L - 1) + t] != 0;
+        double sum = 0;
+        for (int r0 = 0; r0 < R; r0 += MB) {
+            int32_t T = 2;
+            for (int j = 0; j < MB; j++)
+                T = rlens[r0 + j] > T ? rlens[r0 + j] : T;
+            for (int j = 0; j < MB; j++) {
+                memcpy(mtok + j * T, rows + (r0 + j) * L, (size_t)T * sizeof(int32_t));
+                mlen[j] = rlens[r0 + j];
+            }
+            ck_assert_int_eq(align_model_forward(mb, mtok, mlen, MB, T, lp, NULL, NULL), 0);
+            for (int j = 0; j < MB; j++)
+                for (int t = 0; t < T - 1; t++) {
+                    int in = t + 1 < mlen[j] && mask[(r0 + j) * (L - 1) + t];
+                    if (in)
+                        sum -= (double)lp[j * (T - 1) + t];
+                    dlp[j * (T - 1) + t] = in ? -1.0f / (float)N : 0.0f;
+                }
+            ck_assert_int_eq(align_model_backward(mb, dlp, NULL), 0);
+        }
+        float loss = (float)(sum / (double)N);
+        ck_assert_msg(memcmp(&loss, &loss_a[i], sizeof loss) == 0, "step %d: %.9g vs %.9g", i + 1, (double)loss,
+                      (double)loss_a[i]);
+        ck_assert_int_eq(align_optimizer_step(ob, NULL), 0);
+    }
+    /* weights: the whole parameter files are equal */
+    char *dir = test_tmpdir("plainloop");
+    char pa[4200], pb[4200];
+    snprintf(pa, sizeof pa, "%s/a.safetensors", dir);
+    snprintf(pb, sizeof pb, "%s/b.safetensors", dir);
+    ck_assert_int_eq(align_model_save(ma, pa), 0);
+    ck_assert_int_eq(align_model_save(mb, pb), 0);
+    FILE *xa = fopen(pa, "rb"), *xb = fopen(pb, "rb");
+    int ca, cb, same = 1;
+    do {
+        ca = fgetc(xa);
+        cb = fgetc(xb);
+        same &= ca == cb;
+    } while (ca != EOF && cb != EOF);
+    fclose(xa);
+    fclose(xb);
+    ck_assert_msg(same, "the trainer's weights differ from the plain loop's");
+    free(dir);
+    align__batcher_free(b);
+    align_trainer_free(tr);
+    align_optimizer_free(oa);
+    align_optimizer_free(ob);
+    align_model_free(ma);
+    align_model_free(mb);
+    align_dataset_free(d);
+    align_tokenizer_free(tok);
+}
+END_TEST
+
 Suite *internal_trainer_suite(void)
 {
     Suite *s = suite_create("internal_trainer");
@@ -534,5 +656,6 @@ Suite *internal_trainer_suite(void)
     tcase_add_test(tc, test_roles_save_resume);
     tcase_add_test(tc, test_role_table_checks);
     tcase_add_test(tc, test_json_counters);
+    tcase_add_test(tc, test_sft_matches_plain_loop);
     return s;
 }

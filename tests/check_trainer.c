@@ -93,12 +93,14 @@ static char *path2(const char *dir, const char *name)
 
 /* ---- the same losses as before the trainer had roles ----------------------------- */
 
-/* Produced by the libalign 0.1 trainer (commit a405c10, before roles) with
- * /tmp/pin.c-style program: threads 1, OpenBLAS 0.3.21 Haswell kernels, the
- * two configurations below; {loss, grad_norm, accuracy} bits per step, then
- * the fingerprint of the final weights. Bits depend on the BLAS kernels, so
- * the check runs where they match and is skipped (with a message) elsewhere;
- * test_matches_plain_loop covers every machine. */
+/* Produced by the libalign 0.1 trainer (commit a405c10, before roles): a
+ * program running the two configurations of pin_params() on tiny_model(7)
+ * and data_n(23, cfg == 1) with align_threads_set(1), printing the bits of
+ * {loss, grad_norm, accuracy} per step and the fingerprint of the final
+ * weights, on OpenBLAS 0.3.21 with its Haswell kernels. Bits depend on the
+ * BLAS kernels, so the check runs where they match and is skipped (with a
+ * message) elsewhere; test_sft_matches_plain_loop
+ * (tests/check_internal_trainer.c) covers every machine. */
 static const uint32_t pinned0[9][3] = {
     {0x40aee4c7u, 0x406ff3f6u, 0x3e555555u}, {0x40ac6acau, 0x40445c43u, 0x3daaaaabu},
     {0x40a5d237u, 0x401d9364u, 0x3ed55555u}, {0x40a308efu, 0x4040ada4u, 0x3e955555u},
