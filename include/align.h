@@ -337,18 +337,21 @@ ALIGN_API int align_dataset_record_kind(const align_dataset *d, int64_t i);
  * align_free(). */
 ALIGN_API int align_dataset_record_json(const align_dataset *d, int64_t i, char **json_out);
 
-/* A pull source of prompts: the callback adds records with the sink. */
+/* A pull source: the callback adds records with the sink — bare prompts
+ * with align_text_sink_add, records of any kind with align_dataset_add_* on
+ * align_text_sink_dataset(sink) (declared below). */
 typedef struct align_text_sink align_text_sink;
 ALIGN_API int align_text_sink_add(align_text_sink *sink, const char *text, size_t len);
-/* Called when the dataset runs out of prompts; return 0 after adding some,
- * ALIGN_DONE when there are no more, < 0 on error. */
+/* Called when a trainer has used every record it holds; return 0 after
+ * adding some, ALIGN_DONE when there are no more (for now), < 0 on error. */
 typedef int (*align_prompt_fn)(align_text_sink *sink, void *user_data);
 ALIGN_API int align_dataset_set_source(align_dataset *d, align_prompt_fn fn, void *user_data);
-/* Calls the source until at least min_new prompt records were added.
+/* Calls the source until at least min_new records (of any kind) were added.
  * ALIGN_OK when they arrived; ALIGN_DONE when the source has no more (what it
  * added stays) or no source is set; ALIGN_ECALLBACK when the callback failed
- * or returned 0 without adding. Trainers that consume prompts call this
- * themselves when they run out; hosts may call it to prefetch. */
+ * or returned 0 without adding. Trainers call this themselves when they run
+ * out (SFT at the end of its data, docs/datasets.md); hosts may call it to
+ * prefetch. */
 ALIGN_API int align_dataset_pull(align_dataset *d, int64_t min_new);
 
 /* ======================================================================== */
@@ -470,10 +473,15 @@ ALIGN_API int align_trainer_step(align_trainer *tr, align_step_stats *stats);
 /* Loss and accuracy over all of eval (no update). */
 ALIGN_API int align_trainer_evaluate(align_trainer *tr, align_dataset *eval,
                                      align_step_stats *stats);
-/* The whole state (model, optimizer, data position, RNG, counters) into the
- * folder dir (created if missing), atomically per file. */
+/* The whole state (every trained model and its optimizer, data position,
+ * RNG, counters, the algorithm's buffers) into the folder dir (parents
+ * created), which is replaced as a whole and atomically: after a crash or a
+ * full disk dir holds the previous or the new checkpoint, never a mix. dir
+ * must be new or hold only a checkpoint (ALIGN_EINVAL otherwise). */
 ALIGN_API int align_trainer_save(const align_trainer *tr, const char *dir);
-/* Restores what align_trainer_save wrote, for a trainer built the same way. */
+/* Restores what align_trainer_save wrote, for a trainer built the same way.
+ * Everything is checked before anything is applied: on failure the trainer,
+ * its models and optimizers are unchanged. */
 ALIGN_API int align_trainer_resume(align_trainer *tr, const char *dir);
 /* Asks the current or next step to stop between micro-batches
  * (ALIGN_ECANCELED, nothing applied). Safe from any thread and from signal
@@ -635,6 +643,38 @@ ALIGN_API int align_reward_model_normalize(align_reward_model *rm, const char *c
 ALIGN_API int align_reward_model_set_normalization(align_reward_model *rm, float bias, float scale);
 ALIGN_API int align_reward_model_get_normalization(const align_reward_model *rm, float *bias,
                                                    float *scale);
+
+/* ======================================================================== */
+/* trainer metrics and host data sources (0.2)                              */
+/* ======================================================================== */
+
+/* align_trainer_metrics `which` */
+enum { ALIGN_METRICS_STEP = 0, ALIGN_METRICS_EVAL = 1 };
+
+/* The named metrics of the last step that returned ALIGN_OK (which =
+ * ALIGN_METRICS_STEP; inside on_step: the step being decided) or of the last
+ * align_trainer_evaluate (ALIGN_METRICS_EVAL), as n (name, value) pairs:
+ * "loss", "accuracy", "tokens", "sequences", "learning_rate", "grad_norm",
+ * "tokens_per_sec", "epoch", and per algorithm e.g. "rewards/chosen",
+ * "objective/kl" (docs/trainer.md lists them). *names and *values are
+ * borrowed until the next step, evaluate, resume or free of tr; n is 0
+ * before the first. */
+ALIGN_API int align_trainer_metrics(const align_trainer *tr, int32_t which,
+                                    const char *const **names, const double **values,
+                                    int32_t *n);
+/* One metric by name; ALIGN_ENOENT if the last step/evaluation has none. */
+ALIGN_API int align_trainer_metric(const align_trainer *tr, int32_t which,
+                                   const char *name, double *value);
+
+/* align_sft_params.flags: visit the examples in dataset order every epoch
+ * (no shuffling), e.g. for data streamed from a source. */
+#define ALIGN_SFT_SEQUENTIAL 0x4u
+
+/* Inside a source callback (align_dataset_set_source): the dataset being
+ * fed, so the callback can add records of any kind, with provenance, through
+ * align_dataset_add_demo/_chat/_ranking/_preference/_label/_score/_prompt.
+ * NULL outside the callback. */
+ALIGN_API align_dataset *align_text_sink_dataset(align_text_sink *sink);
 
 #ifdef __cplusplus
 }

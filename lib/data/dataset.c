@@ -62,6 +62,7 @@ struct align_dataset {
     align_prompt_fn source;
     void *source_ud;
     align_text_sink sink;   /* handed to the source callback */
+    int pulling;            /* inside the source callback */
 };
 
 /* What a record is made of before it is stored (pointers are the caller's). */
@@ -1085,30 +1086,48 @@ ALIGN_API int align_text_sink_add(align_text_sink *sink, const char *text, size_
     return ALIGN_OK;
 }
 
+int align__dataset_has_source(const align_dataset *d)
+{
+    return d && d->source;
+}
+
+ALIGN_API align_dataset *align_text_sink_dataset(align_text_sink *sink)
+{
+    return sink ? sink->d : NULL;
+}
+
 int align__dataset_pull(align_dataset *d, int64_t min_new, align__errbuf *eb)
 {
     if (!d)
         return align__error(eb, ALIGN_EINVAL, "dataset is NULL");
     if (!d->source)
         return ALIGN_DONE;
+    if (d->pulling)
+        return align__error(eb, ALIGN_EMISUSE, "the source callback pulled from its own dataset");
     int64_t total = 0;
     while (total < min_new) {
         /* The sink lives in the dataset, so a host that keeps the pointer past
-         * the callback gets ALIGN_EMISUSE rather than a dangling pointer. */
+         * the callback gets ALIGN_EMISUSE rather than a dangling pointer.
+         * Records of any kind count: added with align_text_sink_add or with
+         * align_dataset_add_* on align_text_sink_dataset(sink). */
         align_text_sink *sink = &d->sink;
         sink->d = d;
         sink->added = 0;
+        int64_t before = d->n;
+        d->pulling = 1;
         int r = d->source(sink, d->source_ud);
+        d->pulling = 0;
         sink->d = NULL;
-        total += sink->added;
+        int64_t added = d->n - before;
+        total += added;
         if (r == ALIGN_DONE)
             return total >= min_new ? ALIGN_OK : ALIGN_DONE;
         if (r < 0) {
-            align__error(&d->err, ALIGN_ECALLBACK, "prompt source returned %d (%s)", r, align_err_name(r));
+            align__error(&d->err, ALIGN_ECALLBACK, "data source returned %d (%s)", r, align_err_name(r));
             return align__error(eb, ALIGN_ECALLBACK, "%s", d->err.msg);
         }
-        if (r != ALIGN_OK || sink->added == 0) {
-            align__error(&d->err, ALIGN_ECALLBACK, "prompt source returned %d without adding a prompt", r);
+        if (r != ALIGN_OK || added == 0) {
+            align__error(&d->err, ALIGN_ECALLBACK, "data source returned %d without adding a record", r);
             return align__error(eb, ALIGN_ECALLBACK, "%s", d->err.msg);
         }
     }

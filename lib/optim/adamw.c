@@ -48,6 +48,21 @@ ALIGN_API int align_optimizer_default_params(align_optimizer_params *out, size_t
 
 align_model *align__optimizer_model(align_optimizer *o) { return o ? o->m : NULL; }
 
+int align__optimizer_swap_state(align_optimizer *a, align_optimizer *b)
+{
+    if (!a || !b || a->m->n_params != b->m->n_params)
+        return align__error(a ? &a->err : NULL, ALIGN_EINVAL, "swap_state: the optimizers differ in size");
+    float *m = a->mom, *v = a->var;
+    int64_t s = a->steps;
+    a->mom = b->mom;
+    a->var = b->var;
+    a->steps = b->steps;
+    b->mom = m;
+    b->var = v;
+    b->steps = s;
+    return ALIGN_OK;
+}
+
 ALIGN_API int align_optimizer_create(align_optimizer **out, align_model *m,
                                      const align_optimizer_params *p)
 {

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import ctypes
 import re
-from ctypes import (CFUNCTYPE, POINTER, Structure, c_char, c_char_p, c_float, c_int, c_int32,
-                    c_int64, c_size_t, c_uint, c_uint8, c_uint32, c_uint64, c_void_p, sizeof)
+from ctypes import (CFUNCTYPE, POINTER, Structure, c_char, c_char_p, c_double, c_float, c_int,
+                    c_int32, c_int64, c_size_t, c_uint, c_uint8, c_uint32, c_uint64, c_void_p, sizeof)
 from typing import Any, Callable, Dict, List, Optional, Type
 
 from . import _callbacks, _loader
@@ -113,6 +113,9 @@ ALIGN_CHAT_GENERATION_PROMPT = 0x1
 ALIGN_ALGO_SFT = 0
 ALIGN_SFT_FULL_SEQUENCE_LOSS = 0x1
 ALIGN_SFT_PACK = 0x2
+ALIGN_SFT_SEQUENTIAL = 0x4
+ALIGN_METRICS_STEP = 0
+ALIGN_METRICS_EVAL = 1
 ALIGN_TRUNCATE_RIGHT = 0
 ALIGN_TRUNCATE_LEFT = 1
 ALIGN_TRUNCATE_DROP = 2
@@ -766,6 +769,10 @@ align_dataset_set_source = _fn(
 align_dataset_pull = _fn(
     "int align_dataset_pull(align_dataset *d, int64_t min_new)",
     c_int, [align_dataset_p, c_int64])
+# Returned as void*: the dataset being fed (NULL outside a source callback).
+align_text_sink_dataset = _fn(
+    "align_dataset *align_text_sink_dataset(align_text_sink *sink)",
+    c_void_p, [align_text_sink_p])
 
 # ---- generation -----------------------------------------------------------------------
 align_generate_default_params = _fn(
@@ -822,6 +829,15 @@ align_trainer_request_stop = _fn("int align_trainer_request_stop(align_trainer *
 align_trainer_free = _fn("void align_trainer_free(align_trainer *tr)", None, [align_trainer_p])
 align_trainer_errmsg = _fn("const char *align_trainer_errmsg(const align_trainer *tr)",
                            c_char_p, [align_trainer_p])
+align_trainer_metrics = _fn(
+    "int align_trainer_metrics(const align_trainer *tr, int32_t which, const char *const **names, "
+    "const double **values, int32_t *n)",
+    c_int, [align_trainer_p, c_int32, POINTER(POINTER(c_char_p)), POINTER(POINTER(c_double)),
+            POINTER(c_int32)])
+align_trainer_metric = _fn(
+    "int align_trainer_metric(const align_trainer *tr, int32_t which, const char *name, "
+    "double *value)",
+    c_int, [align_trainer_p, c_int32, c_char_p, POINTER(c_double)])
 
 
 # ---- chat template ------------------------------------------------------------------------
