@@ -162,7 +162,11 @@ int align__batcher_create(align__batcher **out, align_dataset *d, const align_to
         if (!b->order)
             rc = align__error(eb, ALIGN_ENOMEM, "out of memory");
     }
-    align__template_free(&b->tmpl);
+    /* the template stays for records that arrive later (align__batcher_ingest);
+     * its tokenize scratch does not */
+    align__free(b->tmpl.scratch);
+    b->tmpl.scratch = NULL;
+    b->tmpl.scratch_cap = 0;
     b->eb = NULL;
     if (rc) {
         align__batcher_free(b);
@@ -366,11 +370,12 @@ int align__batcher_ingest(align__batcher *b, align_dataset *d, int64_t upto, int
         b->cap_ex = c;
     }
     /* all-or-nothing: on a failure the batcher is put back to this mark */
-    const int64_t n_tok = b->n_tok, n_ex = b->n_ex, skipped = b->skipped, seen = b->n_seen;
+    const int64_t n_tok = b->buf.n, n_ex = b->n_ex, skipped = b->skipped, seen = b->n_seen;
+    const int64_t too_long = b->too_long;
     b->eb = eb;
     int rc = ALIGN_OK;
     for (int64_t i = b->n_seen; i < upto && !rc; i++) {
-        int64_t off = b->n_tok;
+        int64_t off = b->buf.n;
         int usable = 0;
         rc = build_example(b, d, i, &usable);
         if (!rc && usable)
@@ -378,12 +383,13 @@ int align__batcher_ingest(align__batcher *b, align_dataset *d, int64_t upto, int
         else if (!rc)
             b->skipped++;
     }
-    align__free(b->ids);
-    b->ids = NULL;
-    b->ids_cap = 0;
+    align__free(b->tmpl.scratch);
+    b->tmpl.scratch = NULL;
+    b->tmpl.scratch_cap = 0;
     b->eb = NULL;
     if (rc) {
-        b->n_tok = n_tok;
+        b->buf.n = n_tok;
+        b->too_long = too_long;
         b->n_ex = n_ex;
         b->skipped = skipped;
         b->n_seen = seen;
