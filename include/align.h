@@ -691,9 +691,16 @@ typedef int (*align_rank_fn)(const char *prompt, const char *const *responses, i
  * continue, < 0 to stop (ALIGN_ECALLBACK; what was collected stays). */
 typedef int (*align_collect_progress_fn)(int64_t done, int64_t total, void *user_data);
 
+/* align_collect_params.flags */
+#define ALIGN_COLLECT_CHAT 0x1u   /* prompt a chat policy: each prompt is a user
+                                     turn rendered with chat_template and the
+                                     generation prompt (align_generate_chat);
+                                     without it the prompt text is continued as
+                                     is (a policy trained by SFT on demos) */
+
 typedef struct align_collect_params {
     uint32_t struct_size;
-    uint32_t flags;                 /* none defined yet: must be 0 */
+    uint32_t flags;                 /* ALIGN_COLLECT_* */
     int32_t  k;                     /* responses sampled per prompt, >= 2 (default 4) */
     int32_t  source;                /* ALIGN_SOURCE_* of the records (default UNKNOWN;
                                        align_collect_judge: always AI) */
@@ -708,6 +715,7 @@ typedef struct align_collect_params {
     int64_t  count;                 /* records to use from first; 0 = to the end */
     align_collect_progress_fn progress;   /* after each prompt; may be NULL */
     void    *progress_user_data;
+    const align_chat_template *chat_template;  /* ALIGN_COLLECT_CHAT; NULL = defaults */
     /* append new members here */
 } align_collect_params;
 
@@ -735,6 +743,9 @@ typedef struct align_judge align_judge;
                                         token (a judge trained by SFT on demos ends
                                         its answer so); needed when one answer is a
                                         prefix of the other */
+#define ALIGN_JUDGE_CHAT 0x2u        /* the rendered template is a user turn of a chat
+                                        (chat_template, then the generation prompt),
+                                        for a judge trained on chats */
 
 typedef struct align_judge_params {
     uint32_t struct_size;
@@ -758,6 +769,7 @@ typedef struct align_judge_params {
     const char *score_template;
     int32_t  score_min;              /* scale of align_judge_score (default 1) */
     int32_t  score_max;              /* (default 10) */
+    const align_chat_template *chat_template;  /* ALIGN_JUDGE_CHAT; NULL = defaults (copied) */
     /* append new members here */
 } align_judge_params;
 
@@ -795,6 +807,12 @@ ALIGN_API int align_judge_rank(align_judge *j, const char *prompt, const char *c
  * normalised over the scale. align_score_fn's shape with the judge first. */
 ALIGN_API int align_judge_score(align_judge *j, const char *const *prompts,
                                 const char *const *responses, int32_t n, float *scores);
+
+/* A reward-model handle that scores with align_judge_score (for the RL
+ * trainers, RL from AI feedback). j is borrowed and must outlive it; a
+ * failure of the judge fails the score call with ALIGN_ECALLBACK (the
+ * judge's own message in align_judge_errmsg). */
+ALIGN_API int align_reward_model_from_judge(align_reward_model **out, align_judge *j);
 
 /* align_collect with the judge as ranker: records have source AI and the
  * judge's name as annotator (p->source and p->annotator are ignored). */

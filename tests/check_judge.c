@@ -326,6 +326,18 @@ START_TEST(test_collect_program_ranker)
         align_free(a);
         align_free(b);
     }
+    /* a chat policy: prompts as user turns */
+    align_dataset *chat = NULL;
+    ck_assert_int_eq(align_dataset_create(&chat), ALIGN_OK);
+    cp.first = 0;
+    cp.count = 0;
+    cp.flags = ALIGN_COLLECT_CHAT;
+    ck_assert_msg(align_collect(policy, t, prompts, chat, length_ranker, &c2, &cp) == ALIGN_OK, "%s",
+                  align_last_errmsg());
+    ck_assert_int_eq(align_dataset_size(chat), 5);
+    cp.flags = 0x40;
+    ck_assert_int_eq(align_collect(policy, t, prompts, chat, length_ranker, &c2, &cp), ALIGN_EINVAL);
+    align_dataset_free(chat);
     free(dir);
     align_dataset_free(part);
     align_dataset_free(o3);
@@ -462,7 +474,19 @@ START_TEST(test_judge_score)
         ck_assert_msg(fabs((double)s[i] - 2.0 * (i + 1)) < 1.0, "%d items score %g", i + 1, (double)s[i]);
     }
     ck_assert_int_eq(align_judge_score(j, prompts, resp, 0, s), ALIGN_OK);
-    const char *nul[1] = { NULL };
+    /* the same scores through a reward-model handle */
+    align_reward_model *rm = NULL;
+    ck_assert_int_eq(align_reward_model_from_judge(&rm, j), ALIGN_OK);
+    float r[5];
+    ck_assert_int_eq(align_reward_model_score(rm, prompts, resp, 5, r), ALIGN_OK);
+    for (int i = 0; i < 5; i++)
+        ck_assert(r[i] == s[i]);
+    const char *long_prompt[1] = { "a prompt much too long for the judge's 32 positions" };
+    ck_assert_int_eq(align_reward_model_score(rm, long_prompt, resp, 1, r), ALIGN_ECALLBACK);
+    ck_assert_ptr_nonnull(strstr(align_judge_errmsg(j), "max_seq_len"));
+    align_reward_model_free(rm);
+    ck_assert_int_eq(align_reward_model_from_judge(&rm, NULL), ALIGN_EINVAL);
+    ck_assert_ptr_null(rm);
     ck_assert_int_eq(align_judge_score(j, prompts, nul, 1, s), ALIGN_EINVAL);
     align_judge_free(j);
     align_trainer_free(tr);
@@ -519,6 +543,18 @@ START_TEST(test_judge_principles)
     float same;
     ck_assert_int_eq(align_judge_prefer(j, "q", "x", "x", &same), ALIGN_OK);
     ck_assert(same == 0.5f);
+    /* a chat judge sees the template as a user turn: other values, same symmetry */
+    align_judge *jc = NULL;
+    jp.flags = ALIGN_JUDGE_CHAT;
+    ck_assert_int_eq(align_judge_create(&jc, m, t, &jp), ALIGN_OK);
+    float c1, c2, plain;
+    ck_assert_int_eq(align_judge_prefer(jc, "q", "r1", "s1", &c1), ALIGN_OK);
+    ck_assert_int_eq(align_judge_prefer(jc, "q", "s1", "r1", &c2), ALIGN_OK);
+    ck_assert_int_eq(align_judge_prefer(j, "q", "r1", "s1", &plain), ALIGN_OK);
+    ck_assert(fabs((double)c1 + (double)c2 - 1.0) < 1e-6);
+    ck_assert(c1 != plain);
+    align_judge_free(jc);
+    jp.flags = 0;
     align_judge_free(j);
     align_judge_free(j2);
 

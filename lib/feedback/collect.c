@@ -105,8 +105,9 @@ static int collect_run(align_model *policy, const align_tokenizer *t, align_data
         if (rc)
             return align__error(NULL, rc, "%s: %s", fn, align_last_errmsg());
     }
-    if (prm.flags)
-        return align__error(NULL, ALIGN_EINVAL, "%s: unknown flags 0x%x", fn, (unsigned)prm.flags);
+    if (prm.flags & ~ALIGN_COLLECT_CHAT)
+        return align__error(NULL, ALIGN_EINVAL, "%s: unknown flags 0x%x", fn,
+                            (unsigned)(prm.flags & ~ALIGN_COLLECT_CHAT));
     if (prm.k < 2 || prm.k > MAX_K)
         return align__error(NULL, ALIGN_EINVAL, "%s: k = %d (2..%d responses per prompt)", fn, (int)prm.k, MAX_K);
     if (judge) {
@@ -140,10 +141,17 @@ static int collect_run(align_model *policy, const align_tokenizer *t, align_data
     }
 
     const int32_t k = prm.k;
+    const int chat = (prm.flags & ALIGN_COLLECT_CHAT) != 0;
+    const char **roles = align__malloc((size_t)k * sizeof *roles);
+    int32_t *n_msg = align__malloc((size_t)k * sizeof *n_msg);
     const char **ptrs = align__malloc((size_t)k * sizeof *ptrs);
     char **texts = align__calloc((size_t)k, sizeof *texts);
     int32_t *ranks = align__malloc((size_t)k * sizeof *ranks);
-    int rc = (!ptrs || !texts || !ranks) ? align__error(NULL, ALIGN_ENOMEM, "%s: out of memory", fn) : ALIGN_OK;
+    for (int32_t r = 0; roles && n_msg && r < k; r++) {
+        roles[r] = "user";
+        n_msg[r] = 1;
+    }
+    int rc = (!ptrs || !texts || !ranks || !roles || !n_msg) ? align__error(NULL, ALIGN_ENOMEM, "%s: out of memory", fn) : ALIGN_OK;
     for (int64_t i = prm.first; i < end && !rc; i++) {
         align__record_view v;
         align__dataset_get(prompts, i, &v);
@@ -156,7 +164,8 @@ static int collect_run(align_model *policy, const align_tokenizer *t, align_data
             ptrs[r] = prompt;
         gp.seed = mix_seed(prm.generate ? prm.generate->seed : gp.seed, i);
         align_generation *g = NULL;
-        rc = align_generate(policy, t, ptrs, k, &gp, &g);
+        rc = chat ? align_generate_chat(policy, t, prm.chat_template, roles, ptrs, n_msg, k, &gp, &g)
+                  : align_generate(policy, t, ptrs, k, &gp, &g);
         if (rc)
             rc = align__error(NULL, rc, "%s: prompt record %lld: %s", fn, (long long)i, align_model_errmsg(policy));
         for (int32_t r = 0; r < k && !rc; r++) {
@@ -210,6 +219,8 @@ static int collect_run(align_model *policy, const align_tokenizer *t, align_data
         }
     }
     align__free(ptrs);
+    align__free(roles);
+    align__free(n_msg);
     align__free(texts);
     align__free(ranks);
     return rc;

@@ -61,6 +61,8 @@ struct align_judge {
     /* answer token ids (with the end-of-turn when asked) */
     int32_t *ans_ids[2];
     size_t ans_n[2];
+    /* ALIGN_JUDGE_CHAT: the chat template, prefixes owned */
+    align_chat_template chat;
 };
 
 static const align_judge_params judge_defaults = {
@@ -239,6 +241,9 @@ ALIGN_API void align_judge_free(align_judge *j)
     for (int32_t i = 0; i < j->n_principles; i++)
         align__free(j->principles[i]);
     align__free(j->principles);
+    align__free((char *)j->chat.system_prefix);
+    align__free((char *)j->chat.user_prefix);
+    align__free((char *)j->chat.assistant_prefix);
     align__free(j);
 }
 
@@ -294,9 +299,17 @@ ALIGN_API int align_judge_create(align_judge **out, align_model *m, const align_
         if (rc)
             return align__error(NULL, rc, "align_judge_create: %s", align_last_errmsg());
     }
-    if (prm.flags & ~ALIGN_JUDGE_ANSWER_EOT)
+    const uint32_t known = ALIGN_JUDGE_ANSWER_EOT | ALIGN_JUDGE_CHAT;
+    if (prm.flags & ~known)
         return align__error(NULL, ALIGN_EINVAL, "align_judge_create: unknown flags 0x%x",
-                            (unsigned)(prm.flags & ~ALIGN_JUDGE_ANSWER_EOT));
+                            (unsigned)(prm.flags & ~known));
+    align_chat_template ct;
+    align_chat_template_default_params(&ct, sizeof ct);
+    if ((prm.flags & ALIGN_JUDGE_CHAT) && prm.chat_template) {
+        int rc = align__params_copy(&ct, sizeof ct, prm.chat_template, "align_chat_template");
+        if (rc)
+            return align__error(NULL, rc, "align_judge_create: %s", align_last_errmsg());
+    }
     if (prm.n_principles < 0 || (prm.n_principles > 0 && !prm.principles))
         return align__error(NULL, ALIGN_EINVAL, "align_judge_create: principles is NULL with n_principles = %d",
                             (int)prm.n_principles);
@@ -330,6 +343,13 @@ ALIGN_API int align_judge_create(align_judge **out, align_model *m, const align_
     j->name = align__strdup(prm.name ? prm.name : "judge");
     j->ans[0] = align__strdup(prm.answer_a ? prm.answer_a : "A");
     j->ans[1] = align__strdup(prm.answer_b ? prm.answer_b : "B");
+    j->chat = ct;
+    j->chat.system_prefix = ct.system_prefix ? align__strdup(ct.system_prefix) : NULL;
+    j->chat.user_prefix = ct.user_prefix ? align__strdup(ct.user_prefix) : NULL;
+    j->chat.assistant_prefix = ct.assistant_prefix ? align__strdup(ct.assistant_prefix) : NULL;
+    if ((ct.system_prefix && !j->chat.system_prefix) || (ct.user_prefix && !j->chat.user_prefix) ||
+        (ct.assistant_prefix && !j->chat.assistant_prefix))
+        return create_fail(j, align__error(&j->err, ALIGN_ENOMEM, "align_judge_create: out of memory"));
     if (!j->tmpl || !j->score_tmpl || !j->name || !j->ans[0] || !j->ans[1])
         return create_fail(j, align__error(&j->err, ALIGN_ENOMEM, "align_judge_create: out of memory"));
 
@@ -419,12 +439,37 @@ static void seqs_free(seqs *s)
     memset(s, 0, sizeof *s);
 }
 
+/* The ids of a rendered judge prompt: its text, or with ALIGN_JUDGE_CHAT a
+ * user turn followed by the assistant prefix (align_chat_tokenize). */
+static int prompt_ids(const align_judge *j, const char *text, int32_t **ids, size_t *n)
+{
+    if (!(j->flags & ALIGN_JUDGE_CHAT))
+        return tokenize_alloc(j->t, text, ids, n);
+    const char *role = "user";
+    size_t need = 0;
+    *ids = NULL;
+    *n = 0;
+    int rc = align_chat_tokenize(j->t, &j->chat, &role, &text, 1, ALIGN_CHAT_GENERATION_PROMPT, NULL, NULL, 0,
+                                 &need);
+    if (rc != ALIGN_OK && rc != ALIGN_ERANGE)
+        return rc;
+    *ids = align__malloc((need ? need : 1) * sizeof **ids);
+    if (!*ids)
+        return ALIGN_ENOMEM;
+    rc = align_chat_tokenize(j->t, &j->chat, &role, &text, 1, ALIGN_CHAT_GENERATION_PROMPT, *ids, NULL, need, n);
+    if (rc) {
+        align__free(*ids);
+        *ids = NULL;
+    }
+    return rc;
+}
+
 /* Appends prompt text (tokenized) + answer ids as one sequence. */
 static int seqs_add(align_judge *j, seqs *s, const char *text, const int32_t *ans, size_t n_ans, const char *fn)
 {
     int32_t *ids = NULL;
     size_t n = 0;
-    int rc = tokenize_alloc(j->t, text, &ids, &n);
+    int rc = prompt_ids(j, text, &ids, &n);
     if (rc)
         return align__error(&j->err, rc, "%s: %s", fn, align_last_errmsg());
     if (n == 0) { /* a sequence needs a first token to condition on */
@@ -724,4 +769,23 @@ ALIGN_API int align_judge_score(align_judge *j, const char *const *prompts, cons
     align__free(nids);
     align__free(lp);
     return rc;
+}
+
+/* ---- the judge as a reward model ---------------------------------------------------- */
+
+static int judge_score_cb(const char *const *prompts, const char *const *responses, int32_t n, float *scores,
+                          void *user_data)
+{
+    int rc = align_judge_score(user_data, prompts, responses, n, scores);
+    return rc < 0 ? rc : 0;
+}
+
+ALIGN_API int align_reward_model_from_judge(align_reward_model **out, align_judge *j)
+{
+    if (!out)
+        return align__error(NULL, ALIGN_EINVAL, "align_reward_model_from_judge: out is NULL");
+    *out = NULL;
+    if (!j)
+        return align__error(NULL, ALIGN_EINVAL, "align_reward_model_from_judge: judge is NULL");
+    return align_reward_model_from_callback(out, judge_score_cb, j);
 }
