@@ -487,6 +487,7 @@ START_TEST(test_judge_score)
     align_reward_model_free(rm);
     ck_assert_int_eq(align_reward_model_from_judge(&rm, NULL), ALIGN_EINVAL);
     ck_assert_ptr_null(rm);
+    const char *nul[1] = { NULL };
     ck_assert_int_eq(align_judge_score(j, prompts, nul, 1, s), ALIGN_EINVAL);
     align_judge_free(j);
     align_trainer_free(tr);
