@@ -125,6 +125,11 @@ ALIGN_SAVE_HF_SEQUENCE_CLASSIFICATION = 0x1
 ALIGN_REWARD_CHAT = 0x1
 ALIGN_REWARD_NORMALIZE_STD = 0x1
 
+# collection and judges
+ALIGN_COLLECT_CHAT = 0x1
+ALIGN_JUDGE_ANSWER_EOT = 0x1
+ALIGN_JUDGE_CHAT = 0x2
+
 # ============================================================================
 # errors
 # ============================================================================
@@ -308,9 +313,15 @@ class align_reward_model_p(_Handle):
     _errmsg = "align_reward_model_errmsg"
 
 
+class align_judge_p(_Handle):
+    """``align_judge *``"""
+    _errmsg = "align_judge_errmsg"
+
+
 HANDLE_TYPES = {cls.__name__[:-2]: cls for cls in
                 (align_model_p, align_tokenizer_p, align_dataset_p, align_optimizer_p,
-                 align_trainer_p, align_generation_p, align_text_sink_p, align_reward_model_p)}
+                 align_trainer_p, align_generation_p, align_text_sink_p, align_reward_model_p,
+                 align_judge_p)}
 
 # ============================================================================
 # structures (docs/conventions.md, "Params structs"): struct_size is set to sizeof(cls) on creation
@@ -486,12 +497,60 @@ class align_reward_params(_SizedStruct):
     ]
 
 
+# typedef int (*align_rank_fn)(const char *prompt, const char *const *responses, int32_t k,
+#                              int32_t *rank_out, void *user_data);
+align_rank_fn = CFUNCTYPE(c_int, c_char_p, POINTER(c_char_p), c_int32, POINTER(c_int32), c_void_p)
+# typedef int (*align_collect_progress_fn)(int64_t done, int64_t total, void *user_data);
+align_collect_progress_fn = CFUNCTYPE(c_int, c_int64, c_int64, c_void_p)
+
+
+class align_collect_params(_SizedStruct):
+    _defaults_fn = "align_collect_default_params"
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("flags", c_uint32),
+        ("k", c_int32),
+        ("source", c_int32),
+        ("annotator", c_char_p),
+        ("timestamp", c_int64),
+        ("generate", POINTER(align_generate_params)),
+        ("first", c_int64),
+        ("count", c_int64),
+        ("progress", align_collect_progress_fn),
+        ("progress_user_data", c_void_p),
+        ("chat_template", POINTER(align_chat_template)),
+    ]
+
+
+class align_judge_params(_SizedStruct):
+    _defaults_fn = "align_judge_default_params"
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("flags", c_uint32),
+        ("template_text", c_char_p),
+        ("answer_a", c_char_p),
+        ("answer_b", c_char_p),
+        ("principles", POINTER(c_char_p)),
+        ("n_principles", c_int32),
+        ("principles_file", c_char_p),
+        ("seed", c_uint64),
+        ("name", c_char_p),
+        ("score_template", c_char_p),
+        ("score_min", c_int32),
+        ("score_max", c_int32),
+        ("chat_template", POINTER(align_chat_template)),
+    ]
+
+
 STRUCT_TYPES = {cls.__name__: cls for cls in
                 (align_model_params, align_optimizer_params, align_provenance,
                  align_generate_params, align_step_stats, align_sft_params,
-                 align_chat_template, align_reward_params)}
+                 align_chat_template, align_reward_params, align_collect_params,
+                 align_judge_params)}
 CALLBACK_TYPES = {"align_log_fn": align_log_fn, "align_step_fn": align_step_fn,
-                  "align_prompt_fn": align_prompt_fn, "align_score_fn": align_score_fn}
+                  "align_prompt_fn": align_prompt_fn, "align_score_fn": align_score_fn,
+                  "align_rank_fn": align_rank_fn,
+                  "align_collect_progress_fn": align_collect_progress_fn}
 
 # ============================================================================
 # declarations
@@ -900,6 +959,51 @@ align_reward_model_get_normalization = _fn(
     "int align_reward_model_get_normalization(const align_reward_model *rm, float *bias, "
     "float *scale)",
     c_int, [align_reward_model_p, POINTER(c_float), POINTER(c_float)])
+
+# ---- collection of rankings, judge models ------------------------------------
+align_collect_default_params = _fn(
+    "int align_collect_default_params(align_collect_params *out, size_t struct_size)",
+    c_int, [POINTER(align_collect_params), c_size_t])
+align_collect = _fn(
+    "int align_collect(align_model *policy, const align_tokenizer *t, align_dataset *prompts, "
+    "align_dataset *out, align_rank_fn rank, void *user_data, const align_collect_params *p)",
+    c_int, [align_model_p, align_tokenizer_p, align_dataset_p, align_dataset_p, align_rank_fn,
+            c_void_p, POINTER(align_collect_params)])
+align_judge_default_params = _fn(
+    "int align_judge_default_params(align_judge_params *out, size_t struct_size)",
+    c_int, [POINTER(align_judge_params), c_size_t])
+align_judge_create = _fn(
+    "int align_judge_create(align_judge **out, align_model *m, const align_tokenizer *t, "
+    "const align_judge_params *p)",
+    c_int, [POINTER(align_judge_p), align_model_p, align_tokenizer_p, POINTER(align_judge_params)])
+align_judge_free = _fn("void align_judge_free(align_judge *j)", None, [align_judge_p])
+align_judge_errmsg = _fn("const char *align_judge_errmsg(const align_judge *j)", c_char_p,
+                         [align_judge_p])
+align_judge_name = _fn("const char *align_judge_name(const align_judge *j)", c_char_p,
+                       [align_judge_p])
+align_judge_prefer = _fn(
+    "int align_judge_prefer(align_judge *j, const char *prompt, const char *resp_a, "
+    "const char *resp_b, float *p_a_out)",
+    c_int, [align_judge_p, c_char_p, c_char_p, c_char_p, POINTER(c_float)])
+align_judge_rank = _fn(
+    "int align_judge_rank(align_judge *j, const char *prompt, const char *const *responses, "
+    "int32_t k, int32_t *rank_out, float *win_prob_out)",
+    c_int, [align_judge_p, c_char_p, POINTER(c_char_p), c_int32, POINTER(c_int32), POINTER(c_float)])
+align_judge_score = _fn(
+    "int align_judge_score(align_judge *j, const char *const *prompts, "
+    "const char *const *responses, int32_t n, float *scores)",
+    c_int, [align_judge_p, POINTER(c_char_p), POINTER(c_char_p), c_int32, POINTER(c_float)])
+align_reward_model_from_judge = _fn(
+    "int align_reward_model_from_judge(align_reward_model **out, align_judge *j)",
+    c_int, [POINTER(align_reward_model_p), align_judge_p])
+align_collect_judge = _fn(
+    "int align_collect_judge(align_model *policy, const align_tokenizer *t, "
+    "align_dataset *prompts, align_dataset *out, align_judge *j, const align_collect_params *p)",
+    c_int, [align_model_p, align_tokenizer_p, align_dataset_p, align_dataset_p, align_judge_p,
+            POINTER(align_collect_params)])
+# align_collect's details are in align_last_errmsg(), not on a handle argument
+align_collect.errcheck = _make_errcheck("align_collect", "status", None)
+align_collect_judge.errcheck = _make_errcheck("align_collect_judge", "status", None)
 
 
 

@@ -1553,3 +1553,200 @@ class RewardModel(_Owned):
         """Sets score = scale * raw + bias."""
         _raw.align_reward_model_set_normalization(self._h, _number(bias, "bias"),
                                                   _number(scale, "scale"))
+
+
+# ============================================================================
+# judge models and the collection of rankings (docs/judge.md)
+# ============================================================================
+
+
+class Judge(_Owned):
+    """A language model as judge (RL from AI feedback, ``align_judge``).
+
+    :meth:`prefer` is the probability that response ``a`` is better than ``b``:
+    the judge's probability of answering A against B after the rendered
+    template, averaged over both orders of the responses (so
+    ``prefer(p, a, b) + prefer(p, b, a) == 1``). :meth:`rank` ranks K
+    responses by their summed win probabilities; :meth:`score` is the expected
+    value of the judge's answer on a numeric scale. ``model`` and
+    ``tokenizer`` are borrowed (kept alive by the judge).
+
+    ``template`` uses ``{principle} {prompt} {a} {b}``; ``principles`` (a list)
+    and/or ``principles_file`` (one per line) form the constitution, one
+    principle drawn per comparison from a stream keyed by ``seed`` and the
+    comparison."""
+
+    _kind = "judge"
+    _free_fn = staticmethod(_raw.align_judge_free)
+
+    def __init__(self, model: Model, tokenizer: Tokenizer, *, template: Optional[str] = None,
+                 answers: Tuple[str, str] = ("A", "B"), principles: Sequence[str] = (),
+                 principles_file: Optional[PathLike] = None, seed: Optional[int] = None,
+                 name: Optional[str] = None, score_template: Optional[str] = None,
+                 score_range: Tuple[int, int] = (1, 10), answer_eot: bool = False,
+                 chat: bool = False, chat_template: Any = None) -> None:
+        if not isinstance(model, Model):
+            raise TypeError(f"model must be a Model, not {type(model).__name__}")
+        if not isinstance(tokenizer, Tokenizer):
+            raise TypeError(f"tokenizer must be a Tokenizer, not {type(tokenizer).__name__}")
+        p = _raw.align_judge_params.defaults()
+        if template is not None:
+            p.template_text = _text(template, "template")
+        if score_template is not None:
+            p.score_template = _text(score_template, "score_template")
+        if len(answers) != 2:
+            raise ValueError("answers must be two strings")
+        p.answer_a = _text(answers[0], "answers[0]")
+        p.answer_b = _text(answers[1], "answers[1]")
+        if isinstance(principles, (str, bytes)):
+            principles = [principles]
+        plist = list(principles)
+        parr = _string_array(plist, "principles") if plist else None
+        if parr is not None:
+            p.principles = ctypes.cast(parr, POINTER(c_char_p))
+            p.n_principles = len(plist)
+        if principles_file is not None:
+            p.principles_file = _path(principles_file, "principles_file")
+        if seed is not None:
+            p.seed = _int(seed, "seed")
+        if name is not None:
+            p.name = _text(name, "name")
+        p.score_min = _int(score_range[0], "score_range[0]")
+        p.score_max = _int(score_range[1], "score_range[1]")
+        if answer_eot:
+            p.flags |= _raw.ALIGN_JUDGE_ANSWER_EOT
+        tmpl = None
+        if chat:
+            p.flags |= _raw.ALIGN_JUDGE_CHAT
+            t = ChatTemplate.coerce(chat_template)
+            if t is not None:
+                tmpl = t._to_c()
+                p.chat_template = ctypes.pointer(tmpl)
+        elif chat_template is not None:
+            raise TypeError("chat_template goes with chat=True")
+        h = _raw.align_judge_p()
+        _raw.align_judge_create(byref(h), model._h, tokenizer._h, byref(p))
+        self._adopt(h, borrowed=[model, tokenizer])
+
+    @property
+    def name(self) -> str:
+        """The annotator name of the records the judge makes."""
+        return _decode(_raw.align_judge_name(self._h) or b"")
+
+    def prefer(self, prompt: str, a: str, b: str) -> float:
+        """Probability that ``a`` is the better response to ``prompt``."""
+        out = c_float()
+        _raw.align_judge_prefer(self._h, _text(prompt, "prompt"), _text(a, "a"), _text(b, "b"),
+                                byref(out))
+        return float(out.value)
+
+    def rank(self, prompt: str, responses: Sequence[str]) -> Tuple[List[int], List[float]]:
+        """(places, mean win probabilities) of ``responses``: place 0 is the
+        best, equal places tie."""
+        if isinstance(responses, (str, bytes)):
+            raise TypeError("responses must be a sequence of strings")
+        rs = list(responses)
+        k = len(rs)
+        ranks = (c_int32 * max(k, 1))()
+        wins = (c_float * max(k, 1))()
+        _raw.align_judge_rank(self._h, _text(prompt, "prompt"), _string_array(rs, "responses"), k,
+                              ranks, wins)
+        return [int(ranks[i]) for i in range(k)], [float(wins[i]) for i in range(k)]
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> List[float]:
+        """Expected scores of the pairs (prompts[i], responses[i]) on the
+        judge's scale (default 1..10)."""
+        pa, ra, n = RewardModel._pairs(prompts, responses)
+        out = (c_float * max(n, 1))()
+        _raw.align_judge_score(self._h, pa, ra, n, out)
+        return [float(out[i]) for i in range(n)]
+
+    def reward_model(self) -> "RewardModel":
+        """A :class:`RewardModel` that scores with :meth:`score` (it keeps the
+        judge alive)."""
+        h = _raw.align_reward_model_p()
+        _raw.align_reward_model_from_judge(byref(h), self._h)
+        rm = RewardModel.__new__(RewardModel)
+        rm._adopt(h, borrowed=[self])
+        return rm
+
+
+def _rank_adapter(fn: Callable[[str, List[str]], Sequence[int]], prompt: Any, responses: Any,
+                  k: int, rank_out: Any, user_data: Any) -> int:
+    rs = [_decode(responses[i]) for i in range(k)]
+    places = list(fn(_decode(prompt), rs))
+    if len(places) != k:
+        raise ValueError(f"ranker returned {len(places)} places for {k} responses")
+    for i, v in enumerate(places):
+        rank_out[i] = _int(v, f"rank[{i}]")
+    return 0
+
+
+def _progress_adapter(fn: Callable[[int, int], Any], done: int, total: int, user_data: Any) -> int:
+    r = fn(int(done), int(total))
+    return -1 if r is False else 0
+
+
+def collect(policy: Model, tokenizer: Tokenizer, prompts: "Dataset", out: "Dataset",
+            ranker: Union[Judge, Callable[[str, List[str]], Sequence[int]]], *, k: int = 4,
+            source: Optional[int] = None, annotator: Optional[str] = None, timestamp: int = 0,
+            chat: bool = False, chat_template: Any = None, first: int = 0, count: int = 0,
+            progress: Optional[Callable[[int, int], Any]] = None,
+            max_new_tokens: Optional[int] = None, temperature: Optional[float] = None,
+            top_k: Optional[int] = None, top_p: Optional[float] = None,
+            seed: Optional[int] = None) -> int:
+    """Samples ``k`` responses to every prompt of ``prompts`` from ``policy``,
+    ranks them and appends ranking records to ``out`` (``align_collect``).
+    Returns the number of records added.
+
+    ``ranker`` is a :class:`Judge` (records: source AI, annotator = the judge's
+    name) or ``fn(prompt, responses) -> places`` (0 = best, equal = tie; an
+    exception propagates, the records of the prompts before stay in ``out``).
+    ``progress(done, total)`` is called after each prompt (return False to
+    stop)."""
+    for obj, cls, what in ((policy, Model, "policy"), (tokenizer, Tokenizer, "tokenizer"),
+                           (prompts, Dataset, "prompts"), (out, Dataset, "out")):
+        if not isinstance(obj, cls):
+            raise TypeError(f"{what} must be a {cls.__name__}, not {type(obj).__name__}")
+    gp = _raw.align_generate_params.defaults()
+    if max_new_tokens is not None:
+        gp.max_new_tokens = _int(max_new_tokens, "max_new_tokens")
+    if temperature is not None:
+        gp.temperature = _number(temperature, "temperature")
+    if top_k is not None:
+        gp.top_k = _int(top_k, "top_k")
+    if top_p is not None:
+        gp.top_p = _number(top_p, "top_p")
+    if seed is not None:
+        gp.seed = _int(seed, "seed")
+    p = _raw.align_collect_params.defaults()
+    p.k = _int(k, "k")
+    p.generate = ctypes.pointer(gp)
+    p.timestamp = _int(timestamp, "timestamp")
+    p.first = _int(first, "first")
+    p.count = _int(count, "count")
+    if source is not None:
+        p.source = _int(int(source), "source")
+    if annotator is not None:
+        p.annotator = _text(annotator, "annotator")
+    tmpl = None
+    if chat:
+        p.flags |= _raw.ALIGN_COLLECT_CHAT
+        t = ChatTemplate.coerce(chat_template)
+        if t is not None:
+            tmpl = t._to_c()
+            p.chat_template = ctypes.pointer(tmpl)
+    elif chat_template is not None:
+        raise TypeError("chat_template goes with chat=True")
+    pcb = None
+    if progress is not None:
+        pcb = _callbacks.Callback(_raw.align_collect_progress_fn, progress, _progress_adapter)
+        p.progress = pcb.pointer
+    before = len(out)
+    if isinstance(ranker, Judge):
+        _raw.align_collect_judge(policy._h, tokenizer._h, prompts._h, out._h, ranker._h, byref(p))
+    else:
+        cb = _callbacks.Callback(_raw.align_rank_fn, ranker, _rank_adapter)
+        _raw.align_collect(policy._h, tokenizer._h, prompts._h, out._h, cb.pointer, None, byref(p))
+    del tmpl, pcb
+    return len(out) - before
