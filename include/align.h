@@ -728,7 +728,7 @@ ALIGN_API int align_collect_default_params(align_collect_params *out, size_t str
  * responses, the places, provenance) to out. prompts and out may not be the
  * same dataset. Every record is checked for a prompt before anything is
  * sampled. A ranker's failure or invalid places stop the call (ALIGN_ECALLBACK
- * or ALIGN_EINVAL, message on out); the records of the prompts finished
+ * or ALIGN_EINVAL, detail in align_last_errmsg()); the records of the prompts finished
  * before stay in out, nothing of the failing prompt is added. policy, t,
  * prompts and out are borrowed for the call. Deterministic for a seed and
  * thread count when the ranker is. */

@@ -525,7 +525,7 @@ START_TEST(test_judge_principles)
     float seen[64];
     int n_distinct = 0;
     for (int i = 0; i < 24; i++) {
-        char a[8], b[8];
+        char a[16], b[16];
         sprintf(a, "r%d", i);
         sprintf(b, "s%d", i);
         float p1, p2, p3;

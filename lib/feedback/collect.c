@@ -130,6 +130,7 @@ static int collect_run(align_model *policy, const align_tokenizer *t, align_data
         if (rc)
             return align__error(NULL, rc, "%s: %s", fn, align_last_errmsg());
     }
+    const uint64_t base_seed = gp.seed;
     /* every record must have a prompt before anything is sampled */
     for (int64_t i = prm.first; i < end; i++) {
         align__record_view v;
@@ -162,7 +163,7 @@ static int collect_run(align_model *policy, const align_tokenizer *t, align_data
         }
         for (int32_t r = 0; r < k; r++)
             ptrs[r] = prompt;
-        gp.seed = mix_seed(prm.generate ? prm.generate->seed : gp.seed, i);
+        gp.seed = mix_seed(base_seed, i);
         align_generation *g = NULL;
         rc = chat ? align_generate_chat(policy, t, prm.chat_template, roles, ptrs, n_msg, k, &gp, &g)
                   : align_generate(policy, t, ptrs, k, &gp, &g);
