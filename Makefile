@@ -84,6 +84,10 @@ EX_BINS  := $(EX_SRCS:examples/%.c=$(BUILD)/bin/%)
 EX_CFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L $(OPT) -g -fno-math-errno -Iinclude $(WARN) $(SAN) $(CFLAGS)
 EX_LIBS   = -L$(BUILD) -lalign -Wl,-rpath,'$$ORIGIN/..' -lm $(SAN)
 examples: $(EX_BINS)
+# the libuv example (include/align_uv.h) calls libuv itself
+$(BUILD)/bin/feedback_uv: EX_LIBS += $(UV_LIBS)
+$(BUILD)/bin/feedback_uv: EX_CFLAGS += $(UV_CFLAGS)
+$(BUILD)/bin/feedback_uv: include/align_uv.h
 $(BUILD)/bin/%: examples/%.c include/align.h $(SO_DEV)
 	@mkdir -p $(dir $@)
 	$(CC) $(EX_CFLAGS) $< -o $@ $(EX_LIBS) $(LDFLAGS)
@@ -171,7 +175,7 @@ $(BUILD)/libalign.pc: pkgconfig/libalign.pc.in Makefile
 
 install: lib examples $(BUILD)/libalign.pc
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(BINDIR)
-	install -m 644 include/align.h $(DESTDIR)$(INCLUDEDIR)/
+	install -m 644 include/align.h include/align_uv.h $(DESTDIR)$(INCLUDEDIR)/
 	install -m 755 $(SO_REAL) $(DESTDIR)$(LIBDIR)/
 	ln -sf libalign.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libalign.so.$(SOVERSION)
 	ln -sf libalign.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libalign.so
@@ -182,7 +186,7 @@ install: lib examples $(BUILD)/libalign.pc
 	  install -m 755 $(BUILD)/alignctl.installed $(DESTDIR)$(BINDIR)/alignctl; fi
 
 uninstall:
-	rm -f $(DESTDIR)$(INCLUDEDIR)/align.h $(DESTDIR)$(LIBDIR)/libalign.so.$(VERSION) \
+	rm -f $(DESTDIR)$(INCLUDEDIR)/align.h $(DESTDIR)$(INCLUDEDIR)/align_uv.h $(DESTDIR)$(LIBDIR)/libalign.so.$(VERSION) \
 	      $(DESTDIR)$(LIBDIR)/libalign.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libalign.so \
 	      $(DESTDIR)$(LIBDIR)/libalign.a $(DESTDIR)$(PKGCONFIGDIR)/libalign.pc $(DESTDIR)$(BINDIR)/alignctl
 
