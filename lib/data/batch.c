@@ -2,105 +2,36 @@
  * batch.c — dataset records -> training rows (see batch.h, docs/datasets.md).
  *
  * Every usable record is tokenized once, at creation, into one flat token
- * array with a parallel "is a loss target" flag per token; a row is then a
- * copy. Record text is tokenized without ALIGN_TOKENIZE_SPECIAL, so a
- * "<|endoftext|>" written inside a prompt stays text and cannot end a turn.
+ * array with a parallel "is a loss target" flag per token, by the chat
+ * template (data/template.h); a row is then a copy.
  */
 #include "data/batch.h"
 #include "data/dataset.h"
+#include "data/template.h"
 
+#include <stdio.h>
 #include <string.h>
 
 struct align__batcher {
     uint32_t flags;
     int32_t max_len, truncation;
     uint64_t seed;
-    int32_t eot;
-    /* examples, concatenated */
-    int32_t *tok;
-    uint8_t *loss;      /* loss[i]: token i is a target in the loss */
-    int64_t n_tok, cap_tok;
+    /* examples, concatenated: buf.mask[i] = token i is a target in the loss */
+    align__tokbuf buf;
     int64_t *ex_off;
     int32_t *ex_len;
     int64_t n_ex, cap_ex;
-    int64_t skipped;
+    int64_t skipped, too_long;
+    int64_t n_seen;     /* dataset records looked at (align__batcher_ingest) */
+    int64_t epoch_n;    /* examples shuffled at the start of this epoch; later arrivals follow in order */
     int64_t *order;     /* this epoch's example order */
     /* iteration state */
     int64_t epoch, position, carry;
     align__rng epoch_rng;   /* before this epoch's shuffle (what the state saves) */
     align__rng next_rng;    /* after it: the next epoch shuffles from here */
-    /* role prefixes, tokenized once */
-    int32_t *prefix_tok[3];
-    size_t prefix_len[3];
-    /* scratch for one tokenize call */
-    int32_t *ids;
-    size_t ids_cap;
-    const align_tokenizer *t;
+    align__template tmpl;   /* the chat template (data/template.h) */
     align__errbuf *eb;
 };
-
-static const char *const default_prefix[3] = { "<|system|>\n", "<|user|>\n", "<|assistant|>\n" };
-
-static int reserve_tok(align__batcher *b, int64_t extra)
-{
-    if (b->n_tok + extra <= b->cap_tok)
-        return 0;
-    int64_t c = ALIGN__MAX(b->cap_tok * 2, b->n_tok + extra + 4096);
-    int32_t *t = align__realloc(b->tok, (size_t)c * sizeof *t);
-    if (t)
-        b->tok = t;
-    uint8_t *l = align__realloc(b->loss, (size_t)c);
-    if (l)
-        b->loss = l;
-    if (!t || !l)
-        return -1;
-    b->cap_tok = c;
-    return 0;
-}
-
-/* Tokenizes text into b->ids (grown as needed); *n receives the count. */
-static int tokenize(align__batcher *b, const char *text, size_t len, size_t *n)
-{
-    for (;;) {
-        int rc = align_tokenize(b->t, text, len, 0, b->ids, b->ids_cap, n);
-        if (rc == ALIGN_OK)
-            return ALIGN_OK;
-        if (rc != ALIGN_ERANGE)
-            return align__error(b->eb, rc, "batcher: cannot tokenize a record: %s", align_last_errmsg());
-        int32_t *p = align__realloc(b->ids, (*n + 64) * sizeof *p);
-        if (!p)
-            return align__error(b->eb, ALIGN_ENOMEM, "out of memory");
-        b->ids = p;
-        b->ids_cap = *n + 64;
-    }
-}
-
-static int append_ids(align__batcher *b, const int32_t *ids, size_t n, int loss)
-{
-    if (reserve_tok(b, (int64_t)n))
-        return align__error(b->eb, ALIGN_ENOMEM, "out of memory");
-    memcpy(b->tok + b->n_tok, ids, n * sizeof *ids);
-    memset(b->loss + b->n_tok, loss ? 1 : 0, n);
-    b->n_tok += (int64_t)n;
-    return ALIGN_OK;
-}
-
-static int append_text(align__batcher *b, const char *text, size_t len, int loss)
-{
-    size_t n = 0;
-    int rc = tokenize(b, text, len, &n);
-    return rc ? rc : append_ids(b, b->ids, n, loss);
-}
-
-static int role_index(const char *role)
-{
-    for (int i = 0; i < 3; i++) {
-        static const char *const names[3] = { "system", "user", "assistant" };
-        if (strcmp(role, names[i]) == 0)
-            return i;
-    }
-    return -1;
-}
 
 /* Appends record i's example; *usable = 0 for kinds the SFT rows ignore. */
 static int build_example(align__batcher *b, const align_dataset *d, int64_t i, int *usable)
@@ -109,72 +40,60 @@ static int build_example(align__batcher *b, const align_dataset *d, int64_t i, i
     int rc = align__dataset_get(d, i, &v);
     if (rc)
         return align__error(b->eb, rc, "batcher: %s", align_last_errmsg());
-    int full = (b->flags & ALIGN__BATCH_FULL_LOSS) != 0;
+    const uint32_t tf = (b->flags & ALIGN__BATCH_FULL_LOSS) ? ALIGN__TEMPLATE_FULL_LOSS : 0;
     *usable = 1;
-    if (v.kind == ALIGN_RECORD_DEMO) {
-        if ((rc = append_text(b, v.prompt, v.prompt_len, full)) ||
-            (rc = append_text(b, v.response, v.response_len, 1)))
-            return rc;
-        return append_ids(b, &b->eot, 1, 1);
-    }
-    if (v.kind == ALIGN_RECORD_CHAT) {
-        for (int32_t j = 0; j < v.n_items; j++) {
+    if (v.kind == ALIGN_RECORD_DEMO)
+        rc = align__template_encode_pair(&b->tmpl, &b->buf, v.prompt, v.prompt_len, v.response, v.response_len, tf,
+                                         NULL, NULL, b->eb);
+    else if (v.kind == ALIGN_RECORD_CHAT)
+        for (int32_t j = 0; j < v.n_items && !rc; j++) {
             const char *role, *content;
             size_t role_len, content_len;
             align__dataset_item(d, i, j, &role, &role_len, &content, &content_len, NULL);
-            int r = role_index(role);
-            int loss = full || r == 2;
-            if (r >= 0) {
-                rc = append_ids(b, b->prefix_tok[r], b->prefix_len[r], full);
-            } else {
-                /* another role ("tool", ...): "<|role|>\n", never in the loss */
-                size_t l = role_len + 6;
-                char *pre = align__malloc(l);
-                if (!pre)
-                    return align__error(b->eb, ALIGN_ENOMEM, "out of memory");
-                memcpy(pre, "<|", 2);
-                memcpy(pre + 2, role, role_len);
-                memcpy(pre + 2 + role_len, "|>\n", 3);
-                rc = append_text(b, pre, role_len + 5, full);
-                align__free(pre);
-            }
-            if (rc || (rc = append_text(b, content, content_len, loss)) || (rc = append_ids(b, &b->eot, 1, loss)))
-                return rc;
+            rc = align__template_encode_message(&b->tmpl, &b->buf, role, role_len, content, content_len, tf, b->eb);
         }
-        return ALIGN_OK;
+    else
+        *usable = 0;
+    if (rc) {
+        char msg[ALIGN__ERRMSG_CAP];
+        snprintf(msg, sizeof msg, "%s", align__errmsg(b->eb));
+        return align__error(b->eb, rc, "batcher: record %lld: %s", (long long)i, msg);
     }
-    *usable = 0;
     return ALIGN_OK;
 }
 
 /* Applies the truncation policy to the example just appended at off. */
 static void finish_example(align__batcher *b, int64_t off)
 {
-    int64_t len = b->n_tok - off;
+    int64_t len = b->buf.n - off;
     int pack = (b->flags & ALIGN__BATCH_PACK) != 0;
-    if (len > b->max_len) {
+    const int too_long = len > b->max_len;
+    if (too_long) {
         if (b->truncation == ALIGN_TRUNCATE_DROP) {
-            b->n_tok = off;
+            b->buf.n = off;
             b->skipped++;
+            b->too_long++;
             return;
         }
         if (!pack) {
             if (b->truncation == ALIGN_TRUNCATE_LEFT) {
-                memmove(b->tok + off, b->tok + b->n_tok - b->max_len, (size_t)b->max_len * sizeof *b->tok);
-                memmove(b->loss + off, b->loss + b->n_tok - b->max_len, (size_t)b->max_len);
+                memmove(b->buf.ids + off, b->buf.ids + b->buf.n - b->max_len,
+                        (size_t)b->max_len * sizeof *b->buf.ids);
+                memmove(b->buf.mask + off, b->buf.mask + b->buf.n - b->max_len, (size_t)b->max_len);
             }
-            b->n_tok = off + b->max_len;
+            b->buf.n = off + b->max_len;
             len = b->max_len;
         }
     }
     /* an example whose first token is its only target (or has none) trains
      * nothing: the first token of a row is never predicted */
     int any = 0;
-    for (int64_t k = off + 1; k < b->n_tok && !any; k++)
-        any = b->loss[k];
+    for (int64_t k = off + 1; k < b->buf.n && !any; k++)
+        any = b->buf.mask[k];
     if (!any) {
-        b->n_tok = off;
+        b->buf.n = off;
         b->skipped++;
+        b->too_long += too_long; /* truncation cut every target away */
         return;
     }
     b->ex_off[b->n_ex] = off;
@@ -203,29 +122,17 @@ int align__batcher_create(align__batcher **out, align_dataset *d, const align_to
     b->max_len = p->max_len;
     b->truncation = p->truncation;
     b->seed = p->seed;
-    b->eot = align_tokenizer_eot(t);
-    b->t = t;
     b->eb = eb;
     int64_t n = align_dataset_size(d);
     b->ex_off = align__malloc((size_t)(n ? n : 1) * sizeof *b->ex_off);
     b->ex_len = align__malloc((size_t)(n ? n : 1) * sizeof *b->ex_len);
+    b->cap_ex = n ? n : 1;
+    b->n_seen = n;
     int rc = (b->ex_off && b->ex_len) ? ALIGN_OK : align__error(eb, ALIGN_ENOMEM, "out of memory");
-    const char *prefixes[3] = { p->system_prefix, p->user_prefix, p->assistant_prefix };
-    for (int r = 0; r < 3 && !rc; r++) {
-        const char *s = prefixes[r] ? prefixes[r] : default_prefix[r];
-        size_t cnt = 0;
-        rc = tokenize(b, s, strlen(s), &cnt);
-        if (!rc) {
-            b->prefix_tok[r] = align__malloc((cnt ? cnt : 1) * sizeof(int32_t));
-            if (!b->prefix_tok[r])
-                rc = align__error(eb, ALIGN_ENOMEM, "out of memory");
-            else
-                memcpy(b->prefix_tok[r], b->ids, cnt * sizeof(int32_t));
-            b->prefix_len[r] = cnt;
-        }
-    }
+    if (!rc)
+        rc = align__template_init(&b->tmpl, t, p->system_prefix, p->user_prefix, p->assistant_prefix, eb);
     for (int64_t i = 0; i < n && !rc; i++) {
-        int64_t off = b->n_tok;
+        int64_t off = b->buf.n;
         int usable = 0;
         rc = build_example(b, d, i, &usable);
         if (rc)
@@ -235,18 +142,31 @@ int align__batcher_create(align__batcher **out, align_dataset *d, const align_to
         else
             b->skipped++;
     }
-    if (!rc && b->n_ex == 0)
-        rc = align__error(eb, ALIGN_EINVAL,
-                          "batcher: no usable record (%lld records; SFT uses demonstrations and chats, %lld skipped)",
-                          (long long)n, (long long)b->skipped);
+    if (!rc && b->n_ex == 0 && !(p->flags & ALIGN__BATCH_STREAM)) {
+        if (b->too_long > 0)
+            rc = align__error(eb, ALIGN_EINVAL,
+                              "batcher: no usable record: %lld of %lld records were too long for max_seq_len %d "
+                              "(%s; %lld skipped in all)",
+                              (long long)b->too_long, (long long)n, (int)b->max_len,
+                              b->truncation == ALIGN_TRUNCATE_DROP ? "dropped by ALIGN_TRUNCATE_DROP"
+                                                                   : "truncation left no completion token",
+                              (long long)b->skipped);
+        else
+            rc = align__error(eb, ALIGN_EINVAL,
+                              "batcher: no usable record (%lld records; SFT uses demonstrations and chats, "
+                              "%lld skipped)",
+                              (long long)n, (long long)b->skipped);
+    }
     if (!rc) {
-        b->order = align__malloc((size_t)b->n_ex * sizeof *b->order);
+        b->order = align__malloc((size_t)(b->n_ex ? b->n_ex : 1) * sizeof *b->order);
         if (!b->order)
             rc = align__error(eb, ALIGN_ENOMEM, "out of memory");
     }
-    align__free(b->ids);
-    b->ids = NULL;
-    b->ids_cap = 0;
+    /* the template stays for records that arrive later (align__batcher_ingest);
+     * its tokenize scratch does not */
+    align__free(b->tmpl.scratch);
+    b->tmpl.scratch = NULL;
+    b->tmpl.scratch_cap = 0;
     b->eb = NULL;
     if (rc) {
         align__batcher_free(b);
@@ -261,14 +181,11 @@ void align__batcher_free(align__batcher *b)
 {
     if (!b)
         return;
-    align__free(b->tok);
-    align__free(b->loss);
+    align__tokbuf_free(&b->buf);
     align__free(b->ex_off);
     align__free(b->ex_len);
     align__free(b->order);
-    for (int r = 0; r < 3; r++)
-        align__free(b->prefix_tok[r]);
-    align__free(b->ids);
+    align__template_free(&b->tmpl);
     align__free(b);
 }
 
@@ -280,7 +197,7 @@ static void make_order(align__batcher *b, align__rng *r)
         b->order[i] = i;
     if (!(b->flags & ALIGN__BATCH_SHUFFLE))
         return;
-    for (int64_t i = b->n_ex - 1; i > 0; i--) {
+    for (int64_t i = b->epoch_n - 1; i > 0; i--) {
         int64_t j = (int64_t)align__rng_below(r, (uint32_t)(i + 1));
         int64_t tmp = b->order[i];
         b->order[i] = b->order[j];
@@ -294,6 +211,7 @@ static void start_epoch(align__batcher *b)
     b->position = 0;
     b->carry = 0;
     b->epoch_rng = b->next_rng;
+    b->epoch_n = b->n_ex;
     align__rng r = b->epoch_rng;
     make_order(b, &r);
     b->next_rng = r;
@@ -308,6 +226,7 @@ void align__batcher_rewind(align__batcher *b)
     b->carry = 0;
     align__rng_init(&b->next_rng, b->seed, 0);
     b->epoch_rng = b->next_rng;
+    b->epoch_n = b->n_ex;
     for (int64_t i = 0; i < b->n_ex; i++)
         b->order[i] = i;
 }
@@ -322,7 +241,7 @@ int align__batcher_next(align__batcher *b, int32_t n_rows, int wrap, int32_t *to
     const int32_t L = b->max_len;
     int pack = (b->flags & ALIGN__BATCH_PACK) != 0;
     int32_t rows = 0;
-    while (rows < n_rows) {
+    while (rows < n_rows && b->n_ex > 0) {
         if (b->epoch == 0 || b->position >= b->n_ex) {
             if (b->epoch > 0 && !wrap)
                 break;
@@ -340,11 +259,11 @@ int align__batcher_next(align__batcher *b, int32_t n_rows, int wrap, int32_t *to
             int64_t avail = b->ex_len[ex] - b->carry;
             int64_t take = ALIGN__MIN(avail, (int64_t)(L - fill));
             const int64_t src = b->ex_off[ex] + b->carry;
-            memcpy(row + fill, b->tok + src, (size_t)take * sizeof *row);
+            memcpy(row + fill, b->buf.ids + src, (size_t)take * sizeof *row);
             for (int64_t k = 0; k < take; k++) {
                 int64_t pos = fill + k;
                 uint8_t *dst = pos == 0 ? &first_dummy : &mask[pos - 1];
-                *dst = b->loss[src + k];
+                *dst = b->buf.mask[src + k];
             }
             fill += (int32_t)take;
             b->carry += take;
@@ -376,6 +295,7 @@ void align__batcher_get_state(const align__batcher *b, align__batcher_state *out
     out->position = b->position;
     out->carry = b->carry;
     out->rng = b->epoch == 0 ? b->next_rng : b->epoch_rng;
+    out->epoch_examples = b->epoch == 0 ? b->n_ex : b->epoch_n;
 }
 
 int align__batcher_set_state(align__batcher *b, const align__batcher_state *s)
@@ -383,6 +303,7 @@ int align__batcher_set_state(align__batcher *b, const align__batcher_state *s)
     if (!b || !s)
         return align__error(NULL, ALIGN_EINVAL, "batcher_set_state: NULL argument");
     if (s->epoch < 0 || s->position < 0 || s->position > b->n_ex || s->carry < 0 ||
+        s->epoch_examples < 0 || s->epoch_examples > b->n_ex ||
         (s->epoch == 0 && (s->position != 0 || s->carry != 0)))
         return align__error(NULL, ALIGN_EINVAL,
                             "batcher_set_state: epoch %lld position %lld carry %lld do not fit %lld examples",
@@ -396,10 +317,20 @@ int align__batcher_set_state(align__batcher *b, const align__batcher_state *s)
         return ALIGN_OK;
     }
     align__rng r = s->rng;
+    int64_t cur_n = b->epoch_n;
+    b->epoch_n = s->epoch_examples;
     make_order(b, &r);
     if (s->carry && (!(b->flags & ALIGN__BATCH_PACK) || s->position >= b->n_ex ||
                      s->carry >= b->ex_len[b->order[s->position]])) {
-        align__batcher_rewind(b);
+        /* all-or-nothing: put back the current epoch's order */
+        b->epoch_n = cur_n;
+        if (b->epoch > 0) {
+            align__rng cur = b->epoch_rng;
+            make_order(b, &cur);
+        } else {
+            for (int64_t i = 0; i < b->n_ex; i++)
+                b->order[i] = i;
+        }
         return align__error(NULL, ALIGN_EINVAL, "batcher_set_state: carry %lld does not fit the example",
                             (long long)s->carry);
     }
@@ -409,4 +340,78 @@ int align__batcher_set_state(align__batcher *b, const align__batcher_state *s)
     b->epoch_rng = s->rng;
     b->next_rng = r;
     return ALIGN_OK;
+}
+
+/* ---- records that arrive later (a dataset fed by a source) ---------------------- */
+
+int align__batcher_ingest(align__batcher *b, align_dataset *d, int64_t upto, int64_t *added, align__errbuf *eb)
+{
+    if (added)
+        *added = 0;
+    int64_t n = align_dataset_size(d);
+    if (upto < 0 || upto > n)
+        upto = n;
+    if (upto <= b->n_seen)
+        return ALIGN_OK;
+    int64_t need = b->n_ex + (upto - b->n_seen);
+    if (need > b->cap_ex) {
+        int64_t c = ALIGN__MAX(need, 2 * b->cap_ex);
+        int64_t *off = align__realloc(b->ex_off, (size_t)c * sizeof *off);
+        if (off)
+            b->ex_off = off;
+        int32_t *len = align__realloc(b->ex_len, (size_t)c * sizeof *len);
+        if (len)
+            b->ex_len = len;
+        int64_t *ord = align__realloc(b->order, (size_t)c * sizeof *ord);
+        if (ord)
+            b->order = ord;
+        if (!off || !len || !ord)
+            return align__error(eb, ALIGN_ENOMEM, "out of memory");
+        b->cap_ex = c;
+    }
+    /* all-or-nothing: on a failure the batcher is put back to this mark */
+    const int64_t n_tok = b->buf.n, n_ex = b->n_ex, skipped = b->skipped, seen = b->n_seen;
+    const int64_t too_long = b->too_long;
+    b->eb = eb;
+    int rc = ALIGN_OK;
+    for (int64_t i = b->n_seen; i < upto && !rc; i++) {
+        int64_t off = b->buf.n;
+        int usable = 0;
+        rc = build_example(b, d, i, &usable);
+        if (!rc && usable)
+            finish_example(b, off);
+        else if (!rc)
+            b->skipped++;
+    }
+    align__free(b->tmpl.scratch);
+    b->tmpl.scratch = NULL;
+    b->tmpl.scratch_cap = 0;
+    b->eb = NULL;
+    if (rc) {
+        b->buf.n = n_tok;
+        b->too_long = too_long;
+        b->n_ex = n_ex;
+        b->skipped = skipped;
+        b->n_seen = seen;
+        return rc;
+    }
+    b->n_seen = upto;
+    /* arrivals join the current epoch after its shuffled part, in order */
+    for (int64_t i = n_ex; i < b->n_ex; i++)
+        b->order[i] = i;
+    if (added)
+        *added = b->n_ex - n_ex;
+    return ALIGN_OK;
+}
+
+int64_t align__batcher_records(const align__batcher *b) { return b ? b->n_seen : 0; }
+
+int64_t align__batcher_tokens_left(const align__batcher *b)
+{
+    if (!b)
+        return 0;
+    int64_t pos = b->epoch == 0 ? 0 : b->position, n = -(b->epoch == 0 ? 0 : b->carry);
+    for (int64_t i = pos; i < b->n_ex; i++)
+        n += b->ex_len[b->epoch == 0 ? i : b->order[i]];
+    return n;
 }

@@ -28,6 +28,7 @@
  * full (ALIGN_FINISH_LENGTH).
  */
 #include "core/core.h"
+#include "data/template.h"
 #include "model/model.h"
 
 #include <math.h>
@@ -180,12 +181,25 @@ static void select_top(cand *c, int32_t n, int32_t k)
 }
 
 /* Picks the next token from one row of logits [Vm]. Only ids below V (the
- * tokenizer's vocabulary; a model's vocabulary may be padded beyond it) are
- * sampled. *logprob_out is the chosen token's log-probability at
- * temperature 1 over all Vm logits, as a forward pass computes it. */
-static int32_t sample_token(const float *logits, int32_t Vm, int32_t V, const align_generate_params *p,
-                            align__rng *rng, cand *scratch, float *logprob_out)
+ * tokenizer's vocabulary; a model's vocabulary may be padded beyond it) and,
+ * when ok is not NULL, with ok[id] (ids the tokenizer can decode: n_ok of
+ * them) are sampled; the others' logits are overwritten with -inf.
+ * *logprob_out is the chosen token's log-probability at temperature 1 over
+ * all Vm logits, as a forward pass computes it. */
+static int32_t sample_token(float *logits, int32_t Vm, int32_t V, const uint8_t *ok, int32_t n_ok,
+                            const align_generate_params *p, align__rng *rng, cand *scratch, float *logprob_out)
 {
+    float mxa = logits[0];
+    for (int32_t v = 1; v < Vm; v++)
+        mxa = logits[v] > mxa ? logits[v] : mxa;
+    double z = 0.0;
+    for (int32_t v = 0; v < Vm; v++)
+        z += exp((double)logits[v] - (double)mxa);
+    const double lse = (double)mxa + log(z);
+    if (ok)
+        for (int32_t v = 0; v < V; v++)
+            if (!ok[v])
+                logits[v] = -INFINITY;
     float mx = logits[0];
     int32_t arg = 0;
     for (int32_t v = 1; v < V; v++)
@@ -193,18 +207,11 @@ static int32_t sample_token(const float *logits, int32_t Vm, int32_t V, const al
             mx = logits[v];
             arg = v;
         }
-    float mxa = mx;
-    for (int32_t v = V; v < Vm; v++)
-        mxa = logits[v] > mxa ? logits[v] : mxa;
-    double z = 0.0;
-    for (int32_t v = 0; v < Vm; v++)
-        z += exp((double)logits[v] - (double)mxa);
-    const double lse = (double)mxa + log(z);
 
     int32_t tok = arg;
     if (p->temperature > 0.0f) {
         const double invT = 1.0 / (double)p->temperature;
-        const int use_k = p->top_k > 0 && p->top_k < V;
+        const int use_k = p->top_k > 0 && p->top_k < n_ok;
         const int use_p = p->top_p < 1.0f;
         const double u = (double)align__rng_uniform(rng);
         if (!use_k && !use_p) {
@@ -374,6 +381,7 @@ static int append_token_text(gen_work *w, const align_tokenizer *t, gen_seq *s, 
 {
     for (;;) {
         size_t len = 0;
+        uint64_t mark = align__error_mark();
         int rc = align_detokenize(t, &tok, 1, w->tokbuf, w->tokcap, &len);
         if (rc == ALIGN_OK)
             return text_append(s, w->tokbuf, len) == ALIGN_OK ? ALIGN_OK
@@ -381,6 +389,7 @@ static int append_token_text(gen_work *w, const align_tokenizer *t, gen_seq *s, 
         if (rc != ALIGN_ERANGE || len + 1 <= w->tokcap)
             return align__error(eb, rc < 0 ? rc : ALIGN_EINTERNAL, "generate: cannot decode token %d: %s",
                                 (int)tok, align_last_errmsg());
+        align__error_recovered(mark); /* ERANGE answered by a larger buffer: not a failure */
         char *b = align__realloc(w->tokbuf, len + 1);
         if (!b)
             return align__error(eb, ALIGN_ENOMEM, "out of memory");
@@ -389,30 +398,189 @@ static int append_token_text(gen_work *w, const align_tokenizer *t, gen_seq *s, 
     }
 }
 
-ALIGN_API int align_generate(align_model *m, const align_tokenizer *t, const char *const *prompts, int32_t n,
-                             const align_generate_params *p, align_generation **out)
+/* ---- prompts ------------------------------------------------------------------------ */
+
+/* The prompts of one call: text (align_generate), token ids
+ * (align_generate_tokens) or conversations (align_generate_chat). */
+typedef struct gen_prompts {
+    const char *fn;                   /* the public function, for messages */
+    const char *what;                 /* its prompt argument's name */
+    const char *const *text;
+    const int32_t *ids, *lengths;
+    const align_chat_template *tmpl;
+    const char *const *roles, *const *contents;
+    const int32_t *n_messages;
+} gen_prompts;
+
+/* Checks the prompt arguments that need no tokenizer. */
+static int check_prompts(const gen_prompts *pr, int32_t n, align__errbuf *eb)
+{
+    if (pr->text) {
+        for (int32_t i = 0; i < n; i++)
+            if (!pr->text[i])
+                return align__error(eb, ALIGN_EINVAL, "%s: prompts[%d] is NULL", pr->fn, (int)i);
+    } else if (pr->lengths) {
+        int64_t total = 0;
+        for (int32_t i = 0; i < n; i++) {
+            if (pr->lengths[i] < 0)
+                return align__error(eb, ALIGN_EINVAL, "%s: lengths[%d] is %d (>= 0)", pr->fn, (int)i,
+                                    (int)pr->lengths[i]);
+            total += pr->lengths[i];
+        }
+        if (total > 0 && !pr->ids)
+            return align__error(eb, ALIGN_EINVAL, "%s: tokens is NULL", pr->fn);
+    } else {
+        for (int32_t i = 0; i < n; i++)
+            if (pr->n_messages[i] < 1)
+                return align__error(eb, ALIGN_EINVAL, "%s: conversation %d has %d messages (>= 1)", pr->fn, (int)i,
+                                    (int)pr->n_messages[i]);
+    }
+    return ALIGN_OK;
+}
+
+/* Encodes the n prompts into rows [n][*max_plen] (*rows_out, owned by the
+ * caller) and plen [n]. Text prompts are tokenized (with special tokens
+ * under ALIGN_GENERATE_SPECIAL), conversations rendered by the chat
+ * template with the generation prompt. An empty prompt starts from
+ * end-of-text. */
+static int encode_prompts(const align_tokenizer *t, const gen_prompts *pr, int32_t n, uint32_t flags,
+                          int32_t max_seq_len, int32_t tv, int32_t eot, int32_t **rows_out, int32_t *plen,
+                          int32_t *max_plen_out, align__errbuf *eb)
+{
+    *rows_out = NULL;
+    align__tokbuf buf = { 0 };
+    align__template tp;
+    memset(&tp, 0, sizeof tp);
+    int64_t *off = align__calloc((size_t)n + 1, sizeof *off);
+    int rc = off ? ALIGN_OK : align__error(eb, ALIGN_ENOMEM, "out of memory");
+    if (!rc && pr->n_messages)
+        rc = align__template_init_public(&tp, t, pr->tmpl, eb);
+    const uint32_t tflags = (flags & ALIGN_GENERATE_SPECIAL) ? ALIGN_TOKENIZE_SPECIAL : 0;
+    int64_t msg = 0;
+    for (int32_t i = 0; i < n && !rc; i++) {
+        off[i] = buf.n;
+        if (pr->text) {
+            const size_t len = strlen(pr->text[i]);
+            size_t np = 0;
+            rc = align_tokenize(t, pr->text[i], len, tflags, NULL, 0, &np);
+            if (rc == ALIGN_ERANGE || rc == ALIGN_OK)
+                rc = align__tokbuf_reserve(&buf, (int64_t)np, eb);
+            else
+                rc = align__error(eb, rc, "%s: prompt %d: %s", pr->fn, (int)i, align_last_errmsg());
+            if (!rc && np > 0 && (rc = align_tokenize(t, pr->text[i], len, tflags, buf.ids + buf.n, np, &np)) < 0)
+                rc = align__error(eb, rc, "%s: prompt %d: %s", pr->fn, (int)i, align_last_errmsg());
+            if (!rc)
+                buf.n += (int64_t)np;
+        } else if (pr->lengths) {
+            const int32_t *src = pr->lengths[i] > 0 ? pr->ids + off[i] : NULL;
+            rc = align__tokbuf_reserve(&buf, pr->lengths[i], eb);
+            for (int32_t k = 0; k < pr->lengths[i] && !rc; k++) {
+                if (src[k] < 0 || src[k] >= tv)
+                    rc = align__error(eb, ALIGN_EINVAL, "%s: prompt %d token %d is id %d, outside the tokenizer's "
+                                      "vocabulary (%d)", pr->fn, (int)i, (int)k, (int)src[k], (int)tv);
+                else
+                    buf.ids[buf.n++] = src[k];
+            }
+        } else {
+            rc = align__template_encode_chat(&tp, &buf, pr->roles + msg, pr->contents + msg, pr->n_messages[i],
+                                             ALIGN__TEMPLATE_GEN_PROMPT, eb);
+            if (rc)
+                rc = align__error(eb, rc, "%s: conversation %d: %s", pr->fn, (int)i, align__errmsg(eb));
+            msg += pr->n_messages[i];
+        }
+    }
+    int32_t max_plen = 1;
+    for (int32_t i = 0; i < n && !rc; i++) {
+        off[i + 1] = i + 1 < n ? off[i + 1] : buf.n;
+        const int64_t np = off[i + 1] - off[i];
+        if (np == 0 && eot < 0)
+            rc = align__error(eb, ALIGN_EINVAL, "%s: prompt %d is empty and the tokenizer has no end-of-text token "
+                              "to start from", pr->fn, (int)i);
+        else if (np >= max_seq_len)
+            rc = align__error(eb, ALIGN_EINVAL, "%s: prompt %d has %lld tokens; the model's context is %d", pr->fn,
+                              (int)i, (long long)np, (int)max_seq_len);
+        else
+            plen[i] = np ? (int32_t)np : 1;
+        if (!rc)
+            max_plen = ALIGN__MAX(max_plen, plen[i]);
+    }
+    int32_t *rows = rc ? NULL : align__calloc((size_t)n * (size_t)max_plen, sizeof(int32_t));
+    if (!rc && !rows)
+        rc = align__error(eb, ALIGN_ENOMEM, "out of memory");
+    for (int32_t i = 0; i < n && !rc; i++) {
+        int32_t *row = rows + (size_t)i * max_plen;
+        const int64_t np = off[i + 1] - off[i];
+        if (np == 0)
+            row[0] = eot;
+        else
+            memcpy(row, buf.ids + off[i], (size_t)np * sizeof *row);
+    }
+    align__template_free(&tp);
+    align__tokbuf_free(&buf);
+    align__free(off);
+    if (rc) {
+        align__free(rows);
+        return rc;
+    }
+    *rows_out = rows;
+    *max_plen_out = max_plen;
+    return ALIGN_OK;
+}
+
+/* Which ids below tv the tokenizer can decode: NULL when all can (the
+ * common case), else a flag per id and *n_ok. A tokenizer.json may leave
+ * holes in its ids. */
+static int decodable_ids(const align_tokenizer *t, int32_t tv, uint8_t **ok_out, int32_t *n_ok)
+{
+    *ok_out = NULL;
+    *n_ok = tv;
+    uint8_t *ok = NULL;
+    char buf[256];
+    for (int32_t v = 0; v < tv; v++) {
+        size_t len = 0;
+        uint64_t mark = align__error_mark();
+        int rc = align_detokenize(t, &v, 1, buf, sizeof buf, &len);
+        align__error_recovered(mark); /* an undecodable id is an answer here, not a failure */
+        if (rc == ALIGN_OK || rc == ALIGN_ERANGE)
+            continue;
+        if (!ok) {
+            ok = align__malloc((size_t)tv);
+            if (!ok)
+                return ALIGN_ENOMEM;
+            memset(ok, 1, (size_t)tv);
+        }
+        ok[v] = 0;
+        (*n_ok)--;
+    }
+    *ok_out = ok;
+    return ALIGN_OK;
+}
+
+static int generate(align_model *m, const align_tokenizer *t, const gen_prompts *pr, int32_t n,
+                    const align_generate_params *p, align_generation **out)
 {
     if (out)
         *out = NULL;
     if (!m)
-        return align__error(NULL, ALIGN_EINVAL, "align_generate: model is NULL");
+        return align__error(NULL, ALIGN_EINVAL, "%s: model is NULL", pr->fn);
     align__errbuf *eb = align__model_err(m);
     align__error_clear(eb);
-    if (!t || !prompts || !out)
-        return align__error(eb, ALIGN_EINVAL, "align_generate: %s is NULL",
-                            !t ? "tokenizer" : !prompts ? "prompts" : "out");
+    const int have = pr->text || pr->lengths || pr->n_messages;
+    if (!t || !have || !out)
+        return align__error(eb, ALIGN_EINVAL, "%s: %s is NULL", pr->fn, !t ? "tokenizer" : !have ? pr->what : "out");
     if (n < 1)
-        return align__error(eb, ALIGN_EINVAL, "align_generate: n is %d (>= 1)", (int)n);
-    for (int32_t i = 0; i < n; i++)
-        if (!prompts[i])
-            return align__error(eb, ALIGN_EINVAL, "align_generate: prompts[%d] is NULL", (int)i);
+        return align__error(eb, ALIGN_EINVAL, "%s: n is %d (>= 1)", pr->fn, (int)n);
+    int rc = check_prompts(pr, n, eb);
+    if (rc)
+        return rc;
     align_generate_params prm = gen_defaults;
-    int rc = align__params_copy(&prm, sizeof prm, p, "align_generate_params");
+    rc = align__params_copy(&prm, sizeof prm, p, "align_generate_params");
     if (rc)
         return align__error(eb, rc, "%s", align_last_errmsg());
-    if (prm.flags & ~ALIGN_GENERATE_IGNORE_EOT)
+    const uint32_t known = ALIGN_GENERATE_IGNORE_EOT | ALIGN_GENERATE_SPECIAL;
+    if (prm.flags & ~known)
         return align__error(eb, ALIGN_EINVAL, "align_generate_params.flags has unknown bits 0x%x",
-                            (unsigned)(prm.flags & ~ALIGN_GENERATE_IGNORE_EOT));
+                            (unsigned)(prm.flags & ~known));
     if (prm.max_new_tokens < 0)
         return align__error(eb, ALIGN_EINVAL, "align_generate_params.max_new_tokens is %d (>= 0)",
                             (int)prm.max_new_tokens);
@@ -438,12 +606,13 @@ ALIGN_API int align_generate(align_model *m, const align_tokenizer *t, const cha
     const int32_t V = cfg.vocab_size;
     const int32_t tv = align_tokenizer_vocab_size(t);
     if (tv <= 0 || tv > V)
-        return align__error(eb, ALIGN_EINVAL, "align_generate: the tokenizer's vocabulary (%d) does not fit the "
-                            "model's (%d)", (int)tv, (int)V);
+        return align__error(eb, ALIGN_EINVAL, "%s: the tokenizer's vocabulary (%d) does not fit the model's (%d)",
+                            pr->fn, (int)tv, (int)V);
     const int32_t eot = align_tokenizer_eot(t);
 
     gen_work w;
     memset(&w, 0, sizeof w);
+    uint8_t *ok = NULL; /* ids the tokenizer can decode (NULL: all) */
     align_generation *g = align__calloc(1, sizeof *g);
     if (!g)
         return align__error(eb, ALIGN_ENOMEM, "out of memory");
@@ -477,40 +646,19 @@ ALIGN_API int align_generate(align_model *m, const align_tokenizer *t, const cha
     }
     prm.stop = NULL;
 
-    /* Tokenize the prompts (an empty prompt starts from end-of-text). */
+    /* Encode the prompts (an empty prompt starts from end-of-text). */
     int32_t max_plen = 1;
-    for (int32_t i = 0; i < n; i++) {
-        size_t np = 0;
-        rc = align_tokenize(t, prompts[i], strlen(prompts[i]), 0, NULL, 0, &np);
-        if (rc < 0 && rc != ALIGN_ERANGE) {
-            rc = align__error(eb, rc, "align_generate: prompt %d: %s", (int)i, align_last_errmsg());
-            goto fail;
-        }
-        if (np >= (size_t)cfg.max_seq_len) {
-            rc = align__error(eb, ALIGN_EINVAL, "align_generate: prompt %d has %zu tokens; the model's context "
-                              "is %d", (int)i, np, (int)cfg.max_seq_len);
-            goto fail;
-        }
-        w.plen[i] = np ? (int32_t)np : 1;
-        max_plen = ALIGN__MAX(max_plen, w.plen[i]);
-    }
-    w.prompt_tokens = align__calloc((size_t)n * (size_t)max_plen, sizeof(int32_t));
-    if (!w.prompt_tokens) {
+    rc = encode_prompts(t, pr, n, prm.flags, cfg.max_seq_len, tv, eot, &w.prompt_tokens, w.plen, &max_plen, eb);
+    if (rc)
+        goto fail;
+    int32_t n_ok = tv;
+    if (decodable_ids(t, tv, &ok, &n_ok)) {
         rc = align__error(eb, ALIGN_ENOMEM, "out of memory");
         goto fail;
     }
-    for (int32_t i = 0; i < n; i++) {
-        int32_t *row = w.prompt_tokens + (size_t)i * max_plen;
-        size_t np = 0;
-        if (prompts[i][0] == '\0') {
-            row[0] = eot;
-        } else {
-            rc = align_tokenize(t, prompts[i], strlen(prompts[i]), 0, row, (size_t)max_plen, &np);
-            if (rc < 0) {
-                rc = align__error(eb, rc, "align_generate: prompt %d: %s", (int)i, align_last_errmsg());
-                goto fail;
-            }
-        }
+    if (n_ok == 0) {
+        rc = align__error(eb, ALIGN_EINVAL, "%s: the tokenizer can decode no id", pr->fn);
+        goto fail;
     }
 
     const int32_t max_new = prm.max_new_tokens;
@@ -527,6 +675,7 @@ ALIGN_API int align_generate(align_model *m, const align_tokenizer *t, const cha
         s->done = room <= 0;
     }
     if (max_new == 0) {
+        align__free(ok);
         work_free(&w);
         *out = g;
         return ALIGN_OK;
@@ -566,7 +715,7 @@ ALIGN_API int align_generate(align_model *m, const align_tokenizer *t, const cha
             if (s->done)
                 continue;
             float lp = 0.0f;
-            int32_t tok = sample_token(w.logits + (size_t)i * V, V, tv, &prm, &rngs[i], w.scratch, &lp);
+            int32_t tok = sample_token(w.logits + (size_t)i * V, V, tv, ok, n_ok, &prm, &rngs[i], w.scratch, &lp);
             s->tokens[s->n_tokens] = tok;
             s->logprobs[s->n_tokens] = lp;
             s->n_tokens++;
@@ -609,12 +758,38 @@ ALIGN_API int align_generate(align_model *m, const align_tokenizer *t, const cha
         }
     }
     align__free(rngs);
+    align__free(ok);
     work_free(&w);
     *out = g;
     return ALIGN_OK;
 
 fail:
+    align__free(ok);
     work_free(&w);
     align_generation_free(g);
     return rc;
+}
+
+ALIGN_API int align_generate(align_model *m, const align_tokenizer *t, const char *const *prompts, int32_t n,
+                             const align_generate_params *p, align_generation **out)
+{
+    gen_prompts pr = { .fn = "align_generate", .what = "prompts", .text = prompts };
+    return generate(m, t, &pr, n, p, out);
+}
+
+ALIGN_API int align_generate_tokens(align_model *m, const align_tokenizer *t, const int32_t *tokens,
+                                    const int32_t *lengths, int32_t n, const align_generate_params *p,
+                                    align_generation **out)
+{
+    gen_prompts pr = { .fn = "align_generate_tokens", .what = "lengths", .ids = tokens, .lengths = lengths };
+    return generate(m, t, &pr, n, p, out);
+}
+
+ALIGN_API int align_generate_chat(align_model *m, const align_tokenizer *t, const align_chat_template *tmpl,
+                                  const char *const *roles, const char *const *contents, const int32_t *n_messages,
+                                  int32_t n, const align_generate_params *p, align_generation **out)
+{
+    gen_prompts pr = { .fn = "align_generate_chat", .what = "n_messages", .tmpl = tmpl, .roles = roles,
+                       .contents = contents, .n_messages = n_messages };
+    return generate(m, t, &pr, n, p, out);
 }

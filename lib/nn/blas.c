@@ -57,6 +57,22 @@ static int is_pre_avx2(const char *core)
     return 0;
 }
 
+/* The OPENBLAS_CORETYPE value that would run faster kernels on this CPU when
+ * `core` is a slow fallback for it, else NULL. Only tells; loads nothing. */
+static const char *slow_fix(const char *core)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && is_pre_avx512(core))
+        return "SkylakeX";
+    if (__builtin_cpu_supports("avx2") && is_pre_avx2(core))
+        return "Haswell";
+#else
+    (void)core;
+#endif
+    return NULL;
+}
+
 static void info_init(void)
 {
     str_fn cfg = (str_fn)(uintptr_t)dlsym(RTLD_DEFAULT, "openblas_get_config");
@@ -76,14 +92,7 @@ static void info_init(void)
             snprintf(ver, sizeof ver, "OpenBLAS %.*s", (int)m, rest);
     }
     snprintf(info, sizeof info, "%s (%s kernels)", ver, core);
-    const char *fix = NULL;
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && is_pre_avx512(core))
-        fix = "SkylakeX";
-    else if (__builtin_cpu_supports("avx2") && is_pre_avx2(core))
-        fix = "Haswell";
-#endif
+    const char *fix = slow_fix(core);
     if (fix)
         align__log(ALIGN_LOG_WARN,
                    "OpenBLAS runs its slow '%s' kernels on a CPU that supports %s ones (sgemm up "
@@ -96,4 +105,18 @@ ALIGN_API const char *align_blas_info(void)
 {
     pthread_once(&info_once, info_init);
     return info;
+}
+
+ALIGN_API int align_blas_slow_kernel(const char **remedy_out)
+{
+    if (remedy_out)
+        *remedy_out = NULL;
+    str_fn cfg = (str_fn)(uintptr_t)dlsym(RTLD_DEFAULT, "openblas_get_config");
+    const char *core = align__blas_corename();
+    if (!cfg || !core)
+        return 0;
+    const char *fix = slow_fix(core);
+    if (remedy_out)
+        *remedy_out = fix;
+    return fix != NULL;
 }

@@ -1,0 +1,151 @@
+/*
+ * alignctl.h — private header of alignctl, the command-line face of libalign.
+ *
+ * alignctl is built only on the public API (include/align.h), so it is also
+ * the proof that the API is enough. One file per subcommand (cmd_*.c) plus
+ * shared modules:
+ *   util.c      messages, files, time, UTF-8 clean-up, JSON helpers (jansson)
+ *   options.c   option parsing (--name VALUE / --name=VALUE, flags, numbers)
+ *   progress.c  library log lines, the progress bar / plain progress lines
+ *   load.c      tokenizer, model and dataset loading; BLAS set-up and re-run
+ *   metrics.c   the --metrics JSONL writer and reader
+ *   signals.c   Ctrl-C / SIGTERM handling, checkpoints, --resume folders
+ *   svg.c       the SVG plot
+ *   main.c      the command table and dispatch
+ * A new subcommand is a new cmd_NAME.c defining `int cmd_NAME(int, char **)`
+ * plus one line in commands.def.
+ *
+ * Exit status: 0 ok, 1 runtime error, 2 usage error, 130 interrupted
+ * (SIGINT; 143 for SIGTERM) with a checkpoint saved. Docs: docs/cli/.
+ */
+#ifndef ALIGNCTL_H
+#define ALIGNCTL_H
+
+#include "align.h"
+
+#include <jansson.h>
+#include <stdint.h>
+#include <stdio.h>
+
+enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2, EXIT_INTERRUPTED = 130 };
+
+/* Every subcommand: argv[1] is its name, options start at argv[2]. */
+typedef int (*cmd_fn)(int argc, char **argv);
+#define CMD(name, summary) int cmd_##name(int argc, char **argv);
+#include "commands.def"
+#undef CMD
+
+/* ---- util.c ------------------------------------------------------------- */
+extern char g_cmd[64]; /* "alignctl sft": prefix of every message */
+
+void msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* A failed library call: "<what>: <detail> (ALIGN_EXXX)". Returns EXIT_RUNTIME. */
+int rt_fail(int rc, const char *detail, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+double now_sec(void);
+int file_exists(const char *path);
+int is_dir(const char *path);
+/* Reads a whole stream / file, NUL-terminated. 0 or -1 (errno set). */
+int read_stream(FILE *f, char **out, size_t *len);
+int read_file(const char *path, char **out, size_t *len);
+int mkdirs(const char *path); /* mkdir -p */
+void fmt_duration(char *buf, size_t cap, double s);
+void fmt_bytes(char *buf, size_t cap, double b);
+
+/* JSON through jansson. A string of arbitrary bytes (invalid UTF-8 becomes
+ * U+FFFD); never NULL unless out of memory. */
+json_t *json_bytes(const char *s, size_t n);
+/* A number; NaN and infinities become null. */
+json_t *json_num(double x);
+/* obj[key] = value (stolen); no-op if value is NULL. */
+void json_put(json_t *obj, const char *key, json_t *value);
+/* Writes v compactly plus a newline, 7 significant digits for reals;
+ * decrefs v. 0 or -1. */
+int json_print_line(FILE *f, json_t *v);
+
+/* JSON Lines: calls fn(line_no, value, ud) for every non-blank line of
+ * buf[0..len); a line that is not valid JSON gives fn a NULL value and the
+ * parser's message in err. Stops at fn's nonzero return, which it returns. */
+typedef int (*jsonl_fn)(long line, json_t *value, const char *err, void *ud);
+int jsonl_each(const char *buf, size_t len, jsonl_fn fn, void *ud);
+
+/* ---- options.c ---------------------------------------------------------- */
+/* A usage error: says what is wrong and where help is; exits 2. Only called
+ * while parsing arguments, before anything is allocated. */
+_Noreturn void usage_die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int is_help(const char *a);
+/* Option `name` at argv[*i] as "--name VALUE" or "--name=VALUE": 1 and *v. */
+int opt(int argc, char **argv, int *i, const char *name, const char **v);
+/* A flag without value; "--flag=..." is a usage error. */
+int flag(const char *a, const char *name);
+_Noreturn void unknown_arg(const char *a);
+int parse_int(const char *name, const char *v, long long lo, long long hi);
+uint64_t parse_u64(const char *name, const char *v);
+float parse_float(const char *name, const char *v, double lo, double hi);
+
+/* ---- progress.c --------------------------------------------------------- */
+void log_install(void);   /* routes library log lines through on_log */
+void log_capture(int on); /* 1: hold library log lines back; 0: stop holding */
+const char *log_held(void); /* what was held ("" if nothing) */
+void log_held_clear(void);
+void bar_clear(void);     /* erase a progress bar drawn on the current line */
+
+typedef struct progress {
+    int tty, quiet, log_every;
+    int64_t total;       /* planned steps (estimate in epoch mode), 0 unknown */
+    int64_t first_step;  /* step counter when this run started */
+    double t0, last_draw;
+} progress;
+void progress_update(progress *pg, const align_step_stats *s, int force);
+
+/* ---- load.c ------------------------------------------------------------- */
+/* The named input files exist (clear message, EXIT_RUNTIME otherwise). */
+int require_inputs(const char *model, const char *tok, const char *data, const char *eval);
+int load_tokenizer(const char *spec, align_tokenizer **out);
+int load_model(const char *path, align_model **out);
+int load_dataset(const char *path, uint32_t flags, align_dataset **out);
+int check_vocab(const align_model *m, const align_tokenizer *t, const char *tok_spec);
+/* Before heavy math: re-runs the program with OPENBLAS_CORETYPE set when the
+ * library says the BLAS kernel is a slow fallback; sets threads; prints the
+ * banner. */
+void blas_setup(char **argv, int threads);
+/* For commands without heavy math: swallows the one-time slow-kernel warning. */
+void blas_quiet(void);
+
+/* ---- metrics.c ---------------------------------------------------------- */
+/* One training step as a JSON line (eval may be NULL). */
+int metrics_write_step(FILE *f, const align_step_stats *st, double time,
+                       const align_step_stats *eval);
+/* A final evaluation line {"step", "eval_loss", "eval_accuracy"}. */
+int metrics_write_eval(FILE *f, int64_t step, const align_step_stats *eval);
+/* "time" of the last record with step <= upto, so a resumed clock continues. */
+double metrics_last_time(const char *path, int64_t upto);
+
+/* ---- signals.c ---------------------------------------------------------- */
+/* From here on SIGINT / SIGTERM are caught (signals_caught) and ask the
+ * attached trainer to stop. Every signal after the first only asks again, so
+ * the checkpoint written on the way out is never cut short. */
+void signals_install(void);
+void signals_attach(align_trainer *tr); /* the trainer to stop; NULL detaches */
+void signals_restore(void);
+int signals_caught(void); /* the first signal caught, 0 if none */
+/* Saves tr into ckdir/step-N and points ckdir/latest at it; dir_out gets
+ * ckdir/step-N. */
+int checkpoint_save(align_trainer *tr, const char *ckdir, int64_t step, char *dir_out,
+                    size_t cap);
+/* --resume DIR: a checkpoint folder, or a run's folder holding `latest`.
+ * Writes the checkpoint folder to out; EXIT_RUNTIME with a message if none. */
+int resume_resolve(const char *dir, char *out, size_t cap);
+void print_resume_hint(int argc, char **argv, const char *dir);
+
+/* ---- svg.c -------------------------------------------------------------- */
+typedef struct series {
+    char *name;
+    double *x, *y;
+    size_t n, cap;
+} series;
+int series_push(series *s, double x, double y);
+void svg_write(FILE *f, const char *title, const char *xname, const series *S, size_t ns,
+               int cols);
+
+#endif
