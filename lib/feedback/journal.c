@@ -310,16 +310,16 @@ static int append(align_journal *j, json_t *obj)
 {
     if (!obj)
         return align__error(&j->err, ALIGN_ENOMEM, "out of memory");
-    char *s = json_dumps(obj, JSON_COMPACT | JSON_ENSURE_ASCII);
-    json_decref(obj);
-    if (!s)
-        return align__error(&j->err, ALIGN_ENOMEM, "out of memory");
-    size_t len = strlen(s);
-    char *line = realloc(s, len + 2);   /* jansson allocates with malloc */
-    if (!line) {
-        free(s);
+    /* json_dumpb into our own buffer: the host may have given jansson other
+     * allocation functions. */
+    size_t len = json_dumpb(obj, NULL, 0, JSON_COMPACT | JSON_ENSURE_ASCII);
+    char *line = len ? align__malloc(len + 1) : NULL;
+    if (!line || json_dumpb(obj, line, len, JSON_COMPACT | JSON_ENSURE_ASCII) != len) {
+        json_decref(obj);
+        align__free(line);
         return align__error(&j->err, ALIGN_ENOMEM, "out of memory");
     }
+    json_decref(obj);
     line[len++] = '\n';
     const char *p = line;
     size_t left = len;
@@ -335,7 +335,7 @@ static int append(align_journal *j, json_t *obj)
         p += w;
         left -= (size_t)w;
     }
-    free(line);
+    align__free(line);
     if (!e && !(j->flags & ALIGN_JOURNAL_NOSYNC) && fsync(j->fd) != 0)
         e = errno;
     if (e) {
