@@ -373,9 +373,9 @@ START_TEST(test_async_steps)
             r.max_gap, f.answered);
     ck_assert_int_ge(r.ticks, 2);
     /* steps of ~0.4 s or more (12 micro-batches): a blocked loop would show a
-     * gap as long as a step; the bound leaves room for a loaded machine (the
-     * step's threads compete with the loop thread for the cores) */
-    ck_assert_msg(r.max_gap < 300.0 && r.max_gap < 0.75 * r.step_ms_max, "loop blocked: largest timer gap %.1f ms (longest step %.0f ms)", r.max_gap,
+     * gap as long as a step; the bound leaves room for a loaded machine and sanitizers
+     * (the step's threads compete with the loop thread for the cores) */
+    ck_assert_msg(r.max_gap < 1000.0 && r.max_gap < 0.5 * r.step_ms_max, "loop blocked: largest timer gap %.1f ms (longest step %.0f ms)", r.max_gap,
                   r.step_ms_max);
     align_journal_close(f.j);
     ck_assert_int_eq(uv_loop_close(&loop), 0);
