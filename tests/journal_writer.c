@@ -1,7 +1,8 @@
 /* journal_writer.c — the writer process of tests/sh/journal_crash.sh.
  *   journal_writer PATH SEED   submits, answers (out of order) and cancels
  *                              requests forever, printing "S id", "A id",
- *                              "C id" after each call returned (acknowledged);
+ *                              "C id" after each call returned (acknowledged),
+ *                              "R 0" once the journal is open;
  *                              "T n" first if open dropped a torn line of n bytes.
  *   journal_writer --dump PATH prints "id status" for every request. */
 #include <align.h>
@@ -37,6 +38,7 @@ int main(int argc, char **argv)
     setvbuf(stdout, NULL, _IONBF, 0);
     if (align_journal_torn_bytes(j) > 0)
         printf("T %lld\n", (long long)align_journal_torn_bytes(j));
+    printf("R 0\n");   /* ready: the journal is open and replayed */
     srand((unsigned)strtoul(argv[2], NULL, 10));
     const char *resp[4] = { "first answer", "second answer", "third \xc3\xa9 answer", "fourth" };
     static int64_t ids[1 << 16];

@@ -16,7 +16,14 @@ start=$(date +%s%N)
 for ((i = 1; i <= RUNS; i++)); do
   "$tmp/writer" "$j" "$i" >> "$tmp/acks" 2> "$tmp/err" &
   pid=$!
-  # 20..200 ms, so kills land before, during and after writes and fsyncs
+  # wait until it has opened (and replayed) the journal: under sanitizers
+  # starting takes longer than the kill delay
+  for ((w = 0; w < 3000; w++)); do
+    [ "$(grep -c '^R ' "$tmp/acks")" -ge "$i" ] && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.01
+  done
+  # then 20..200 ms, so kills land before, during and after writes and fsyncs
   sleep "0.$(printf '%03d' $((20 + RANDOM % 180)))"
   kill -9 "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
@@ -63,6 +70,8 @@ for n, line in enumerate(open(journal, encoding="utf-8"), 1):
     if o["op"] in ("answer", "cancel"): answers[o["id"]] += 1
 if any(c != 1 for c in subs.values()) or len(subs) != len(status): fail.append("a submit line is duplicated or missing")
 if any(c != 1 for c in answers.values()): fail.append("a request has two answer/cancel lines")
+if len(S) < runs or len(A) == 0:
+    fail.append(f"the writer did too little to test anything ({len(S)} submits, {len(A)} answers in {runs} runs)")
 if fail:
     print("FAIL:", *fail[:10], sep="\n  "); sys.exit(1)
 pending = sum(1 for s in status.values() if s == 0)
