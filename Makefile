@@ -86,6 +86,10 @@ EX_BINS  := $(EX_SRCS:examples/%.c=$(BUILD)/bin/%)
 EX_CFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L $(OPT) -g -fno-math-errno -Iinclude $(WARN) $(SAN) $(CFLAGS)
 EX_LIBS   = -L$(BUILD) -lalign -Wl,-rpath,'$$ORIGIN/..' -lm $(SAN)
 examples: $(EX_BINS) $(BUILD)/bin/alignctl
+# the libuv example (include/align_uv.h) calls libuv itself
+$(BUILD)/bin/feedback_uv: EX_LIBS += $(UV_LIBS)
+$(BUILD)/bin/feedback_uv: EX_CFLAGS += $(UV_CFLAGS)
+$(BUILD)/bin/feedback_uv: include/align_uv.h
 $(BUILD)/bin/%: examples/%.c include/align.h $(SO_DEV)
 	@mkdir -p $(dir $@)
 	$(CC) $(EX_CFLAGS) $< -o $@ $(EX_LIBS) $(LDFLAGS)
@@ -111,7 +115,7 @@ $(BUILD)/bin/alignctl: $(CTL_OBJS) $(SO_DEV)
 PUB_TESTS := $(filter-out tests/check_main.c tests/check_internal_%.c,$(wildcard tests/check_*.c))
 INT_TESTS := $(wildcard tests/check_internal_*.c)
 TEST_CFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L $(OPT) -g -fno-math-errno -Iinclude -Ilib -Itests \
-              -I$(BUILD)/tests $(WARN) -Wno-pedantic $(SAN) $(CHECK_CFLAGS) $(BLAS_CFLAGS) $(DEP_CFLAGS) $(CFLAGS)
+              -I$(BUILD)/tests $(WARN) -Wno-pedantic $(SAN) $(CHECK_CFLAGS) $(BLAS_CFLAGS) $(DEP_CFLAGS) $(UV_CFLAGS) $(CFLAGS)
 
 $(BUILD)/tests/pub_suites.h: $(PUB_TESTS) Makefile
 	@mkdir -p $(dir $@)
@@ -122,7 +126,7 @@ $(BUILD)/tests/int_suites.h: $(INT_TESTS) Makefile
 
 $(BUILD)/tests/check_public: tests/check_main.c $(PUB_TESTS) tests/testutil.h $(BUILD)/tests/pub_suites.h $(SO_DEV)
 	$(CC) $(TEST_CFLAGS) -DSUITES_H='"pub_suites.h"' tests/check_main.c $(PUB_TESTS) -o $@ \
-	  -L$(BUILD) -lalign -Wl,-rpath,'$$ORIGIN/..' $(CHECK_LIBS) -lm $(LDFLAGS)
+	  -L$(BUILD) -lalign -Wl,-rpath,'$$ORIGIN/..' $(UV_LIBS) $(CHECK_LIBS) -lm -lpthread $(LDFLAGS)
 $(BUILD)/tests/check_internal: tests/check_main.c $(INT_TESTS) tests/testutil.h $(BUILD)/tests/int_suites.h $(ARCHIVE)
 	$(CC) $(TEST_CFLAGS) -DSUITES_H='"int_suites.h"' tests/check_main.c $(INT_TESTS) -o $@ \
 	  $(ARCHIVE) $(LIB_LIBS) $(CHECK_LIBS) -lm $(LDFLAGS)
@@ -235,7 +239,7 @@ $(BUILD)/libalign.pc: pkgconfig/libalign.pc.in Makefile $(BUILD)/pc.vars
 
 install: lib examples $(BUILD)/libalign.pc
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(BINDIR)
-	install -m 644 include/align.h $(DESTDIR)$(INCLUDEDIR)/
+	install -m 644 include/align.h include/align_uv.h $(DESTDIR)$(INCLUDEDIR)/
 	install -m 755 $(SO_REAL) $(DESTDIR)$(LIBDIR)/
 	ln -sf libalign.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libalign.so.$(SOVERSION)
 	ln -sf libalign.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libalign.so
@@ -246,7 +250,7 @@ install: lib examples $(BUILD)/libalign.pc
 	  install -m 755 $(BUILD)/alignctl.installed $(DESTDIR)$(BINDIR)/alignctl; fi
 
 uninstall:
-	rm -f $(DESTDIR)$(INCLUDEDIR)/align.h $(DESTDIR)$(LIBDIR)/libalign.so.$(VERSION) \
+	rm -f $(DESTDIR)$(INCLUDEDIR)/align.h $(DESTDIR)$(INCLUDEDIR)/align_uv.h $(DESTDIR)$(LIBDIR)/libalign.so.$(VERSION) \
 	      $(DESTDIR)$(LIBDIR)/libalign.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libalign.so \
 	      $(DESTDIR)$(LIBDIR)/libalign.a $(DESTDIR)$(PKGCONFIGDIR)/libalign.pc $(DESTDIR)$(BINDIR)/alignctl
 

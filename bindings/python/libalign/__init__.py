@@ -32,6 +32,7 @@ from .api import (ChatTemplate, ClosedError, Dataset, FinishReason, ForwardOutpu
                   Judge, LogLevel, Model, ModelConfig, Optimizer, Provenance, RecordKind, RewardModel,
                   Schedule, SFTTrainer, Source, StepStats, Tokenizer, Trainer, Truncation, blas_info,
                   collect, get_threads,
+                  Journal, FeedbackKind, RequestStatus, FeedbackRequest,
                   live_handles, set_log_handler, set_log_level, set_threads, version,
                   version_string)
 
@@ -44,6 +45,7 @@ __all__ = [
     "Model", "Tokenizer", "Dataset", "Optimizer", "Trainer", "SFTTrainer", "RewardModel",
     "Judge", "collect",
     "ModelConfig", "ForwardOutput", "Generation", "StepStats", "Provenance", "ChatTemplate",
+    "Journal", "FeedbackKind", "RequestStatus", "FeedbackRequest",
     "RecordKind", "Source", "FinishReason", "Schedule", "Truncation", "LogLevel",
     "version", "version_string", "blas_info", "set_threads", "get_threads",
     "set_log_handler", "set_log_level", "live_handles", "blas_remedy_state",
