@@ -109,7 +109,7 @@ $(BUILD)/bin/alignctl: $(CTL_OBJS) $(SO_DEV)
 PUB_TESTS := $(filter-out tests/check_main.c tests/check_internal_%.c,$(wildcard tests/check_*.c))
 INT_TESTS := $(wildcard tests/check_internal_*.c)
 TEST_CFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L $(OPT) -g -fno-math-errno -Iinclude -Ilib -Itests \
-              -I$(BUILD)/tests $(WARN) -Wno-pedantic $(SAN) $(CHECK_CFLAGS) $(BLAS_CFLAGS) $(DEP_CFLAGS) $(CFLAGS)
+              -I$(BUILD)/tests $(WARN) -Wno-pedantic $(SAN) $(CHECK_CFLAGS) $(BLAS_CFLAGS) $(DEP_CFLAGS) $(UV_CFLAGS) $(CFLAGS)
 
 $(BUILD)/tests/pub_suites.h: $(PUB_TESTS) Makefile
 	@mkdir -p $(dir $@)
@@ -120,7 +120,7 @@ $(BUILD)/tests/int_suites.h: $(INT_TESTS) Makefile
 
 $(BUILD)/tests/check_public: tests/check_main.c $(PUB_TESTS) tests/testutil.h $(BUILD)/tests/pub_suites.h $(SO_DEV)
 	$(CC) $(TEST_CFLAGS) -DSUITES_H='"pub_suites.h"' tests/check_main.c $(PUB_TESTS) -o $@ \
-	  -L$(BUILD) -lalign -Wl,-rpath,'$$ORIGIN/..' $(CHECK_LIBS) -lm $(LDFLAGS)
+	  -L$(BUILD) -lalign -Wl,-rpath,'$$ORIGIN/..' $(UV_LIBS) $(CHECK_LIBS) -lm -lpthread $(LDFLAGS)
 $(BUILD)/tests/check_internal: tests/check_main.c $(INT_TESTS) tests/testutil.h $(BUILD)/tests/int_suites.h $(ARCHIVE)
 	$(CC) $(TEST_CFLAGS) -DSUITES_H='"int_suites.h"' tests/check_main.c $(INT_TESTS) -o $@ \
 	  $(ARCHIVE) $(LIB_LIBS) $(CHECK_LIBS) -lm $(LDFLAGS)

@@ -554,6 +554,122 @@ ALIGN_API int align_generate_chat(align_model *m, const align_tokenizer *t,
                                   int32_t n, const align_generate_params *p,
                                   align_generation **out);
 
+/* ======================================================================== */
+/* feedback journal: requests answered later, kept on disk (docs/feedback.md) */
+/* ======================================================================== */
+
+/* A journal holds feedback requests (a prompt, K responses, and what is
+ * asked) until a person or a program answers them, minutes or days later.
+ * Every request and every answer is one JSON line appended to the journal
+ * file and flushed to disk (fsync) before the call returns, so a crash loses
+ * nothing a call acknowledged. Every call is thread-safe on one journal (an
+ * internal mutex): answers may come from any thread. Request ids (1, 2, ...)
+ * are stable across reopening. Details of a failure: align_journal_errmsg(),
+ * or align_last_errmsg() (per thread) when several threads share a journal. */
+typedef struct align_journal align_journal;
+
+/* What a request asks for (align_journal_submit kind). */
+enum {
+    ALIGN_FEEDBACK_RANK = 0,    /* a ranking of the K responses (K >= 2, ties allowed) */
+    ALIGN_FEEDBACK_LABEL = 1,   /* good (1) / bad (0) for each response (K >= 1) */
+    ALIGN_FEEDBACK_SCORE = 2    /* a finite score for each response (K >= 1) */
+};
+
+/* Status of a request. */
+enum {
+    ALIGN_REQUEST_PENDING = 0,
+    ALIGN_REQUEST_ANSWERED = 1,
+    ALIGN_REQUEST_CANCELED = 2,
+    ALIGN_REQUEST_EXPIRED = 3
+};
+
+/* align_journal_open flags */
+#define ALIGN_JOURNAL_NOSYNC 0x1u   /* no fsync: survives a killed process, not a
+                                     * power cut (tests, throw-away journals) */
+
+/* Creates the file at path, or reopens it and replays it, restoring every
+ * request with its status. A last line cut short by a crash (it was never
+ * acknowledged) is dropped from the file and reported by
+ * align_journal_torn_bytes() and a warning in the log; any other damage is
+ * ALIGN_EFORMAT with "path:line: what is wrong". A journal open in another
+ * process is ALIGN_EBUSY. */
+ALIGN_API int align_journal_open(align_journal **out, const char *path, uint32_t flags);
+/* Closes the file and frees the journal (NULL is a no-op). Strings borrowed
+ * from it become invalid. */
+ALIGN_API void align_journal_close(align_journal *j);
+ALIGN_API const char *align_journal_errmsg(const align_journal *j);
+/* Bytes of a torn last line dropped by align_journal_open (0 normally). */
+ALIGN_API int64_t align_journal_torn_bytes(align_journal *j);
+
+/* Adds a request: kind ALIGN_FEEDBACK_*, k responses (copied), deadline in
+ * seconds since the epoch (0 = none; see align_journal_expire). *id_out gets
+ * its id (> 0). */
+ALIGN_API int align_journal_submit(align_journal *j, int32_t kind, const char *prompt,
+                                   const char *const *responses, int32_t k, int64_t deadline,
+                                   int64_t *id_out);
+/* Answers a pending request of the matching kind. rank[i] is the place of
+ * response i: 0 = best, equal values are ties, places dense (as
+ * align_dataset_add_ranking); good[i] is 0 or 1; scores[i] finite; each array
+ * has the request's K entries. pv: who answered and when (copied; NULL or
+ * source ALIGN_SOURCE_UNKNOWN = a human; timestamp 0 = now). An unknown id is
+ * ALIGN_EINVAL; a request already answered, canceled or expired, or of another
+ * kind, is ALIGN_EMISUSE. */
+ALIGN_API int align_journal_answer_rank(align_journal *j, int64_t id, const int32_t *rank,
+                                        const align_provenance *pv);
+ALIGN_API int align_journal_answer_label(align_journal *j, int64_t id, const int32_t *good,
+                                         const align_provenance *pv);
+ALIGN_API int align_journal_answer_score(align_journal *j, int64_t id, const float *scores,
+                                         const align_provenance *pv);
+/* Withdraws a pending request (ALIGN_EINVAL unknown, ALIGN_EMISUSE not pending). */
+ALIGN_API int align_journal_cancel(align_journal *j, int64_t id);
+/* Expires every pending request whose deadline is <= now (seconds since the
+ * epoch); *n_expired (may be NULL) gets how many. */
+ALIGN_API int align_journal_expire(align_journal *j, int64_t now, int64_t *n_expired);
+
+/* Number of requests with status ALIGN_REQUEST_* (< 0: error). */
+ALIGN_API int64_t align_journal_count(align_journal *j, int32_t status);
+/* The ids of the pending requests, oldest first: *n_out gets their number,
+ * ids[0 .. min(cap, n)) are filled; ALIGN_ERANGE when cap < n. */
+ALIGN_API int align_journal_pending(align_journal *j, int64_t *ids, int64_t cap, int64_t *n_out);
+
+/* One request, as align_journal_request() reports it. The strings are
+ * borrowed from the journal and stay valid until align_journal_close. */
+typedef struct align_feedback_request {
+    uint32_t    struct_size;
+    int32_t     kind;          /* ALIGN_FEEDBACK_* */
+    int32_t     status;        /* ALIGN_REQUEST_* */
+    int32_t     k;             /* number of responses */
+    int64_t     id;
+    int64_t     deadline;      /* 0 = none */
+    int64_t     submitted_at;  /* seconds since the epoch */
+    int64_t     answered_at;   /* answer (or cancel, expiry) time; 0 while pending */
+    const char *prompt;
+    const char *annotator;     /* NULL unless answered with one */
+    int32_t     source;        /* ALIGN_SOURCE_* of the answer; 0 while pending */
+    uint32_t    exported;      /* 1 once align_journal_export took it */
+    /* append new members here */
+} align_feedback_request;
+
+/* Fills the prefix of *out the caller declared (out->struct_size set, e.g.
+ * by align_feedback_request_init). ALIGN_EINVAL for an unknown id. */
+ALIGN_API int align_feedback_request_init(align_feedback_request *out, size_t struct_size);
+ALIGN_API int align_journal_request(align_journal *j, int64_t id, align_feedback_request *out);
+/* Response i of request id (borrowed, valid until align_journal_close), or
+ * NULL (then align_journal_errmsg says why). */
+ALIGN_API const char *align_journal_response(align_journal *j, int64_t id, int32_t i);
+
+/* align_journal_export flags */
+#define ALIGN_JOURNAL_EXPORT_ALL 0x1u  /* also the requests exported before */
+
+/* Adds each answered request not yet exported to d, with its provenance
+ * (source, annotator, answer time): a ranking request becomes one ranking
+ * record, a label or score request one record per response. The export is
+ * written to the journal, so a request is exported once, across reopening,
+ * unless ALIGN_JOURNAL_EXPORT_ALL. *n_out (may be NULL) gets the number of
+ * requests exported. */
+ALIGN_API int align_journal_export(align_journal *j, align_dataset *d, uint32_t flags,
+                                   int64_t *n_out);
+
 #ifdef __cplusplus
 }
 #endif
