@@ -89,18 +89,30 @@ $(BUILD)/bin/%: examples/%.c include/align.h $(SO_DEV)
 	$(CC) $(EX_CFLAGS) $< -o $@ $(EX_LIBS) $(LDFLAGS)
 
 # alignctl: every file of examples/alignctl/ (one per subcommand plus shared
-# modules), linked with jansson for its JSON input and output.
+# modules), linked with jansson for its JSON input and output, and — for
+# `alignctl label --serve` only — libuv and Debian's http-parser
+# (libhttp-parser-dev, no pkg-config file: HTTP_PARSER_LIBS overrides).
 CTL_SRCS := $(sort $(wildcard examples/alignctl/*.c))
 CTL_OBJS := $(CTL_SRCS:examples/alignctl/%.c=$(BUILD)/alignctl-obj/%.o)
 CTL_HDRS := $(wildcard examples/alignctl/*.h examples/alignctl/*.def)
 JANSSON_CFLAGS := $(shell pkg-config --cflags jansson 2>/dev/null)
 JANSSON_LIBS   := $(shell pkg-config --libs jansson 2>/dev/null || echo -ljansson)
+HTTP_PARSER_LIBS ?= -lhttp_parser
+CTL_LIBS = $(JANSSON_LIBS) $(UV_LIBS) $(HTTP_PARSER_LIBS)
 $(BUILD)/alignctl-obj/%.o: examples/alignctl/%.c $(CTL_HDRS) include/align.h Makefile
 	@mkdir -p $(dir $@)
-	$(CC) $(EX_CFLAGS) $(JANSSON_CFLAGS) -c $< -o $@
+	$(CC) $(EX_CFLAGS) $(JANSSON_CFLAGS) $(UV_CFLAGS) -I$(BUILD)/alignctl-obj -c $< -o $@
+# The labelling page, one self-contained HTML file, embedded as a byte array.
+$(BUILD)/alignctl-obj/label_page.h: examples/alignctl/label_page.html
+	@mkdir -p $(dir $@)
+	@{ echo '/* generated from examples/alignctl/label_page.html by the Makefile */'; \
+	  echo 'static const unsigned char LABEL_PAGE[] = {'; \
+	  od -An -v -tx1 $< | sed -e 's/ \([0-9a-f][0-9a-f]\)/0x\1,/g'; \
+	  echo '};'; echo '#define LABEL_PAGE_LEN sizeof LABEL_PAGE'; } > $@.tmp && mv $@.tmp $@
+$(BUILD)/alignctl-obj/cmd_label.o: $(BUILD)/alignctl-obj/label_page.h
 $(BUILD)/bin/alignctl: $(CTL_OBJS) $(SO_DEV)
 	@mkdir -p $(dir $@)
-	$(CC) $(EX_CFLAGS) $(CTL_OBJS) -o $@ $(EX_LIBS) $(JANSSON_LIBS) $(LDFLAGS)
+	$(CC) $(EX_CFLAGS) $(CTL_OBJS) -o $@ $(EX_LIBS) $(CTL_LIBS) $(LDFLAGS)
 
 # ---- tests ----------------------------------------------------------------------------
 # tests/check_<module>.c exports Suite *<module>_suite(void). Files named
@@ -192,7 +204,7 @@ install: lib examples $(BUILD)/libalign.pc
 	install -m 644 $(ARCHIVE) $(DESTDIR)$(LIBDIR)/
 	install -m 644 $(BUILD)/libalign.pc $(DESTDIR)$(PKGCONFIGDIR)/
 	@if [ -x $(BUILD)/bin/alignctl ]; then \
-	  $(CC) $(EX_CFLAGS) $(CTL_OBJS) -o $(BUILD)/alignctl.installed -L$(BUILD) -lalign $(JANSSON_LIBS) -lm -Wl,-rpath,$(LIBDIR) $(LDFLAGS) && \
+	  $(CC) $(EX_CFLAGS) $(CTL_OBJS) -o $(BUILD)/alignctl.installed -L$(BUILD) -lalign $(CTL_LIBS) -lm -Wl,-rpath,$(LIBDIR) $(LDFLAGS) && \
 	  install -m 755 $(BUILD)/alignctl.installed $(DESTDIR)$(BINDIR)/alignctl; fi
 
 uninstall:
