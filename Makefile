@@ -60,7 +60,7 @@ SO_DEV  := $(BUILD)/libalign.so
 ARCHIVE := $(BUILD)/libalign.a
 
 .PHONY: gpt2-vocab all lib check check-c check-sh check-py asan abi-check abi-baseline examples \
-        bench demo deps deps-bench install uninstall clean help
+        bench demo deps deps-bench deps-browser install uninstall clean help
 all: lib examples
 
 lib: $(SO_REAL) $(SO_NAME) $(SO_DEV) $(ARCHIVE)
@@ -175,6 +175,10 @@ deps:
 	@bash tools/deps.sh
 deps-bench:
 	@bash tools/deps.sh --bench
+# Debian's chromium for the browser test of `alignctl label` (tests/sh/label_browser.sh
+# skips without it); CI installs it.
+deps-browser:
+	@bash tools/deps.sh --browser
 
 # ---- benchmarks and demo ---------------------------------------------------------------
 BENCH_SRCS := $(sort $(wildcard bench/*.c))
@@ -225,6 +229,7 @@ help:
 	@echo "  bench          benchmarks against PyTorch (BENCH_JSON=file for JSON lines)"
 	@echo "  examples       example programs and alignctl in $(BUILD)/bin"
 	@echo "  deps           check/install build and test dependencies (apt-get on Debian as root)"
+	@echo "  deps-browser   also chromium, for the browser test of alignctl label (CI runs it)"
 	@echo "  install        PREFIX=$(PREFIX) DESTDIR= LIBDIR= INCLUDEDIR= ; uninstall"
 	@echo "  clean"
 	@echo "Variables: BLAS_PC=openblas|blas  BLAS_CFLAGS=  BLAS_LIBS=  CC=  OPT=  CI=1 (warnings are errors)"

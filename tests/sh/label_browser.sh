@@ -8,7 +8,8 @@
 # library: exactly the answers given, exported as dataset records.
 #
 # SKIPS (exit 0, saying why) without chromium, node/npm or puppeteer-core;
-# `make deps-browser` (tools/deps.sh --browser) installs them and CI runs it.
+# `make deps-browser` (tools/deps.sh --browser) installs chromium, and CI
+# (.ci/run, LABEL_BROWSER_REQUIRED=1) turns a skip into a failure.
 # puppeteer-core comes from npm into $BUILD/npm-browser/ (never a browser).
 set -euo pipefail
 BUILD=${BUILD:-build}
@@ -19,7 +20,11 @@ CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
 PUPPETEER_DIR="$B/npm-browser"
 t0=$(date +%s.%N)
 
-skip() { echo "SKIP label_browser: $*"; exit 0; }
+# CI sets LABEL_BROWSER_REQUIRED=1 (after make deps-browser): there a skip is a failure.
+skip() {
+    if [ "${LABEL_BROWSER_REQUIRED:-0}" = 1 ]; then echo "FAIL label_browser: $*"; exit 1; fi
+    echo "SKIP label_browser: $*"; exit 0
+}
 [ -x "$CHROMIUM" ] || skip "no chromium at $CHROMIUM (make deps-browser installs Debian's chromium)"
 command -v node >/dev/null || skip "node not found (make deps installs nodejs)"
 if [ ! -f "$PUPPETEER_DIR/node_modules/puppeteer-core/package.json" ]; then
