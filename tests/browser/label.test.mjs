@@ -83,6 +83,8 @@ try {
   await (await lis[1].$('button.bad')).click();
   const pressed = await page.$$eval('#responses button[aria-pressed=true]', (es) => es.map((e) => e.className));
   check(JSON.stringify(pressed) === '["good","bad"]', 'label request: good then bad are pressed');
+  check(await page.$eval('#rankbar', (e) => e.offsetParent === null), 'label request: the ranking buttons (tie, undo, reset) are not shown');
+  await page.screenshot({ path: shot.replace(/\.png$/, '-labels.png'), fullPage: true });
   await page.click('#submit');
   await waitFor('Request 4 ');
 
@@ -92,6 +94,7 @@ try {
   await inputs[0].type('0.5');
   await inputs[1].type('-1');
   await inputs[2].type('2');
+  await page.screenshot({ path: shot.replace(/\.png$/, '-scores.png'), fullPage: true });
   await page.keyboard.press('Enter');
   await waitFor('Request 5 ');
 
