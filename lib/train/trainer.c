@@ -64,6 +64,15 @@ ALIGN_API void align_trainer_free(align_trainer *tr)
 {
     if (!tr)
         return;
+    if (atomic_load(&tr->busy)) {   /* libuv: freed by the step's completion */
+        tr->free_pending = 1;
+        return;
+    }
+    align__trainer_destroy(tr);
+}
+
+void align__trainer_destroy(align_trainer *tr)
+{
     if (tr->vt && tr->vt->free)
         tr->vt->free(tr);
     align__free(tr->state_tmp);
@@ -135,6 +144,13 @@ static void rollback(align_trainer *tr)
 }
 
 ALIGN_API int align_trainer_step(align_trainer *tr, align_step_stats *stats)
+{
+    if (tr)
+        ALIGN__TRAINER_NOT_BUSY(tr, "align_trainer_step");
+    return align__trainer_step(tr, stats);
+}
+
+int align__trainer_step(align_trainer *tr, align_step_stats *stats)
 {
     if (!tr)
         return align__error(NULL, ALIGN_EINVAL, "align_trainer_step: trainer is NULL");
@@ -254,6 +270,7 @@ ALIGN_API int align_trainer_evaluate(align_trainer *tr, align_dataset *eval, ali
 {
     if (!tr)
         return align__error(NULL, ALIGN_EINVAL, "align_trainer_evaluate: trainer is NULL");
+    ALIGN__TRAINER_NOT_BUSY(tr, "align_trainer_evaluate");
     align__error_clear(&tr->err);
     if (!eval)
         return align__error(&tr->err, ALIGN_EINVAL, "align_trainer_evaluate: eval dataset is NULL");
@@ -437,6 +454,7 @@ ALIGN_API int align_trainer_save(const align_trainer *ctr, const char *dir)
 {
     if (!ctr)
         return align__error(NULL, ALIGN_EINVAL, "align_trainer_save: trainer is NULL");
+    ALIGN__TRAINER_NOT_BUSY(ctr, "align_trainer_save");
     /* The trainer is const for the caller; its error buffer is the one
      * member a const call may write (the object itself was allocated
      * non-const by align__trainer_new). */
@@ -562,6 +580,7 @@ ALIGN_API int align_trainer_resume(align_trainer *tr, const char *dir)
 {
     if (!tr)
         return align__error(NULL, ALIGN_EINVAL, "align_trainer_resume: trainer is NULL");
+    ALIGN__TRAINER_NOT_BUSY(tr, "align_trainer_resume");
     align__error_clear(&tr->err);
     if (!dir || !*dir)
         return align__error(&tr->err, ALIGN_EINVAL, "align_trainer_resume: dir is NULL or empty");

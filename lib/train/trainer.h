@@ -72,6 +72,10 @@ struct align_trainer {
     int              finished;    /* on_step returned ALIGN_DONE */
     void            *state_tmp;   /* vt->state_size bytes: rollback snapshot */
     void            *state_tmp2;  /* vt->state_size bytes: resume staging */
+    /* libuv (lib/async/step.c) */
+    atomic_int       busy;         /* align_trainer_step_async in flight: other calls get ALIGN_EBUSY */
+    int              free_pending; /* align_trainer_free came while busy: freed when the step ends */
+    void            *async;        /* the request in flight */
     align__errbuf    err;
 };
 
@@ -88,5 +92,17 @@ int  align__json_set_u64(json_t *obj, const char *key, uint64_t v);
 int  align__json_get_u64(const json_t *obj, const char *key, uint64_t *v);
 int  align__json_set_i64(json_t *obj, const char *key, int64_t v);
 int  align__json_get_i64(const json_t *obj, const char *key, int64_t *v);
+
+/* libuv (lib/async/step.c): the step without the busy check, run on the
+ * thread pool; the free that align_trainer_free defers while busy. */
+int  align__trainer_step(align_trainer *tr, align_step_stats *stats);
+void align__trainer_destroy(align_trainer *tr);
+/* ALIGN_EBUSY while a step_async is in flight. The detail goes to the
+ * per-thread message only: the handle's buffer belongs to the running step. */
+#define ALIGN__TRAINER_NOT_BUSY(tr, fn)                                                              \
+    do {                                                                                             \
+        if (atomic_load(&(tr)->busy))                                                                \
+            return align__error(NULL, ALIGN_EBUSY, fn ": a step is in flight (align_trainer_step_async)"); \
+    } while (0)
 
 #endif

@@ -31,6 +31,7 @@ from ._loader import LibraryNotFound, LibraryVersionMismatch, blas_remedy_state
 from .api import (ChatTemplate, ClosedError, Dataset, FinishReason, ForwardOutput, Generation,
                   LogLevel, Model, ModelConfig, Optimizer, Provenance, RecordKind, Schedule,
                   SFTTrainer, Source, StepStats, Tokenizer, Trainer, Truncation, blas_info, get_threads,
+                  Journal, FeedbackKind, RequestStatus, FeedbackRequest,
                   live_handles, set_log_handler, set_log_level, set_threads, version,
                   version_string)
 
@@ -41,6 +42,7 @@ __all__ = [
     "AlignRangeError", "AlignNonFiniteError", "MissingSymbol", "LibraryNotFound",
     "LibraryVersionMismatch", "ClosedError",
     "Model", "Tokenizer", "Dataset", "Optimizer", "Trainer", "SFTTrainer",
+    "Journal", "FeedbackKind", "RequestStatus", "FeedbackRequest",
     "ModelConfig", "ForwardOutput", "Generation", "StepStats", "Provenance", "ChatTemplate",
     "RecordKind", "Source", "FinishReason", "Schedule", "Truncation", "LogLevel",
     "version", "version_string", "blas_info", "set_threads", "get_threads",

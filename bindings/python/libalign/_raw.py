@@ -117,6 +117,17 @@ ALIGN_TRUNCATE_RIGHT = 0
 ALIGN_TRUNCATE_LEFT = 1
 ALIGN_TRUNCATE_DROP = 2
 
+# feedback journal
+ALIGN_FEEDBACK_RANK = 0
+ALIGN_FEEDBACK_LABEL = 1
+ALIGN_FEEDBACK_SCORE = 2
+ALIGN_REQUEST_PENDING = 0
+ALIGN_REQUEST_ANSWERED = 1
+ALIGN_REQUEST_CANCELED = 2
+ALIGN_REQUEST_EXPIRED = 3
+ALIGN_JOURNAL_NOSYNC = 0x1
+ALIGN_JOURNAL_EXPORT_ALL = 0x1
+
 # ============================================================================
 # errors
 # ============================================================================
@@ -295,9 +306,14 @@ class align_text_sink_p(_Handle):
     """``align_text_sink *`` (only valid during a prompt-source callback)"""
 
 
+class align_journal_p(_Handle):
+    """``align_journal *`` (shared between threads: failures are reported by
+    the per-thread align_last_errmsg, not the handle's message)"""
+
+
 HANDLE_TYPES = {cls.__name__[:-2]: cls for cls in
                 (align_model_p, align_tokenizer_p, align_dataset_p, align_optimizer_p,
-                 align_trainer_p, align_generation_p, align_text_sink_p)}
+                 align_trainer_p, align_generation_p, align_text_sink_p, align_journal_p)}
 
 # ============================================================================
 # structures (docs/conventions.md, "Params structs"): struct_size is set to sizeof(cls) on creation
@@ -454,10 +470,28 @@ class align_chat_template(_SizedStruct):
     ]
 
 
+class align_feedback_request(_SizedStruct):
+    _defaults_fn = "align_feedback_request_init"
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("kind", c_int32),
+        ("status", c_int32),
+        ("k", c_int32),
+        ("id", c_int64),
+        ("deadline", c_int64),
+        ("submitted_at", c_int64),
+        ("answered_at", c_int64),
+        ("prompt", c_char_p),
+        ("annotator", c_char_p),
+        ("source", c_int32),
+        ("exported", c_uint32),
+    ]
+
+
 STRUCT_TYPES = {cls.__name__: cls for cls in
                 (align_model_params, align_optimizer_params, align_provenance,
                  align_generate_params, align_step_stats, align_sft_params,
-                 align_chat_template)}
+                 align_chat_template, align_feedback_request)}
 CALLBACK_TYPES = {"align_log_fn": align_log_fn, "align_step_fn": align_step_fn,
                   "align_prompt_fn": align_prompt_fn}
 
@@ -533,7 +567,8 @@ def _fn(prototype: str, restype: Any, argtypes: List[Any]) -> Any:
 
 
 # Pointer-returning functions for which NULL signals a failure.
-_NULL_IS_ERROR = {"align_generation_text", "align_generation_tokens", "align_generation_logprobs"}
+_NULL_IS_ERROR = {"align_generation_text", "align_generation_tokens", "align_generation_logprobs",
+                  "align_journal_response"}
 
 
 def _failure_message(args: tuple, msg_index: Optional[int]) -> str:
@@ -817,6 +852,54 @@ align_generate_chat = _fn(
     c_int, [align_model_p, align_tokenizer_p, POINTER(align_chat_template), POINTER(c_char_p),
             POINTER(c_char_p), POINTER(c_int32), c_int32, POINTER(align_generate_params),
             POINTER(align_generation_p)])
+
+# ---- feedback journal -------------------------------------------------------------------
+align_journal_open = _fn("int align_journal_open(align_journal **out, const char *path, uint32_t flags)",
+                         c_int, [POINTER(align_journal_p), c_char_p, c_uint32])
+align_journal_close = _fn("void align_journal_close(align_journal *j)", None, [align_journal_p])
+align_journal_errmsg = _fn("const char *align_journal_errmsg(const align_journal *j)",
+                           c_char_p, [align_journal_p])
+align_journal_torn_bytes = _fn("int64_t align_journal_torn_bytes(align_journal *j)",
+                               c_int64, [align_journal_p])
+align_journal_submit = _fn(
+    "int align_journal_submit(align_journal *j, int32_t kind, const char *prompt, "
+    "const char *const *responses, int32_t k, int64_t deadline, int64_t *id_out)",
+    c_int, [align_journal_p, c_int32, c_char_p, POINTER(c_char_p), c_int32, c_int64,
+            POINTER(c_int64)])
+align_journal_answer_rank = _fn(
+    "int align_journal_answer_rank(align_journal *j, int64_t id, const int32_t *rank, "
+    "const align_provenance *pv)",
+    c_int, [align_journal_p, c_int64, POINTER(c_int32), POINTER(align_provenance)])
+align_journal_answer_label = _fn(
+    "int align_journal_answer_label(align_journal *j, int64_t id, const int32_t *good, "
+    "const align_provenance *pv)",
+    c_int, [align_journal_p, c_int64, POINTER(c_int32), POINTER(align_provenance)])
+align_journal_answer_score = _fn(
+    "int align_journal_answer_score(align_journal *j, int64_t id, const float *scores, "
+    "const align_provenance *pv)",
+    c_int, [align_journal_p, c_int64, POINTER(c_float), POINTER(align_provenance)])
+align_journal_cancel = _fn("int align_journal_cancel(align_journal *j, int64_t id)",
+                           c_int, [align_journal_p, c_int64])
+align_journal_expire = _fn(
+    "int align_journal_expire(align_journal *j, int64_t now, int64_t *n_expired)",
+    c_int, [align_journal_p, c_int64, POINTER(c_int64)])
+align_journal_count = _fn("int64_t align_journal_count(align_journal *j, int32_t status)",
+                          c_int64, [align_journal_p, c_int32])
+align_journal_pending = _fn(
+    "int align_journal_pending(align_journal *j, int64_t *ids, int64_t cap, int64_t *n_out)",
+    c_int, [align_journal_p, POINTER(c_int64), c_int64, POINTER(c_int64)])
+align_feedback_request_init = _fn(
+    "int align_feedback_request_init(align_feedback_request *out, size_t struct_size)",
+    c_int, [POINTER(align_feedback_request), c_size_t])
+align_journal_request = _fn(
+    "int align_journal_request(align_journal *j, int64_t id, align_feedback_request *out)",
+    c_int, [align_journal_p, c_int64, POINTER(align_feedback_request)])
+align_journal_response = _fn(
+    "const char *align_journal_response(align_journal *j, int64_t id, int32_t i)",
+    c_char_p, [align_journal_p, c_int64, c_int32])
+align_journal_export = _fn(
+    "int align_journal_export(align_journal *j, align_dataset *d, uint32_t flags, int64_t *n_out)",
+    c_int, [align_journal_p, align_dataset_p, c_uint32, POINTER(c_int64)])
 
 
 def err_name(code: int) -> str:

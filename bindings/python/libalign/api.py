@@ -36,6 +36,7 @@ __all__ = [
     "LogLevel", "Provenance", "ModelConfig", "ForwardOutput", "Generation", "StepStats",
     "ChatTemplate",
     "Model", "Tokenizer", "Dataset", "Optimizer", "Trainer", "SFTTrainer",
+    "Journal", "FeedbackKind", "RequestStatus", "FeedbackRequest",
     "version", "version_string", "blas_info", "set_threads", "get_threads",
     "set_log_handler", "set_log_level", "live_handles",
 ]
@@ -1389,3 +1390,170 @@ class SFTTrainer(Trainer):
         self._adopt(h, borrowed=[o for o in (model, tokenizer, dataset, optimizer) if o is not None])
         if cb is not None:
             self._state.keep["on_step"] = cb
+
+
+# ============================================================================
+# feedback journal
+# ============================================================================
+
+
+class FeedbackKind(enum.IntEnum):
+    """What a feedback request asks for (``ALIGN_FEEDBACK_*``)."""
+    RANK = _raw.ALIGN_FEEDBACK_RANK
+    LABEL = _raw.ALIGN_FEEDBACK_LABEL
+    SCORE = _raw.ALIGN_FEEDBACK_SCORE
+
+
+class RequestStatus(enum.IntEnum):
+    """Status of a feedback request (``ALIGN_REQUEST_*``)."""
+    PENDING = _raw.ALIGN_REQUEST_PENDING
+    ANSWERED = _raw.ALIGN_REQUEST_ANSWERED
+    CANCELED = _raw.ALIGN_REQUEST_CANCELED
+    EXPIRED = _raw.ALIGN_REQUEST_EXPIRED
+
+
+@dataclass(frozen=True)
+class FeedbackRequest:
+    """One request of a :class:`Journal` (a copy; see ``Journal.request``)."""
+    id: int
+    kind: FeedbackKind
+    status: RequestStatus
+    prompt: str
+    responses: Tuple[str, ...]
+    deadline: int
+    submitted_at: int
+    answered_at: int
+    annotator: Optional[str]
+    source: Source
+    exported: bool
+
+
+class Journal(_Owned):
+    """Feedback requests answered later, kept in a crash-safe journal file
+    (docs/feedback.md). Every call is written and fsync'ed before it returns;
+    reopening the file restores every request. Safe to share between
+    threads.
+
+    >>> with Journal("feedback.jsonl") as j:
+    ...     rid = j.submit("Which is better?", ["a", "b", "c"])
+    ...     j.answer_rank(rid, [1, 0, 2], annotator="ann-1")
+    ...     j.export(dataset)
+    """
+
+    _kind = "journal"
+    _free_fn = staticmethod(_raw.align_journal_close)
+
+    def __init__(self, path: PathLike, *, sync: bool = True) -> None:
+        h = _raw.align_journal_p()
+        _raw.align_journal_open(byref(h), _path(path), 0 if sync else _raw.ALIGN_JOURNAL_NOSYNC)
+        self._adopt(h)
+
+    @property
+    def torn_bytes(self) -> int:
+        """Bytes of a torn last line dropped when the journal was opened."""
+        return int(_raw.align_journal_torn_bytes(self._h))
+
+    def submit(self, prompt: str, responses: Sequence[str], kind: Any = FeedbackKind.RANK, *,
+               deadline: int = 0) -> int:
+        """Adds a request; returns its id. ``kind`` is a FeedbackKind or its
+        name (``"rank"``, ``"label"``, ``"score"``); ``deadline`` in seconds
+        since the epoch (0 = none)."""
+        if isinstance(kind, str):
+            try:
+                kind = FeedbackKind[kind.upper()]
+            except KeyError:
+                raise ValueError(f"unknown feedback kind {kind!r}") from None
+        if isinstance(responses, (str, bytes)):
+            raise TypeError("responses must be a sequence of strings")
+        resp = list(responses)
+        arr = _string_array(resp, "responses")
+        out = ctypes.c_int64()
+        _raw.align_journal_submit(self._h, int(kind), _text(prompt, "prompt"), arr, len(resp),
+                                  _int(deadline, "deadline"), byref(out))
+        return out.value
+
+    def _k(self, rid: int) -> int:
+        return self._info(rid).k
+
+    def _info(self, rid: int) -> _raw.align_feedback_request:
+        r = _raw.align_feedback_request()
+        _raw.align_journal_request(self._h, _int(rid, "id"), byref(r))
+        return r
+
+    @staticmethod
+    def _pv(annotator: Optional[str], source: Any, timestamp: int) -> Any:
+        pv = Provenance.coerce({"source": source, "annotator": annotator, "timestamp": timestamp})
+        return byref(pv._to_c())
+
+    def answer_rank(self, rid: int, ranking: Sequence[int], *, annotator: Optional[str] = None,
+                    source: Any = Source.HUMAN, timestamp: int = 0) -> None:
+        """``ranking[i]`` is the place of response i (0 = best, ties equal)."""
+        k = self._k(rid)
+        if len(ranking) != k:
+            raise ValueError(f"request {rid} has {k} responses; got {len(ranking)} places")
+        arr = (c_int32 * k)(*[_int(v, "ranking") for v in ranking])
+        _raw.align_journal_answer_rank(self._h, rid, arr, self._pv(annotator, source, timestamp))
+
+    def answer_label(self, rid: int, good: Any, *, annotator: Optional[str] = None,
+                     source: Any = Source.HUMAN, timestamp: int = 0) -> None:
+        """``good``: a bool per response (a single bool for one response)."""
+        vals = [good] if isinstance(good, (bool, int)) else list(good)
+        k = self._k(rid)
+        if len(vals) != k:
+            raise ValueError(f"request {rid} has {k} responses; got {len(vals)} labels")
+        arr = (c_int32 * k)(*[int(v) for v in vals])
+        _raw.align_journal_answer_label(self._h, rid, arr, self._pv(annotator, source, timestamp))
+
+    def answer_score(self, rid: int, scores: Any, *, annotator: Optional[str] = None,
+                     source: Any = Source.HUMAN, timestamp: int = 0) -> None:
+        """``scores``: a number per response (a single number for one response)."""
+        vals = [scores] if isinstance(scores, (int, float)) else list(scores)
+        k = self._k(rid)
+        if len(vals) != k:
+            raise ValueError(f"request {rid} has {k} responses; got {len(vals)} scores")
+        arr = (c_float * k)(*[float(v) for v in vals])
+        _raw.align_journal_answer_score(self._h, rid, arr, self._pv(annotator, source, timestamp))
+
+    def cancel(self, rid: int) -> None:
+        _raw.align_journal_cancel(self._h, _int(rid, "id"))
+
+    def expire(self, now: Optional[int] = None) -> int:
+        """Expires the pending requests whose deadline is <= now (default:
+        the current time); returns how many."""
+        import time
+        n = ctypes.c_int64()
+        _raw.align_journal_expire(self._h, int(time.time()) if now is None else _int(now, "now"),
+                                  byref(n))
+        return n.value
+
+    def pending(self) -> List[int]:
+        """Ids of the pending requests, oldest first."""
+        n = ctypes.c_int64()
+        while True:
+            cap = max(int(_raw.align_journal_count(self._h, _raw.ALIGN_REQUEST_PENDING)), 1)
+            ids = (ctypes.c_int64 * cap)()
+            try:
+                _raw.align_journal_pending(self._h, ids, cap, byref(n))
+            except _raw.AlignRangeError:
+                continue   # another thread submitted meanwhile
+            return list(ids[:n.value])
+
+    def count(self, status: Any = RequestStatus.PENDING) -> int:
+        return int(_raw.align_journal_count(self._h, int(RequestStatus(status))))
+
+    def request(self, rid: int) -> FeedbackRequest:
+        """A copy of request ``rid``."""
+        r = self._info(rid)
+        resp = tuple(_decode(_raw.align_journal_response(self._h, rid, i)) for i in range(r.k))
+        return FeedbackRequest(r.id, FeedbackKind(r.kind), RequestStatus(r.status), _decode(r.prompt),
+                               resp, r.deadline, r.submitted_at, r.answered_at,
+                               None if r.annotator is None else _decode(r.annotator),
+                               Source(r.source), bool(r.exported))
+
+    def export(self, dataset: "Dataset", *, all: bool = False) -> int:
+        """Adds the answered requests not exported before (every answered
+        one with ``all``) to ``dataset``; returns how many requests."""
+        n = ctypes.c_int64()
+        _raw.align_journal_export(self._h, dataset._h, _raw.ALIGN_JOURNAL_EXPORT_ALL if all else 0,
+                                  byref(n))
+        return n.value
