@@ -60,7 +60,7 @@ SO_DEV  := $(BUILD)/libalign.so
 ARCHIVE := $(BUILD)/libalign.a
 
 .PHONY: gpt2-vocab all lib check check-c check-sh check-py asan abi-check abi-baseline examples \
-        bench demo deps deps-bench deps-browser install uninstall clean help
+        bench demo deps deps-bench install uninstall clean help
 all: lib examples
 
 lib: $(SO_REAL) $(SO_NAME) $(SO_DEV) $(ARCHIVE)
@@ -177,6 +177,7 @@ deps-bench:
 	@bash tools/deps.sh --bench
 # Debian's chromium for the browser test of `alignctl label` (tests/sh/label_browser.sh
 # skips without it); CI installs it.
+.PHONY: deps-browser
 deps-browser:
 	@bash tools/deps.sh --browser
 

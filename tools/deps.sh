@@ -1,24 +1,20 @@
 #!/usr/bin/env bash
 # Verifies libalign's build and test dependencies. On Debian/Ubuntu as root it
 # installs what is missing with apt-get (and says what); elsewhere it prints
-# the packages to install and fails.   usage: deps.sh [--bench] [--browser]
-#   --bench    also PyTorch (python3-torch) for the benchmarks
-#   --browser  also Debian's chromium for tests/sh/label_browser.sh (which
-#              fetches puppeteer-core from npm itself and never a browser)
+# the packages to install and fails.   usage: deps.sh [--bench]
 set -u
-want_bench=0 want_browser=0
-for a in "$@"; do
-  case "$a" in
-    --bench) want_bench=1 ;;
-    --browser) want_browser=1 ;;
-    *) echo "usage: deps.sh [--bench] [--browser]" >&2; exit 2 ;;
-  esac
-done
+want_bench=0
+[ "${1:-}" = "--bench" ] && want_bench=1
 
 missing=()   # Debian package names
 have_pc()  { pkg-config --exists "$1" 2>/dev/null; }
 have_cmd() { command -v "$1" >/dev/null 2>&1; }
 have_hdr() { printf '#include <%s>\n' "$1" | cc -E -x c - >/dev/null 2>&1; }
+# --browser (make deps-browser, CI): also Debian's chromium, for the browser
+# test of `alignctl label` (tests/sh/label_browser.sh fetches puppeteer-core
+# from npm itself, never a browser; without chromium it skips).
+want_browser=0
+for a in "$@"; do [ "$a" = "--browser" ] && want_browser=1; done
 
 have_cmd cc          || missing+=(gcc)
 have_cmd c++         || missing+=(g++)
@@ -27,6 +23,7 @@ have_cmd pkg-config  || missing+=(pkg-config)
 have_pc openblas     || missing+=(libopenblas-dev)
 have_pc libuv        || missing+=(libuv1-dev)
 have_hdr http_parser.h || missing+=(libhttp-parser-dev)   # alignctl label --serve
+if [ "$want_browser" = 1 ]; then [ -x /usr/bin/chromium ] || missing+=(chromium); fi
 have_pc jansson      || missing+=(libjansson-dev)
 have_pc libpcre2-8   || missing+=(libpcre2-dev)
 have_pc check        || missing+=(check)
@@ -37,9 +34,6 @@ have_cmd python3     || missing+=(python3)
 have_cmd node        || missing+=(nodejs)
 have_cmd npm         || missing+=(npm)
 have_cmd xmllint     || missing+=(libxml2-utils)
-if [ "$want_browser" = 1 ]; then
-  [ -x /usr/bin/chromium ] || missing+=(chromium)
-fi
 if [ "$want_bench" = 1 ]; then
   /usr/bin/python3 -c 'import torch' >/dev/null 2>&1 || missing+=(python3-torch)
 fi
