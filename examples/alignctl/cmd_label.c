@@ -193,7 +193,8 @@ static int check_dense(http_resp *rs, const int32_t *rank, int32_t k)
 
 static void api_answer(label_ctx *c, const http_req *rq, http_resp *rs)
 {
-    if (strncasecmp(rq->ctype, "application/json", 16) != 0) {
+    if (strncasecmp(rq->ctype, "application/json", 16) != 0 ||
+        (rq->ctype[16] && rq->ctype[16] != ';' && rq->ctype[16] != ' ')) {
         http_error(rs, 415, "send the answer as Content-Type: application/json");
         return;
     }

@@ -328,10 +328,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
     http_conn *c = s->data;
-    if (n < 0) { /* EOF or error */
-        if (c->state == ST_READING && n == UV_EOF && c->url_len > 0) {
-            /* the client half-closed mid-request: nothing to answer */
-        }
+    if (n < 0) { /* EOF or error; a request cut short gets no answer */
         conn_close(c);
         return;
     }

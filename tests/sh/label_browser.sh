@@ -10,14 +10,16 @@
 # SKIPS (exit 0, saying why) without chromium, node/npm or puppeteer-core;
 # `make deps-browser` (tools/deps.sh --browser) installs chromium, and CI
 # (.ci/run, LABEL_BROWSER_REQUIRED=1) turns a skip into a failure.
-# puppeteer-core comes from npm into $BUILD/npm-browser/ (never a browser).
+# puppeteer-core 24 comes from npm into $BUILD/npm-browser/ (never a browser).
 set -euo pipefail
 BUILD=${BUILD:-build}
 CC=${CC:-cc}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 B=$(cd "$ROOT" && mkdir -p "$BUILD" && cd "$BUILD" && pwd)
 CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
+# puppeteer-core lives in $BUILD/npm-browser; an asan run reuses build/'s copy.
 PUPPETEER_DIR="$B/npm-browser"
+[ -f "$ROOT/build/npm-browser/node_modules/puppeteer-core/package.json" ] && PUPPETEER_DIR="$ROOT/build/npm-browser"
 t0=$(date +%s.%N)
 
 # CI sets LABEL_BROWSER_REQUIRED=1 (after make deps-browser): there a skip is a failure.
@@ -32,7 +34,7 @@ if [ ! -f "$PUPPETEER_DIR/node_modules/puppeteer-core/package.json" ]; then
     mkdir -p "$PUPPETEER_DIR"
     echo "installing puppeteer-core into $PUPPETEER_DIR"
     if ! PUPPETEER_SKIP_DOWNLOAD=1 npm install --prefix "$PUPPETEER_DIR" --no-audit --no-fund \
-            puppeteer-core >"$PUPPETEER_DIR/install.log" 2>&1; then
+            puppeteer-core@24 >"$PUPPETEER_DIR/install.log" 2>&1; then
         tail -5 "$PUPPETEER_DIR/install.log"
         skip "npm install puppeteer-core failed (is the npm registry reachable?)"
     fi
