@@ -136,30 +136,30 @@ try {
 check(problems.length === 0, 'no JavaScript errors, console errors or failed requests' + (problems.length ? ': ' + problems.join(' | ') : ''));
 
 async function checkJournalAndHttp() {
-// ---- the journal holds exactly those answers ----
-const lines = () => fs.readFileSync(journal, 'utf-8').split('\n').filter((l) => l).map((l) => JSON.parse(l));
-const answers = lines().filter((o) => o.op === 'answer');
-const got = Object.fromEntries(answers.map((a) => [a.id, a.values]));
-const want = { 1: [0, 1, 0], 2: [1, 0], 3: [1, 0], 4: [0.5, -1, 2], 5: [0, 2, 0, 1] };
-check(answers.length === 5 && JSON.stringify(got) === JSON.stringify(want),
-  'the journal holds exactly the 5 answers given: ' + JSON.stringify(got));
-check(answers.map((a) => a.id).join(',') === '2,3,4,5,1', 'in the order given (2, 3, 4, 5, 1)');
-check(answers.every((a) => a.annotator === 'alice' && a.source === 'human'), 'each by annotator "alice", source human');
+  // ---- the journal holds exactly those answers ----
+  const lines = () => fs.readFileSync(journal, 'utf-8').split('\n').filter((l) => l).map((l) => JSON.parse(l));
+  const answers = lines().filter((o) => o.op === 'answer');
+  const got = Object.fromEntries(answers.map((a) => [a.id, a.values]));
+  const want = { 1: [0, 1, 0], 2: [1, 0], 3: [1, 0], 4: [0.5, -1, 2], 5: [0, 2, 0, 1] };
+  check(answers.length === 5 && JSON.stringify(got) === JSON.stringify(want),
+    'the journal holds exactly the 5 answers given: ' + JSON.stringify(got));
+  check(answers.map((a) => a.id).join(',') === '2,3,4,5,1', 'in the order given (2, 3, 4, 5, 1)');
+  check(answers.every((a) => a.annotator === 'alice' && a.source === 'human'), 'each by annotator "alice", source human');
 
-// ---- bad requests over plain HTTP: a clear 4xx JSON error, nothing written ----
-const before = fs.readFileSync(journal);
-const { port, hostname } = new URL(url);
-function raw(method, p, body, headers = {}) {
-  return new Promise((resolve, reject) => {
-    const r = http.request({ host: hostname, port, method, path: p, headers: { 'Content-Type': 'application/json', ...headers } }, (res) => {
-      let data = '';
-      res.on('data', (d) => { data += d; });
-      res.on('end', () => resolve({ status: res.statusCode, body: data, headers: res.headers }));
+  // ---- bad requests over plain HTTP: a clear 4xx JSON error, nothing written ----
+  const before = fs.readFileSync(journal);
+  const { port, hostname } = new URL(url);
+  function raw(method, p, body, headers = {}) {
+    return new Promise((resolve, reject) => {
+      const r = http.request({ host: hostname, port, method, path: p, headers: { 'Content-Type': 'application/json', ...headers } }, (res) => {
+        let data = '';
+        res.on('data', (d) => { data += d; });
+        res.on('end', () => resolve({ status: res.statusCode, body: data, headers: res.headers }));
+      });
+      r.on('error', reject);
+      if (body !== undefined) r.write(body);
+      r.end();
     });
-    r.on('error', reject);
-    if (body !== undefined) r.write(body);
-    r.end();
-  });
 }
 const cases = [
   ['POST', '/api/answer', '{"id": 99, "ranking": [0, 1, 2]}', 404, 'unknown id'],

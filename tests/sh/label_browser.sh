@@ -23,6 +23,20 @@ PUPPETEER_DIR="$B/npm-browser"
 t0=$(date +%s.%N)
 
 # CI sets LABEL_BROWSER_REQUIRED=1 (after make deps-browser): there a skip is a failure.
+# The command line, without a browser: usage errors exit 2, a missing journal 1.
+CTL="$B/bin/alignctl"
+want_exit() { # want_exit STATUS WHAT -- command...
+    local want=$1 what=$2 rc=0; shift 3
+    "$@" >/dev/null 2>&1 || rc=$?
+    [ "$rc" = "$want" ] || { echo "FAIL: $what: exit $rc, want $want"; exit 1; }
+    echo "  ok   $what: exit $want"
+}
+want_exit 0 "alignctl label --help" -- "$CTL" label --help
+want_exit 2 "no --journal" -- "$CTL" label --serve
+want_exit 2 "--host that is not an address" -- "$CTL" label --serve --journal x --host localhost
+want_exit 2 "--port out of range" -- "$CTL" label --serve --journal x --port 70000
+want_exit 1 "a journal that does not exist" -- "$CTL" label --serve --journal /nonexistent/j
+
 skip() {
     if [ "${LABEL_BROWSER_REQUIRED:-0}" = 1 ]; then echo "FAIL label_browser: $*"; exit 1; fi
     echo "SKIP label_browser: $*"; exit 0
@@ -145,6 +159,12 @@ else
     echo "  ok   SIGINT stops the server with exit status 0"
 fi
 [ "$status" = 0 ] || { echo "FAIL: label_browser"; exit 1; }
+
+# Without --serve: the counts.
+counts=$("$CTL" label --journal "$J")
+[ "$counts" = '{"pending":0,"answered":6,"canceled":0,"expired":0,"total":6}' ] ||
+    { echo "FAIL: alignctl label --journal J printed $counts"; exit 1; }
+echo "  ok   alignctl label --journal J (no --serve): $counts"
 
 # The journal through the library: statuses, annotators, and the exported records.
 cp "$J" "$WORK/copy.journal"
