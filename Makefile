@@ -2,6 +2,7 @@
 #   make            shared + static library in $(BUILD)/
 #   make check      dependencies, then every test suite (the README's test command)
 #   make asan       the C test suites under AddressSanitizer + UBSan ($(BUILD)-asan/)
+#   make tsan       the threaded C suites under ThreadSanitizer ($(BUILD)-tsan/)
 #   make abi-check  exported symbols and ABI against abi/ (with a self-test)
 #   make help       all targets
 .DEFAULT_GOAL := all
@@ -59,7 +60,8 @@ SO_NAME := $(BUILD)/libalign.so.$(SOVERSION)
 SO_DEV  := $(BUILD)/libalign.so
 ARCHIVE := $(BUILD)/libalign.a
 
-.PHONY: gpt2-vocab all lib check check-c check-sh check-py asan abi-check abi-baseline examples \
+.PHONY: FORCE gpt2-vocab fuzz fuzz-build all lib check check-c check-sh check-py asan tsan tsan-run abi-check \
+        abi-baseline examples \
         bench demo deps deps-bench install uninstall clean help
 all: lib examples
 
@@ -84,6 +86,10 @@ EX_BINS  := $(EX_SRCS:examples/%.c=$(BUILD)/bin/%)
 EX_CFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L $(OPT) -g -fno-math-errno -Iinclude $(WARN) $(SAN) $(CFLAGS)
 EX_LIBS   = -L$(BUILD) -lalign -Wl,-rpath,'$$ORIGIN/..' -lm $(SAN)
 examples: $(EX_BINS) $(BUILD)/bin/alignctl
+# the libuv example (include/align_uv.h) calls libuv itself
+$(BUILD)/bin/feedback_uv: EX_LIBS += $(UV_LIBS)
+$(BUILD)/bin/feedback_uv: EX_CFLAGS += $(UV_CFLAGS)
+$(BUILD)/bin/feedback_uv: include/align_uv.h
 $(BUILD)/bin/%: examples/%.c include/align.h $(SO_DEV)
 	@mkdir -p $(dir $@)
 	$(CC) $(EX_CFLAGS) $< -o $@ $(EX_LIBS) $(LDFLAGS)
@@ -164,6 +170,45 @@ asan: deps
 	  check-c check-sh
 	@echo "libalign: sanitizer run passed"
 
+# ThreadSanitizer on the suites that run model calls from several host threads at once
+# (TSAN_SUITES, one CK_RUN_SUITE each). tests/tsan.supp: OpenBLAS is not instrumented.
+TSAN_SUITES ?= internal_threads internal_generate
+tsan: deps
+	$(MAKE) BUILD=$(BUILD)-tsan OPT=-O1 SAN="-fsanitize=thread -fno-omit-frame-pointer" tsan-run
+tsan-run: lib $(BUILD)/tests/check_internal
+	@set -e; for s in $(TSAN_SUITES); do echo "== tsan: $$s"; \
+	  CK_RUN_SUITE=$$s TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp halt_on_error=1" \
+	  $(TEST_ENV) $(BUILD)/tests/check_internal; done
+	@echo "libalign: thread sanitizer run passed"
+# ---- fuzzing (docs/reliability.md): libFuzzer harnesses in tests/fuzz/, clang only --------------
+#   make fuzz FUZZ_SECONDS=60   builds $(BUILD)-fuzz/ and runs each harness that long
+FUZZ_SECONDS ?= 60
+FUZZ_CC      ?= clang
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_NAMES   := $(sort $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c)))
+FUZZ_BINS    := $(FUZZ_NAMES:%=$(BUILD)-fuzz/fuzz_%)
+$(BUILD)-fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_util.h $(BUILD)-fuzz/libalign.a
+	$(FUZZ_CC) -std=c11 -O1 -g $(FUZZ_SAN) -fsanitize=fuzzer -Iinclude -Ilib \
+	  -DFUZZ_FIXTURES='"$(CURDIR)/tests/fixtures"' $< -o $@ $(BUILD)-fuzz/libalign.a $(LIB_LIBS)
+$(BUILD)-fuzz/libalign.a: $(SRCS) $(HDRS) Makefile
+	$(MAKE) BUILD=$(BUILD)-fuzz CC=$(FUZZ_CC) OPT=-O1 SAN="$(FUZZ_SAN) -fsanitize=fuzzer-no-link" \
+	  $(BUILD)-fuzz/libalign.a
+fuzz-build:
+	@bash tools/deps.sh --fuzz
+	$(MAKE) $(FUZZ_BINS)
+# Each harness starts from its seed corpus (tests/fuzz/corpus/NAME, copied into
+# $(BUILD)-fuzz/corpus/NAME where new inputs accumulate); a crash is saved as
+# $(BUILD)-fuzz/crash-NAME-* and fails the target.
+fuzz: fuzz-build
+	@set -e; for n in $(or $(FUZZ_ONLY),$(FUZZ_NAMES)); do \
+	  mkdir -p $(BUILD)-fuzz/corpus/$$n; cp -n tests/fuzz/corpus/$$n/* $(BUILD)-fuzz/corpus/$$n/ 2>/dev/null || true; \
+	  echo "== fuzz_$$n ($(FUZZ_SECONDS) s)"; \
+	  $(BUILD)-fuzz/fuzz_$$n -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -malloc_limit_mb=1024 \
+	    -max_len=65536 -print_final_stats=1 -artifact_prefix=$(BUILD)-fuzz/crash-$$n- \
+	    $(BUILD)-fuzz/corpus/$$n 2> $(BUILD)-fuzz/fuzz_$$n.log || { tail -40 $(BUILD)-fuzz/fuzz_$$n.log; exit 1; }; \
+	  grep -E '^(stat::number_of_executed_units|stat::average_exec_per_sec|stat::peak_rss_mb)' $(BUILD)-fuzz/fuzz_$$n.log; \
+	done; echo "libalign: fuzzing found nothing in $(FUZZ_SECONDS) s per harness"
+
 # ---- ABI (docs/conventions.md, "ABI promise") --------------------------------------------------------------
 abi-check: lib
 	bash tools/abi-check.sh $(SO_REAL)
@@ -196,13 +241,22 @@ demo: deps
 	BUILD=$(BUILD) bash examples/demo.sh
 
 # ---- install (PREFIX, DESTDIR, LIBDIR, INCLUDEDIR honoured) -----------------------------
-$(BUILD)/libalign.pc: pkgconfig/libalign.pc.in Makefile
+# The .pc holds PREFIX/LIBDIR/INCLUDEDIR: $(BUILD)/pc.vars records the values it was
+# made with and is rewritten (so the .pc regenerates) whenever one changes; a
+# `make check` (which installs under a test PREFIX) followed by `make install`
+# must not install the test's paths.
+PC_VARS := prefix=$(PREFIX) libdir=$(LIBDIR) includedir=$(INCLUDEDIR) version=$(VERSION) blas=$(BLAS_PC)
+$(BUILD)/pc.vars: FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(PC_VARS)' | cmp -s - $@ || echo '$(PC_VARS)' > $@
+FORCE:
+$(BUILD)/libalign.pc: pkgconfig/libalign.pc.in Makefile $(BUILD)/pc.vars
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
 	    -e 's|@VERSION@|$(VERSION)|' -e 's|@BLAS_PC@|$(BLAS_PC)|' $< > $@
 
 install: lib examples $(BUILD)/libalign.pc
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(BINDIR)
-	install -m 644 include/align.h $(DESTDIR)$(INCLUDEDIR)/
+	install -m 644 include/align.h include/align_uv.h $(DESTDIR)$(INCLUDEDIR)/
 	install -m 755 $(SO_REAL) $(DESTDIR)$(LIBDIR)/
 	ln -sf libalign.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libalign.so.$(SOVERSION)
 	ln -sf libalign.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libalign.so
@@ -213,18 +267,20 @@ install: lib examples $(BUILD)/libalign.pc
 	  install -m 755 $(BUILD)/alignctl.installed $(DESTDIR)$(BINDIR)/alignctl; fi
 
 uninstall:
-	rm -f $(DESTDIR)$(INCLUDEDIR)/align.h $(DESTDIR)$(LIBDIR)/libalign.so.$(VERSION) \
+	rm -f $(DESTDIR)$(INCLUDEDIR)/align.h $(DESTDIR)$(INCLUDEDIR)/align_uv.h $(DESTDIR)$(LIBDIR)/libalign.so.$(VERSION) \
 	      $(DESTDIR)$(LIBDIR)/libalign.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libalign.so \
 	      $(DESTDIR)$(LIBDIR)/libalign.a $(DESTDIR)$(PKGCONFIGDIR)/libalign.pc $(DESTDIR)$(BINDIR)/alignctl
 
 clean:
-	rm -rf $(BUILD) $(BUILD)-asan
+	rm -rf $(BUILD) $(BUILD)-asan $(BUILD)-tsan $(BUILD)-fuzz
 
 help:
 	@echo "libalign $(VERSION) — targets:"
 	@echo "  all (default)  shared libalign.so.$(VERSION) (SONAME libalign.so.$(SOVERSION)), libalign.a, examples"
 	@echo "  check          install missing dependencies (make deps), run every test suite"
 	@echo "  asan           C and shell tests under -fsanitize=address,undefined in $(BUILD)-asan/"
+	@echo "  tsan           the threaded C suites (TSAN_SUITES) under -fsanitize=thread in $(BUILD)-tsan/"
+	@echo "  fuzz           libFuzzer harnesses (tests/fuzz, clang) for FUZZ_SECONDS=$(FUZZ_SECONDS) each"
 	@echo "  abi-check      compare exports and ABI with abi/ (self-test included); abi-baseline rewrites it"
 	@echo "  demo           train a small model end to end and show samples"
 	@echo "  bench          benchmarks against PyTorch (BENCH_JSON=file for JSON lines)"

@@ -151,18 +151,29 @@ ALIGN_API int align_model_default_params(align_model_params *out, size_t struct_
 
 /* A randomly initialised model (GPT-2 initialisation). p is copied. */
 ALIGN_API int align_model_create(align_model **out, const align_model_params *p);
-/* Loads safetensors weights with Hugging Face GPT-2 names. The configuration
- * comes from the file (metadata, else tensor shapes); p may be NULL or give
- * flags (ALIGN_MODEL_SCALAR_HEAD adds a fresh head if the file has none),
- * seed and n_threads. */
+/* Loads safetensors weights with Hugging Face GPT-2 names: a libalign file,
+ * a Hugging Face folder (config.json + model.safetensors) or a file with a
+ * config.json beside it, or a libalign checkpoint folder. The configuration
+ * comes from the file's metadata or config.json; a file with neither is
+ * refused (the head count is unknown). GPT2ForSequenceClassification files
+ * load with a scalar head. Every tensor is checked before allocating.
+ * p may be NULL or give flags (ALIGN_MODEL_SCALAR_HEAD adds a fresh head if
+ * the file has none), seed and n_threads. */
 ALIGN_API int align_model_load(align_model **out, const char *path, const align_model_params *p);
-/* Writes safetensors atomically (temporary file, fsync, rename). */
+/* Writes safetensors atomically (temporary file, fsync, rename); a folder
+ * path gets model.safetensors + config.json (= align_model_save_ex(m, path, 0)). */
 ALIGN_API int align_model_save(const align_model *m, const char *path);
 /* align_model_clone flags */
 #define ALIGN_FROZEN 0x1u   /* forward only: no gradient or optimizer memory */
+/* A new model with m's configuration and weights. ALIGN_FROZEN: forward only,
+ * and usable from several threads at once (forward, generate). A frozen
+ * clone of a FROZEN model shares its weights (no copy; they never change);
+ * any other clone copies them. Models may be freed in any order: shared
+ * weights go with the last model holding them. */
 ALIGN_API int align_model_clone(align_model **out, const align_model *m, uint32_t flags);
 ALIGN_API void align_model_free(align_model *m);
-/* Message of the last failed call on m; never NULL. */
+/* Message of the last failed call on m; never NULL. On a frozen model (which
+ * threads may share) it is the calling thread's align_last_errmsg(). */
 ALIGN_API const char *align_model_errmsg(const align_model *m);
 /* Fills *out (struct_size set by the caller) with the configuration. */
 ALIGN_API int align_model_config(const align_model *m, align_model_params *out);
@@ -326,18 +337,21 @@ ALIGN_API int align_dataset_record_kind(const align_dataset *d, int64_t i);
  * align_free(). */
 ALIGN_API int align_dataset_record_json(const align_dataset *d, int64_t i, char **json_out);
 
-/* A pull source of prompts: the callback adds records with the sink. */
+/* A pull source: the callback adds records with the sink — bare prompts
+ * with align_text_sink_add, records of any kind with align_dataset_add_* on
+ * align_text_sink_dataset(sink) (declared below). */
 typedef struct align_text_sink align_text_sink;
 ALIGN_API int align_text_sink_add(align_text_sink *sink, const char *text, size_t len);
-/* Called when the dataset runs out of prompts; return 0 after adding some,
- * ALIGN_DONE when there are no more, < 0 on error. */
+/* Called when a trainer has used every record it holds; return 0 after
+ * adding some, ALIGN_DONE when there are no more (for now), < 0 on error. */
 typedef int (*align_prompt_fn)(align_text_sink *sink, void *user_data);
 ALIGN_API int align_dataset_set_source(align_dataset *d, align_prompt_fn fn, void *user_data);
-/* Calls the source until at least min_new prompt records were added.
+/* Calls the source until at least min_new records (of any kind) were added.
  * ALIGN_OK when they arrived; ALIGN_DONE when the source has no more (what it
  * added stays) or no source is set; ALIGN_ECALLBACK when the callback failed
- * or returned 0 without adding. Trainers that consume prompts call this
- * themselves when they run out; hosts may call it to prefetch. */
+ * or returned 0 without adding. Trainers call this themselves when they run
+ * out (SFT at the end of its data, docs/datasets.md); hosts may call it to
+ * prefetch. */
 ALIGN_API int align_dataset_pull(align_dataset *d, int64_t min_new);
 
 /* ======================================================================== */
@@ -459,10 +473,15 @@ ALIGN_API int align_trainer_step(align_trainer *tr, align_step_stats *stats);
 /* Loss and accuracy over all of eval (no update). */
 ALIGN_API int align_trainer_evaluate(align_trainer *tr, align_dataset *eval,
                                      align_step_stats *stats);
-/* The whole state (model, optimizer, data position, RNG, counters) into the
- * folder dir (created if missing), atomically per file. */
+/* The whole state (every trained model and its optimizer, data position,
+ * RNG, counters, the algorithm's buffers) into the folder dir (parents
+ * created), which is replaced as a whole and atomically: after a crash or a
+ * full disk dir holds the previous or the new checkpoint, never a mix. dir
+ * must be new or hold only a checkpoint (ALIGN_EINVAL otherwise). */
 ALIGN_API int align_trainer_save(const align_trainer *tr, const char *dir);
-/* Restores what align_trainer_save wrote, for a trainer built the same way. */
+/* Restores what align_trainer_save wrote, for a trainer built the same way.
+ * Everything is checked before anything is applied: on failure the trainer,
+ * its models and optimizers are unchanged. */
 ALIGN_API int align_trainer_resume(align_trainer *tr, const char *dir);
 /* Asks the current or next step to stop between micro-batches
  * (ALIGN_ECANCELED, nothing applied). Safe from any thread and from signal
@@ -553,6 +572,109 @@ ALIGN_API int align_generate_chat(align_model *m, const align_tokenizer *t,
                                   const char *const *contents, const int32_t *n_messages,
                                   int32_t n, const align_generate_params *p,
                                   align_generation **out);
+
+/* ======================================================================== */
+/* reward models: one scorer handle, Hugging Face layouts (docs/reward.md)  */
+/* ======================================================================== */
+
+/* align_model_save_ex flags */
+#define ALIGN_SAVE_HF_SEQUENCE_CLASSIFICATION 0x1u /* transformers' GPT2ForSequenceClassification
+                                                      layout: body under "transformer.", score.weight
+                                                      [1][n_embd] without bias (needs a scalar head) */
+
+/* align_model_save with options. path may name a folder (an existing one, or
+ * a path ending in '/', created): model.safetensors and a Hugging Face
+ * config.json are written in it. The head's bias, which the HF layout lacks,
+ * and the reward normalisation are kept in the file's metadata. */
+ALIGN_API int align_model_save_ex(const align_model *m, const char *path, uint32_t flags);
+
+typedef struct align_reward_model align_reward_model;
+
+/* Scores n (prompt, response) pairs: scores[i] for (prompts[i], responses[i]).
+ * Returns 0, or < 0 to abort: the call fails with ALIGN_ECALLBACK. */
+typedef int (*align_score_fn)(const char *const *prompts, const char *const *responses,
+                              int32_t n, float *scores, void *user_data);
+
+/* align_reward_params.flags */
+#define ALIGN_REWARD_CHAT 0x1u   /* build <user_prefix>prompt<eot><assistant_prefix>response<eot>
+                                    (a two-turn chat) instead of a demonstration's
+                                    prompt response <eot> */
+
+typedef struct align_reward_params {
+    uint32_t struct_size;
+    uint32_t flags;            /* ALIGN_REWARD_* */
+    int32_t  max_seq_len;      /* tokens per sequence; 0 = the model's max_seq_len */
+    int32_t  batch_size;       /* sequences per forward pass (default 16) */
+    int32_t  truncation;       /* ALIGN_TRUNCATE_*: default LEFT (keeps the response's end,
+                                  where the score is read); DROP fails with ALIGN_ERANGE */
+    const char *user_prefix;       /* ALIGN_REWARD_CHAT only; NULL = "<|user|>\n" (copied) */
+    const char *assistant_prefix;  /* ALIGN_REWARD_CHAT only; NULL = "<|assistant|>\n" (copied) */
+} align_reward_params;
+
+ALIGN_API int align_reward_default_params(align_reward_params *out, size_t struct_size);
+#define ALIGN_REWARD_DEFAULT_PARAMS(p) align_reward_default_params((p), sizeof *(p))
+
+/* A scorer over a model with a scalar head (ALIGN_EINVAL without one) and its
+ * tokenizer, both borrowed (they must outlive the handle). p may be NULL. */
+ALIGN_API int align_reward_model_from_model(align_reward_model **out, align_model *m,
+                                            const align_tokenizer *t, const align_reward_params *p);
+/* A scorer over a host callback (fn is called with batches of pairs). */
+ALIGN_API int align_reward_model_from_callback(align_reward_model **out, align_score_fn fn,
+                                               void *user_data);
+ALIGN_API void align_reward_model_free(align_reward_model *rm);
+ALIGN_API const char *align_reward_model_errmsg(const align_reward_model *rm);
+
+/* scores[i] = scale * r(prompts[i], responses[i]) + bias, for n >= 0 pairs.
+ * A model reads its scalar head at each sequence's last token (the final
+ * end-of-turn). A callback's non-finite score fails with ALIGN_ENONFINITE,
+ * its error with ALIGN_ECALLBACK; scores is then unspecified. */
+ALIGN_API int align_reward_model_score(align_reward_model *rm, const char *const *prompts,
+                                       const char *const *responses, int32_t n, float *scores);
+
+/* align_reward_model_normalize flags */
+#define ALIGN_REWARD_NORMALIZE_STD 0x1u  /* also scale to unit standard deviation */
+
+/* Sets the bias (and with ALIGN_REWARD_NORMALIZE_STD the scale) so that these
+ * n reference pairs (e.g. the demonstrations) score 0 on average (and 1 in
+ * standard deviation), as InstructGPT did. A model-backed scorer stores the
+ * normalisation in the model: align_model_save keeps it. */
+ALIGN_API int align_reward_model_normalize(align_reward_model *rm, const char *const *prompts,
+                                           const char *const *responses, int32_t n, uint32_t flags);
+ALIGN_API int align_reward_model_set_normalization(align_reward_model *rm, float bias, float scale);
+ALIGN_API int align_reward_model_get_normalization(const align_reward_model *rm, float *bias,
+                                                   float *scale);
+
+/* ======================================================================== */
+/* trainer metrics and host data sources (0.2)                              */
+/* ======================================================================== */
+
+/* align_trainer_metrics `which` */
+enum { ALIGN_METRICS_STEP = 0, ALIGN_METRICS_EVAL = 1 };
+
+/* The named metrics of the last step that returned ALIGN_OK (which =
+ * ALIGN_METRICS_STEP; inside on_step: the step being decided) or of the last
+ * align_trainer_evaluate (ALIGN_METRICS_EVAL), as n (name, value) pairs:
+ * "loss", "accuracy", "tokens", "sequences", "learning_rate", "grad_norm",
+ * "tokens_per_sec", "epoch", and per algorithm e.g. "rewards/chosen",
+ * "objective/kl" (docs/trainer.md lists them). *names and *values are
+ * borrowed until the next step, evaluate, resume or free of tr; n is 0
+ * before the first. */
+ALIGN_API int align_trainer_metrics(const align_trainer *tr, int32_t which,
+                                    const char *const **names, const double **values,
+                                    int32_t *n);
+/* One metric by name; ALIGN_ENOENT if the last step/evaluation has none. */
+ALIGN_API int align_trainer_metric(const align_trainer *tr, int32_t which,
+                                   const char *name, double *value);
+
+/* align_sft_params.flags: visit the examples in dataset order every epoch
+ * (no shuffling), e.g. for data streamed from a source. */
+#define ALIGN_SFT_SEQUENTIAL 0x4u
+
+/* Inside a source callback (align_dataset_set_source): the dataset being
+ * fed, so the callback can add records of any kind, with provenance, through
+ * align_dataset_add_demo/_chat/_ranking/_preference/_label/_score/_prompt.
+ * NULL outside the callback. */
+ALIGN_API align_dataset *align_text_sink_dataset(align_text_sink *sink);
 
 /* ======================================================================== */
 /* feedback journal: requests answered later, kept on disk (docs/feedback.md) */

@@ -127,7 +127,7 @@ START_TEST(test_load_formats)
                "{\"prompt\": \"p\", \"responses\": [\"x\", \"y\", \"z\"], \"ranking\": [0, 0, 1]}\n"
                "{\"prompt\": \"p\", \"response\": \"x\", \"label\": false, \"timestamp\": 42}\n"
                "{\"prompt\": \"p\", \"response\": \"x\", \"score\": 3}\n"
-               "{\"prompt\": \"only\", \"extra\": [1, 2]}\n"
+               "{\"prompt\": \"only\"}\n" /* other fields are errors: check_internal_reliability.c */
                "{\"prompt\": \"no newline at the end\"}");
     align_dataset *d = NULL;
     ck_assert_int_eq(align_dataset_create(&d), ALIGN_OK);

@@ -241,6 +241,10 @@ static int check_busy(align_trainer *tr, uv_loop_t *loop)
     ok &= align_trainer_save(tr, "/nonexistent") == ALIGN_EBUSY;
     ok &= align_trainer_resume(tr, "/nonexistent") == ALIGN_EBUSY;
     ok &= strstr(align_last_errmsg(), "in flight") != NULL;
+    const char *const *names;
+    const double *values;
+    int32_t n;
+    ok &= align_trainer_metrics(tr, ALIGN_METRICS_STEP, &names, &values, &n) == ALIGN_EBUSY;
     return ok;
 }
 

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Verifies libalign's build and test dependencies. On Debian/Ubuntu as root it
 # installs what is missing with apt-get (and says what); elsewhere it prints
-# the packages to install and fails.   usage: deps.sh [--bench]
+# the packages to install and fails.   usage: deps.sh [--bench | --fuzz]
+#   --bench  also python3-torch (make bench)
+#   --fuzz   also clang and its libFuzzer runtime (make fuzz; not needed by make check)
 set -u
 want_bench=0
+want_fuzz=0
 [ "${1:-}" = "--bench" ] && want_bench=1
+[ "${1:-}" = "--fuzz" ] && want_fuzz=1
 
 missing=()   # Debian package names
 have_pc()  { pkg-config --exists "$1" 2>/dev/null; }
@@ -34,8 +38,18 @@ have_cmd python3     || missing+=(python3)
 have_cmd node        || missing+=(nodejs)
 have_cmd npm         || missing+=(npm)
 have_cmd xmllint     || missing+=(libxml2-utils)
-if [ "$want_bench" = 1 ]; then
-  /usr/bin/python3 -c 'import torch' >/dev/null 2>&1 || missing+=(python3-torch)
+# PyTorch: the benchmarks' baseline, and the reference forward that Hugging Face
+# reward-model files are checked against (bindings/python/tests/test_hf_torch.py)
+/usr/bin/python3 -c 'import torch' >/dev/null 2>&1 || missing+=(python3-torch)
+
+if [ "$want_fuzz" = 1 ]; then
+  have_cmd clang || missing+=(clang)
+  # libFuzzer's runtime (clang 14 on Debian 12 ships it in libclang-rt-14-dev)
+  if have_cmd clang && ! ls "$(clang -print-resource-dir 2>/dev/null)"/lib/linux/libclang_rt.fuzzer-x86_64.a \
+       >/dev/null 2>&1; then
+    missing+=(libclang-rt-14-dev)
+  fi
+  have_cmd clang || missing+=(libclang-rt-14-dev)
 fi
 
 if [ ${#missing[@]} -eq 0 ]; then

@@ -118,6 +118,11 @@ int metrics_write_step(FILE *f, const align_step_stats *st, double time,
                        const align_step_stats *eval);
 /* A final evaluation line {"step", "eval_loss", "eval_accuracy"}. */
 int metrics_write_eval(FILE *f, int64_t step, const align_step_stats *eval);
+/* The same, plus every named metric of the trainer (align_trainer_metrics):
+ * the step's under their own names, the evaluation's as "eval_<name>". */
+int metrics_write_step_tr(FILE *f, const align_trainer *tr, const align_step_stats *st, double time,
+                          const align_step_stats *eval);
+int metrics_write_eval_tr(FILE *f, const align_trainer *tr, int64_t step, const align_step_stats *eval);
 /* "time" of the last record with step <= upto, so a resumed clock continues. */
 double metrics_last_time(const char *path, int64_t upto);
 

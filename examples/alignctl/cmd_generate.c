@@ -21,6 +21,11 @@ static const char *const HELP_GENERATE =
     "  --stop TEXT           stop when TEXT appears (repeatable)\n"
     "  --batch N             prompts per batch (default 8)\n"
     "  --threads N           CPU threads (default: all)\n"
+    "  --chat                prompt through the chat template SFT trains with: each prompt\n"
+    "                        is a user turn, then the assistant prefix; --prompts lines may\n"
+    "                        hold {\"messages\": [{\"role\", \"content\"}, ...]} instead\n"
+    "  --system TEXT         with --chat: a system turn before each conversation\n"
+    "  --special             text prompts may contain <|endoftext|> (the end-of-turn token)\n"
     "  --json                one JSON object per prompt: prompt, text, tokens, logprobs,\n"
     "                        finish_reason (length, eot or stop)\n";
 
@@ -58,7 +63,31 @@ typedef struct {
     const char *path;
     char **list;
     int32_t n, cap;
+    int chat;          /* accept {"messages": [...]} lines */
+    json_t **conv;     /* [cap]: the line's messages array (chat), or NULL */
 } prompts_ctx;
+
+/* A "messages" array of {"role","content"} strings, or NULL with a message. */
+static json_t *messages_of(const prompts_ctx *c, long line, json_t *v)
+{
+    json_t *ms = json_object_get(v, "messages");
+    if (!ms)
+        return NULL;
+    size_t i;
+    json_t *m;
+    if (!json_is_array(ms) || json_array_size(ms) == 0) {
+        msg("%s:%ld: \"messages\" must be a non-empty array", c->path, line);
+        return NULL;
+    }
+    json_array_foreach(ms, i, m) {
+        if (!json_is_string(json_object_get(m, "role")) ||
+            !json_is_string(json_object_get(m, "content"))) {
+            msg("%s:%ld: message %zu needs string \"role\" and \"content\"", c->path, line, i);
+            return NULL;
+        }
+    }
+    return ms;
+}
 
 static int prompt_line(long line, json_t *v, const char *err, void *ud)
 {
@@ -69,8 +98,15 @@ static int prompt_line(long line, json_t *v, const char *err, void *ud)
         return EXIT_RUNTIME;
     }
     const char *pr = json_string_value(json_object_get(v, "prompt"));
+    json_t *ms = NULL;
+    if (c->chat && json_object_get(v, "messages")) {
+        if (!(ms = messages_of(c, line, v)))
+            return EXIT_RUNTIME;
+        pr = "";
+    }
     if (!pr) {
-        msg("%s:%ld: no string field \"prompt\"", c->path, line);
+        msg("%s:%ld: no string field \"prompt\"%s", c->path, line,
+            c->chat ? " or \"messages\" array" : "");
         return EXIT_RUNTIME;
     }
     if (c->n == c->cap) {
@@ -79,26 +115,33 @@ static int prompt_line(long line, json_t *v, const char *err, void *ud)
         if (!nl)
             return rt_fail(ALIGN_ENOMEM, NULL, "reading prompts");
         c->list = nl;
+        json_t **nc = realloc(c->conv, (size_t)cap * sizeof *nc);
+        if (!nc)
+            return rt_fail(ALIGN_ENOMEM, NULL, "reading prompts");
+        c->conv = nc;
         c->cap = cap;
     }
     if (!(c->list[c->n] = strdup(pr)))
         return rt_fail(ALIGN_ENOMEM, NULL, "reading prompts");
+    c->conv[c->n] = ms ? json_incref(ms) : NULL;
     c->n++;
     return 0;
 }
 
-/* Prompts from a JSONL file, each {"prompt": "..."}; strings owned by *out. */
-static int read_prompts(const char *path, char ***out, int32_t *n_out)
+/* Prompts from a JSONL file, each {"prompt": "..."} (or, with chat,
+ * {"messages": [...]}, whose array goes to (*conv_out)[i]); owned by the caller. */
+static int read_prompts(const char *path, int chat, char ***out, json_t ***conv_out, int32_t *n_out)
 {
     char *buf;
     size_t len;
     *out = NULL;
+    *conv_out = NULL;
     *n_out = 0;
     if (read_file(path, &buf, &len) != 0) {
         msg("cannot read prompts '%s': %s", path, strerror(errno));
         return EXIT_RUNTIME;
     }
-    prompts_ctx c = {path, NULL, 0, 0};
+    prompts_ctx c = {path, NULL, 0, 0, chat, NULL};
     int r = jsonl_each(buf, len, prompt_line, &c);
     free(buf);
     if (!r && c.n == 0) {
@@ -106,21 +149,68 @@ static int read_prompts(const char *path, char ***out, int32_t *n_out)
         r = EXIT_RUNTIME;
     }
     if (r) {
-        for (int32_t i = 0; i < c.n; i++)
+        for (int32_t i = 0; i < c.n; i++) {
             free(c.list[i]);
+            json_decref(c.conv[i]);
+        }
         free(c.list);
+        free(c.conv);
         return r;
     }
     *out = c.list;
+    *conv_out = c.conv;
     *n_out = c.n;
     return 0;
+}
+
+/* One batch of conversations through the chat template: [system], then the
+ * line's messages or one user turn holding the prompt. */
+static int generate_chat(align_model *m, const align_tokenizer *t, const char *system,
+                         const char *const *prompts, json_t *const *conv, int32_t nb,
+                         const align_generate_params *gp, align_generation **g)
+{
+    int32_t total = 0;
+    for (int32_t i = 0; i < nb; i++)
+        total += (system ? 1 : 0) + (conv && conv[i] ? (int32_t)json_array_size(conv[i]) : 1);
+    const char **roles = malloc((size_t)total * sizeof *roles);
+    const char **contents = malloc((size_t)total * sizeof *contents);
+    int32_t *n_msg = malloc((size_t)nb * sizeof *n_msg);
+    int rc = ALIGN_ENOMEM;
+    if (roles && contents && n_msg) {
+        int32_t k = 0;
+        for (int32_t i = 0; i < nb; i++) {
+            int32_t k0 = k;
+            if (system) {
+                roles[k] = "system";
+                contents[k++] = system;
+            }
+            if (conv && conv[i]) {
+                size_t j;
+                json_t *msgv;
+                json_array_foreach(conv[i], j, msgv) {
+                    roles[k] = json_string_value(json_object_get(msgv, "role"));
+                    contents[k++] = json_string_value(json_object_get(msgv, "content"));
+                }
+            } else {
+                roles[k] = "user";
+                contents[k++] = prompts[i];
+            }
+            n_msg[i] = k - k0;
+        }
+        rc = align_generate_chat(m, t, NULL, roles, contents, n_msg, nb, gp, g);
+    }
+    free(roles);
+    free(contents);
+    free(n_msg);
+    return rc;
 }
 
 int cmd_generate(int argc, char **argv)
 {
     const char *model_path = NULL, *tok = NULL, *prompts_file = NULL, *v;
     const char *prompt_args[MAX_ARGV_LIST], *stops[MAX_ARGV_LIST];
-    int n_prompt_args = 0, n_stops = 0, as_json = 0, batch = 8, threads = 0;
+    const char *system = NULL;
+    int n_prompt_args = 0, n_stops = 0, as_json = 0, batch = 8, threads = 0, chat = 0;
     align_generate_params gp;
     ALIGN_GENERATE_DEFAULT_PARAMS(&gp);
     for (int i = 2; i < argc; i++) {
@@ -160,6 +250,12 @@ int cmd_generate(int argc, char **argv)
             batch = parse_int("--batch", v, 1, 4096);
         } else if (opt(argc, argv, &i, "--threads", &v)) {
             threads = parse_int("--threads", v, 1, 4096);
+        } else if (opt(argc, argv, &i, "--system", &v)) {
+            system = v;
+        } else if (flag(a, "--chat")) {
+            chat = 1;
+        } else if (flag(a, "--special")) {
+            gp.flags |= ALIGN_GENERATE_SPECIAL;
         } else if (flag(a, "--json")) {
             as_json = 1;
         } else {
@@ -174,16 +270,19 @@ int cmd_generate(int argc, char **argv)
         usage_die("give --prompt TEXT or --prompts FILE.jsonl");
     if (prompts_file && n_prompt_args)
         usage_die("give --prompt or --prompts, not both");
+    if (system && !chat)
+        usage_die("--system goes with --chat");
     gp.stop = n_stops ? stops : NULL;
     gp.n_stop = n_stops;
 
     if (require_inputs(model_path, tok, NULL, NULL))
         return EXIT_RUNTIME;
     char **owned = NULL;
+    json_t **conv = NULL;
     int32_t n = 0;
     const char *const *prompts;
     if (prompts_file) {
-        int r = read_prompts(prompts_file, &owned, &n);
+        int r = read_prompts(prompts_file, chat, &owned, &conv, &n);
         if (r)
             return r;
         prompts = (const char *const *)owned;
@@ -202,7 +301,8 @@ int cmd_generate(int argc, char **argv)
     for (int32_t b0 = 0; !r && b0 < n; b0 += batch) {
         int32_t nb = n - b0 < batch ? n - b0 : batch;
         align_generation *g = NULL;
-        int rc = align_generate(m, t, prompts + b0, nb, &gp, &g);
+        int rc = chat ? generate_chat(m, t, system, prompts + b0, conv ? conv + b0 : NULL, nb, &gp, &g)
+                      : align_generate(m, t, prompts + b0, nb, &gp, &g);
         if (rc < 0) {
             r = rt_fail(rc, align_model_errmsg(m), "generation failed");
             break;
@@ -231,9 +331,12 @@ int cmd_generate(int argc, char **argv)
     }
     align_model_free(m);
     align_tokenizer_free(t);
-    for (int32_t i = 0; owned && i < n; i++)
+    for (int32_t i = 0; owned && i < n; i++) {
         free(owned[i]);
+        json_decref(conv[i]);
+    }
     free(owned);
+    free(conv);
     return r;
 }
 

@@ -309,7 +309,7 @@ int cmd_sft(int argc, char **argv)
                 }
             }
         }
-        if (mf && metrics_write_step(mf, &st, time_offset + now_sec() - pg.t0,
+        if (mf && metrics_write_step_tr(mf, tr, &st, time_offset + now_sec() - pg.t0,
                                      evaluated ? &es : NULL) != 0) {
             msg("cannot write metrics file '%s'", metrics_path);
             r = EXIT_RUNTIME;
@@ -345,7 +345,7 @@ int cmd_sft(int argc, char **argv)
                 fprintf(stderr, "eval at step %lld: loss %.4f accuracy %.3f\n",
                         (long long)step, es.loss, es.accuracy);
             if (mf)
-                metrics_write_eval(mf, step, &es);
+                metrics_write_eval_tr(mf, tr, step, &es);
         }
     }
     if (interrupted || signals_caught()) {

@@ -27,10 +27,14 @@ typedef struct step_req {
     int canceled;   /* align_trainer_cancel raised the stop flag */
 } step_req;
 
+_Thread_local align_trainer *align__trainer_async_self;
+
 static void step_work(uv_work_t *w)
 {
     step_req *r = w->data;
+    align__trainer_async_self = r->tr;
     r->status = align__trainer_step(r->tr, &r->stats);
+    align__trainer_async_self = NULL;
 }
 
 static void step_after(uv_work_t *w, int status)

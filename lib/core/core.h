@@ -30,6 +30,14 @@ typedef struct align__errbuf {
 
 int align__error(align__errbuf *eb, int code, const char *fmt, ...) ALIGN__PRINTF(3, 4);
 int align__verror(align__errbuf *eb, int code, const char *fmt, va_list ap);
+/* For a caller that handles an inner call's failure (e.g. retries with a
+ * larger buffer): take mark = align__error_mark() before the inner call, and
+ * call align__error_recovered(mark) once the failure is handled. If the inner
+ * call wrote one message, the thread's last message goes back to what it was
+ * before, so a call that succeeds leaves align_last_errmsg() as it found it.
+ * The handle's own message is the caller's to clear. */
+uint64_t align__error_mark(void);
+void align__error_recovered(uint64_t mark);
 /* Clears eb (at the start of a call that may fail). */
 void align__error_clear(align__errbuf *eb);
 /* eb's message, "" when none; never NULL (eb may be NULL). */

@@ -43,7 +43,14 @@ ALIGN_API const char *align_err_name(int code)
     }
 }
 
+/* The thread's last message, and the one before it: a caller that handles a
+ * failure of an inner call (align_tokenize's ALIGN_ERANGE answered by a
+ * larger buffer) puts the previous one back with align__error_recovered(mark),
+ * so that a call that succeeds never leaves a message of its own
+ * (docs/conventions.md, "Errors"). */
 static _Thread_local char tls_last[ALIGN__ERRMSG_CAP];
+static _Thread_local char tls_prev[ALIGN__ERRMSG_CAP];
+static _Thread_local uint64_t tls_seq; /* messages written on this thread */
 
 ALIGN_API const char *align_last_errmsg(void)
 {
@@ -58,7 +65,9 @@ int align__verror(align__errbuf *eb, int code, const char *fmt, va_list ap)
         vsnprintf(tmp, sizeof tmp, fmt, ap);
     if (!tmp[0]) /* no detail: the code's own description */
         snprintf(tmp, sizeof tmp, "%s", align_strerror(code));
+    memcpy(tls_prev, tls_last, sizeof tls_prev);
     memcpy(tls_last, tmp, sizeof tmp);
+    tls_seq++;
     if (eb)
         memcpy(eb->msg, tmp, sizeof tmp);
     return code;
@@ -71,6 +80,19 @@ int align__error(align__errbuf *eb, int code, const char *fmt, ...)
     int r = align__verror(eb, code, fmt, ap);
     va_end(ap);
     return r;
+}
+
+uint64_t align__error_mark(void)
+{
+    return tls_seq;
+}
+
+void align__error_recovered(uint64_t mark)
+{
+    if (tls_seq == mark + 1) { /* exactly one message since the mark: undo it */
+        memcpy(tls_last, tls_prev, sizeof tls_last);
+        tls_seq = mark;
+    }
 }
 
 void align__error_clear(align__errbuf *eb)

@@ -47,7 +47,11 @@ ALIGN_API int align_threads_get(void)
 static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t pool_work = PTHREAD_COND_INITIALIZER;
 static pthread_cond_t pool_done = PTHREAD_COND_INITIALIZER;
-static pthread_mutex_t pool_call_mu = PTHREAD_MUTEX_INITIALIZER; /* one parallel_for at a time */
+/* One job in the pool at a time. Host threads may run model calls at once
+ * (a frozen model shared between threads): a caller that finds the pool busy
+ * runs its chunks itself, in order, with the same bounds, so the result is
+ * the same bits as through the pool and nobody waits for another's job. */
+static pthread_mutex_t pool_call_mu = PTHREAD_MUTEX_INITIALIZER;
 static int pool_started;              /* workers alive */
 static uint64_t pool_generation;      /* bumped per job */
 static int pool_pending;              /* chunks not yet finished */
@@ -106,6 +110,17 @@ static void ensure_workers(int want)
     }
 }
 
+/* Every chunk on the calling thread, in order (same bounds as the pool's). */
+static void run_inline(int64_t n, int chunks, align__range_fn fn, void *ctx)
+{
+    for (int c = 0; c < chunks; c++) {
+        int64_t b, e;
+        chunk_bounds(n, chunks, c, &b, &e);
+        if (e > b)
+            fn(ctx, b, e, c);
+    }
+}
+
 void align__parallel_for(int64_t n, align__range_fn fn, void *ctx)
 {
     if (n <= 0)
@@ -117,17 +132,15 @@ void align__parallel_for(int64_t n, align__range_fn fn, void *ctx)
         fn(ctx, 0, n, 0);
         return;
     }
-    pthread_mutex_lock(&pool_call_mu);
+    if (pthread_mutex_trylock(&pool_call_mu) != 0) { /* pool busy: run inline */
+        run_inline(n, chunks, fn, ctx);
+        return;
+    }
     pthread_mutex_lock(&pool_mu);
     ensure_workers(chunks);
     if (pool_started < chunks - 1) { /* could not start threads: run serially, same chunking */
         pthread_mutex_unlock(&pool_mu);
-        for (int c = 0; c < chunks; c++) {
-            int64_t b, e;
-            chunk_bounds(n, chunks, c, &b, &e);
-            if (e > b)
-                fn(ctx, b, e, c);
-        }
+        run_inline(n, chunks, fn, ctx);
         pthread_mutex_unlock(&pool_call_mu);
         return;
     }

@@ -22,6 +22,8 @@ struct align__batcher {
     int32_t *ex_len;
     int64_t n_ex, cap_ex;
     int64_t skipped, too_long;
+    int64_t n_seen;     /* dataset records looked at (align__batcher_ingest) */
+    int64_t epoch_n;    /* examples shuffled at the start of this epoch; later arrivals follow in order */
     int64_t *order;     /* this epoch's example order */
     /* iteration state */
     int64_t epoch, position, carry;
@@ -124,6 +126,8 @@ int align__batcher_create(align__batcher **out, align_dataset *d, const align_to
     int64_t n = align_dataset_size(d);
     b->ex_off = align__malloc((size_t)(n ? n : 1) * sizeof *b->ex_off);
     b->ex_len = align__malloc((size_t)(n ? n : 1) * sizeof *b->ex_len);
+    b->cap_ex = n ? n : 1;
+    b->n_seen = n;
     int rc = (b->ex_off && b->ex_len) ? ALIGN_OK : align__error(eb, ALIGN_ENOMEM, "out of memory");
     if (!rc)
         rc = align__template_init(&b->tmpl, t, p->system_prefix, p->user_prefix, p->assistant_prefix, eb);
@@ -138,7 +142,7 @@ int align__batcher_create(align__batcher **out, align_dataset *d, const align_to
         else
             b->skipped++;
     }
-    if (!rc && b->n_ex == 0) {
+    if (!rc && b->n_ex == 0 && !(p->flags & ALIGN__BATCH_STREAM)) {
         if (b->too_long > 0)
             rc = align__error(eb, ALIGN_EINVAL,
                               "batcher: no usable record: %lld of %lld records were too long for max_seq_len %d "
@@ -154,11 +158,15 @@ int align__batcher_create(align__batcher **out, align_dataset *d, const align_to
                               (long long)n, (long long)b->skipped);
     }
     if (!rc) {
-        b->order = align__malloc((size_t)b->n_ex * sizeof *b->order);
+        b->order = align__malloc((size_t)(b->n_ex ? b->n_ex : 1) * sizeof *b->order);
         if (!b->order)
             rc = align__error(eb, ALIGN_ENOMEM, "out of memory");
     }
-    align__template_free(&b->tmpl);
+    /* the template stays for records that arrive later (align__batcher_ingest);
+     * its tokenize scratch does not */
+    align__free(b->tmpl.scratch);
+    b->tmpl.scratch = NULL;
+    b->tmpl.scratch_cap = 0;
     b->eb = NULL;
     if (rc) {
         align__batcher_free(b);
@@ -189,7 +197,7 @@ static void make_order(align__batcher *b, align__rng *r)
         b->order[i] = i;
     if (!(b->flags & ALIGN__BATCH_SHUFFLE))
         return;
-    for (int64_t i = b->n_ex - 1; i > 0; i--) {
+    for (int64_t i = b->epoch_n - 1; i > 0; i--) {
         int64_t j = (int64_t)align__rng_below(r, (uint32_t)(i + 1));
         int64_t tmp = b->order[i];
         b->order[i] = b->order[j];
@@ -203,6 +211,7 @@ static void start_epoch(align__batcher *b)
     b->position = 0;
     b->carry = 0;
     b->epoch_rng = b->next_rng;
+    b->epoch_n = b->n_ex;
     align__rng r = b->epoch_rng;
     make_order(b, &r);
     b->next_rng = r;
@@ -217,6 +226,7 @@ void align__batcher_rewind(align__batcher *b)
     b->carry = 0;
     align__rng_init(&b->next_rng, b->seed, 0);
     b->epoch_rng = b->next_rng;
+    b->epoch_n = b->n_ex;
     for (int64_t i = 0; i < b->n_ex; i++)
         b->order[i] = i;
 }
@@ -231,7 +241,7 @@ int align__batcher_next(align__batcher *b, int32_t n_rows, int wrap, int32_t *to
     const int32_t L = b->max_len;
     int pack = (b->flags & ALIGN__BATCH_PACK) != 0;
     int32_t rows = 0;
-    while (rows < n_rows) {
+    while (rows < n_rows && b->n_ex > 0) {
         if (b->epoch == 0 || b->position >= b->n_ex) {
             if (b->epoch > 0 && !wrap)
                 break;
@@ -285,6 +295,7 @@ void align__batcher_get_state(const align__batcher *b, align__batcher_state *out
     out->position = b->position;
     out->carry = b->carry;
     out->rng = b->epoch == 0 ? b->next_rng : b->epoch_rng;
+    out->epoch_examples = b->epoch == 0 ? b->n_ex : b->epoch_n;
 }
 
 int align__batcher_set_state(align__batcher *b, const align__batcher_state *s)
@@ -292,6 +303,7 @@ int align__batcher_set_state(align__batcher *b, const align__batcher_state *s)
     if (!b || !s)
         return align__error(NULL, ALIGN_EINVAL, "batcher_set_state: NULL argument");
     if (s->epoch < 0 || s->position < 0 || s->position > b->n_ex || s->carry < 0 ||
+        s->epoch_examples < 0 || s->epoch_examples > b->n_ex ||
         (s->epoch == 0 && (s->position != 0 || s->carry != 0)))
         return align__error(NULL, ALIGN_EINVAL,
                             "batcher_set_state: epoch %lld position %lld carry %lld do not fit %lld examples",
@@ -305,10 +317,20 @@ int align__batcher_set_state(align__batcher *b, const align__batcher_state *s)
         return ALIGN_OK;
     }
     align__rng r = s->rng;
+    int64_t cur_n = b->epoch_n;
+    b->epoch_n = s->epoch_examples;
     make_order(b, &r);
     if (s->carry && (!(b->flags & ALIGN__BATCH_PACK) || s->position >= b->n_ex ||
                      s->carry >= b->ex_len[b->order[s->position]])) {
-        align__batcher_rewind(b);
+        /* all-or-nothing: put back the current epoch's order */
+        b->epoch_n = cur_n;
+        if (b->epoch > 0) {
+            align__rng cur = b->epoch_rng;
+            make_order(b, &cur);
+        } else {
+            for (int64_t i = 0; i < b->n_ex; i++)
+                b->order[i] = i;
+        }
         return align__error(NULL, ALIGN_EINVAL, "batcher_set_state: carry %lld does not fit the example",
                             (long long)s->carry);
     }
@@ -318,4 +340,78 @@ int align__batcher_set_state(align__batcher *b, const align__batcher_state *s)
     b->epoch_rng = s->rng;
     b->next_rng = r;
     return ALIGN_OK;
+}
+
+/* ---- records that arrive later (a dataset fed by a source) ---------------------- */
+
+int align__batcher_ingest(align__batcher *b, align_dataset *d, int64_t upto, int64_t *added, align__errbuf *eb)
+{
+    if (added)
+        *added = 0;
+    int64_t n = align_dataset_size(d);
+    if (upto < 0 || upto > n)
+        upto = n;
+    if (upto <= b->n_seen)
+        return ALIGN_OK;
+    int64_t need = b->n_ex + (upto - b->n_seen);
+    if (need > b->cap_ex) {
+        int64_t c = ALIGN__MAX(need, 2 * b->cap_ex);
+        int64_t *off = align__realloc(b->ex_off, (size_t)c * sizeof *off);
+        if (off)
+            b->ex_off = off;
+        int32_t *len = align__realloc(b->ex_len, (size_t)c * sizeof *len);
+        if (len)
+            b->ex_len = len;
+        int64_t *ord = align__realloc(b->order, (size_t)c * sizeof *ord);
+        if (ord)
+            b->order = ord;
+        if (!off || !len || !ord)
+            return align__error(eb, ALIGN_ENOMEM, "out of memory");
+        b->cap_ex = c;
+    }
+    /* all-or-nothing: on a failure the batcher is put back to this mark */
+    const int64_t n_tok = b->buf.n, n_ex = b->n_ex, skipped = b->skipped, seen = b->n_seen;
+    const int64_t too_long = b->too_long;
+    b->eb = eb;
+    int rc = ALIGN_OK;
+    for (int64_t i = b->n_seen; i < upto && !rc; i++) {
+        int64_t off = b->buf.n;
+        int usable = 0;
+        rc = build_example(b, d, i, &usable);
+        if (!rc && usable)
+            finish_example(b, off);
+        else if (!rc)
+            b->skipped++;
+    }
+    align__free(b->tmpl.scratch);
+    b->tmpl.scratch = NULL;
+    b->tmpl.scratch_cap = 0;
+    b->eb = NULL;
+    if (rc) {
+        b->buf.n = n_tok;
+        b->too_long = too_long;
+        b->n_ex = n_ex;
+        b->skipped = skipped;
+        b->n_seen = seen;
+        return rc;
+    }
+    b->n_seen = upto;
+    /* arrivals join the current epoch after its shuffled part, in order */
+    for (int64_t i = n_ex; i < b->n_ex; i++)
+        b->order[i] = i;
+    if (added)
+        *added = b->n_ex - n_ex;
+    return ALIGN_OK;
+}
+
+int64_t align__batcher_records(const align__batcher *b) { return b ? b->n_seen : 0; }
+
+int64_t align__batcher_tokens_left(const align__batcher *b)
+{
+    if (!b)
+        return 0;
+    int64_t pos = b->epoch == 0 ? 0 : b->position, n = -(b->epoch == 0 ? 0 : b->carry);
+    for (int64_t i = pos; i < b->n_ex; i++)
+        n += b->ex_len[b->epoch == 0 ? i : b->order[i]];
+    return n;
 }

@@ -22,6 +22,7 @@
 #define ALIGN__BATCH_FULL_LOSS 0x1u   /* = ALIGN_SFT_FULL_SEQUENCE_LOSS */
 #define ALIGN__BATCH_PACK      0x2u   /* = ALIGN_SFT_PACK */
 #define ALIGN__BATCH_SHUFFLE   0x4u   /* shuffle each epoch (off for evaluation) */
+#define ALIGN__BATCH_STREAM    0x8u   /* records arrive later: an empty start is fine */
 
 typedef struct align__batch_params {
     uint32_t flags;            /* ALIGN__BATCH_* */
@@ -65,9 +66,20 @@ typedef struct align__batcher_state {
     int64_t position;     /* next example index within the epoch order */
     int64_t carry;        /* packing: tokens of a split example already used */
     align__rng rng;       /* shuffling stream */
+    int64_t epoch_examples; /* examples shuffled at the epoch's start (later ones follow in order) */
 } align__batcher_state;
 void align__batcher_get_state(const align__batcher *b, align__batcher_state *out);
 /* Re-derives the epoch's order from the state; ALIGN_EINVAL if it does not fit. */
 int  align__batcher_set_state(align__batcher *b, const align__batcher_state *s);
+
+/* Tokenizes the dataset's records [records seen, upto) (upto < 0: all) and
+ * appends their examples; in the current epoch they come after the examples
+ * it started with, in arrival order (the next epoch shuffles them all).
+ * *added: new examples. All-or-nothing. */
+int  align__batcher_ingest(align__batcher *b, align_dataset *d, int64_t upto, int64_t *added, align__errbuf *eb);
+/* Dataset records looked at so far (usable or not). */
+int64_t align__batcher_records(const align__batcher *b);
+/* Tokens of the current epoch not yet in a row (the whole data before the first). */
+int64_t align__batcher_tokens_left(const align__batcher *b);
 
 #endif

@@ -62,6 +62,7 @@ struct align_dataset {
     align_prompt_fn source;
     void *source_ud;
     align_text_sink sink;   /* handed to the source callback */
+    int pulling;            /* inside the source callback */
 };
 
 /* What a record is made of before it is stored (pointers are the caller's). */
@@ -549,7 +550,8 @@ static double float_for_json(float f)
 static json_t *record_to_json(const align_dataset *d, int64_t i)
 {
     const rec *r = &d->recs[i];
-    const item *it = d->items + r->first_item;
+    /* items is NULL in a dataset without chat or ranking records: no NULL + 0 */
+    const item *it = r->n_items ? d->items + r->first_item : NULL;
     json_t *o = json_object();
     if (!o)
         return NULL;
@@ -731,10 +733,74 @@ static int scratch_fit(line_scratch *s, size_t n)
     return 0;
 }
 
-/* One JSON object -> rec_in (pointers into o). Kind by the first field
- * present of: messages, chosen/rejected, responses, label, score,
- * completion; else a bare prompt. */
+/* The fields each kind of record may have, besides the provenance
+ * (source, annotator, timestamp). Anything else is an error: a misspelt
+ * "completions" must not load as a bare prompt (docs/datasets.md). */
+static const char *const prov_fields[] = { "source", "annotator", "timestamp", NULL };
+static const char *const chat_fields[] = { "messages", NULL };
+static const char *const pref_fields[] = { "prompt", "chosen", "rejected", NULL };
+static const char *const rank_fields[] = { "prompt", "responses", "ranking", NULL };
+static const char *const label_fields[] = { "prompt", "response", "label", NULL };
+static const char *const score_fields[] = { "prompt", "response", "score", NULL };
+static const char *const demo_fields[] = { "prompt", "completion", NULL };
+static const char *const prompt_fields[] = { "prompt", NULL };
+static const char *const msg_fields[] = { "role", "content", NULL };
+static const char *const all_fields[] = { "source", "annotator", "timestamp", "messages", "prompt", "chosen",
+                                          "rejected", "responses", "ranking", "response", "label", "score",
+                                          "completion", NULL };
+
+static int in_list(const char *key, const char *const *list)
+{
+    for (; list && *list; list++)
+        if (strcmp(key, *list) == 0)
+            return 1;
+    return 0;
+}
+
+/* Every key of o is in allowed or extra; else why names the first that is
+ * not: "unknown field 'x'", or "field 'x' does not belong in a <kind> record". */
+static int check_fields(json_t *o, const char *const *allowed, const char *const *extra, const char *kind,
+                        char *why, size_t whycap)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(o, key, v) {
+        if (in_list(key, allowed) || in_list(key, extra))
+            continue;
+        if (in_list(key, all_fields))
+            snprintf(why, whycap, "field '%.64s' does not belong in a %s record", key, kind);
+        else
+            snprintf(why, whycap, "unknown field '%.64s'", key);
+        return ALIGN_EFORMAT;
+    }
+    return ALIGN_OK;
+}
+
+static int json_to_rec_kind(json_t *o, rec_in *in, line_scratch *sc, char *why, size_t whycap);
+
+/* One JSON object -> rec_in (pointers into o), refusing fields the kind does
+ * not use. */
 static int json_to_rec(json_t *o, rec_in *in, line_scratch *sc, char *why, size_t whycap)
+{
+    int rc = json_to_rec_kind(o, in, sc, why, whycap);
+    if (rc)
+        return rc;
+    switch (in->kind) {
+    case ALIGN_RECORD_CHAT: return check_fields(o, chat_fields, prov_fields, "chat", why, whycap);
+    case ALIGN_RECORD_RANKING:
+        return in->ranks && json_object_get(o, "responses")
+                   ? check_fields(o, rank_fields, prov_fields, "ranking", why, whycap)
+                   : check_fields(o, pref_fields, prov_fields, "preference", why, whycap);
+    case ALIGN_RECORD_LABEL: return check_fields(o, label_fields, prov_fields, "label", why, whycap);
+    case ALIGN_RECORD_SCORE: return check_fields(o, score_fields, prov_fields, "score", why, whycap);
+    case ALIGN_RECORD_DEMO: return check_fields(o, demo_fields, prov_fields, "demonstration", why, whycap);
+    default: return check_fields(o, prompt_fields, prov_fields, "prompt", why, whycap);
+    }
+}
+
+/* Kind by the first field present of: messages, chosen/rejected, responses,
+ * label, score, completion; else a bare prompt. */
+static int json_to_rec_kind(json_t *o, rec_in *in, line_scratch *sc, char *why, size_t whycap)
 {
     memset(in, 0, sizeof *in);
     int rc;
@@ -781,7 +847,8 @@ static int json_to_rec(json_t *o, rec_in *in, line_scratch *sc, char *why, size_
             }
             char w2[200];
             if ((rc = field_string(m, "role", 1, &sc->a[i], &sc->al[i], w2, sizeof w2)) ||
-                (rc = field_string(m, "content", 1, &sc->b[i], &sc->bl[i], w2, sizeof w2))) {
+                (rc = field_string(m, "content", 1, &sc->b[i], &sc->bl[i], w2, sizeof w2)) ||
+                (rc = check_fields(m, msg_fields, NULL, "message", w2, sizeof w2))) {
                 snprintf(why, whycap, "messages[%zu]: %s", i, w2);
                 return rc;
             }
@@ -1019,30 +1086,48 @@ ALIGN_API int align_text_sink_add(align_text_sink *sink, const char *text, size_
     return ALIGN_OK;
 }
 
+int align__dataset_has_source(const align_dataset *d)
+{
+    return d && d->source;
+}
+
+ALIGN_API align_dataset *align_text_sink_dataset(align_text_sink *sink)
+{
+    return sink ? sink->d : NULL;
+}
+
 int align__dataset_pull(align_dataset *d, int64_t min_new, align__errbuf *eb)
 {
     if (!d)
         return align__error(eb, ALIGN_EINVAL, "dataset is NULL");
     if (!d->source)
         return ALIGN_DONE;
+    if (d->pulling)
+        return align__error(eb, ALIGN_EMISUSE, "the source callback pulled from its own dataset");
     int64_t total = 0;
     while (total < min_new) {
         /* The sink lives in the dataset, so a host that keeps the pointer past
-         * the callback gets ALIGN_EMISUSE rather than a dangling pointer. */
+         * the callback gets ALIGN_EMISUSE rather than a dangling pointer.
+         * Records of any kind count: added with align_text_sink_add or with
+         * align_dataset_add_* on align_text_sink_dataset(sink). */
         align_text_sink *sink = &d->sink;
         sink->d = d;
         sink->added = 0;
+        int64_t before = d->n;
+        d->pulling = 1;
         int r = d->source(sink, d->source_ud);
+        d->pulling = 0;
         sink->d = NULL;
-        total += sink->added;
+        int64_t added = d->n - before;
+        total += added;
         if (r == ALIGN_DONE)
             return total >= min_new ? ALIGN_OK : ALIGN_DONE;
         if (r < 0) {
-            align__error(&d->err, ALIGN_ECALLBACK, "prompt source returned %d (%s)", r, align_err_name(r));
+            align__error(&d->err, ALIGN_ECALLBACK, "data source returned %d (%s)", r, align_err_name(r));
             return align__error(eb, ALIGN_ECALLBACK, "%s", d->err.msg);
         }
-        if (r != ALIGN_OK || sink->added == 0) {
-            align__error(&d->err, ALIGN_ECALLBACK, "prompt source returned %d without adding a prompt", r);
+        if (r != ALIGN_OK || added == 0) {
+            align__error(&d->err, ALIGN_ECALLBACK, "data source returned %d without adding a record", r);
             return align__error(eb, ALIGN_ECALLBACK, "%s", d->err.msg);
         }
     }

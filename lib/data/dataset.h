@@ -33,14 +33,16 @@ int align__dataset_get(const align_dataset *d, int64_t i, align__record_view *ou
 int align__dataset_item(const align_dataset *d, int64_t i, int32_t j, const char **role, size_t *role_len,
                         const char **text, size_t *text_len, int32_t *rank_out);
 
-/* Pulls prompts from the host source (align_dataset_set_source) until at
- * least min_new records were added or the source is exhausted. Called by
- * trainers that consume prompts (PPO/GRPO/RLOO) when they have used every
- * prompt record they hold; never called by loading or by the SFT batcher.
- * Returns ALIGN_OK when min_new records arrived; ALIGN_DONE when the source
- * reported it has no more (records added before that stay), or when no
- * source is set; ALIGN_ECALLBACK (message in eb and on d) when the callback
- * returned < 0 or returned 0 without adding anything. */
+/* Pulls records from the host source (align_dataset_set_source) until at
+ * least min_new records (of any kind) were added or the source is
+ * exhausted. Called by trainers when they have used every record they hold
+ * (SFT at the end of its data; PPO/GRPO/RLOO when out of prompts); never by
+ * loading. Returns ALIGN_OK when min_new records arrived; ALIGN_DONE when the
+ * source reported it has no more (records added before that stay), or when
+ * no source is set; ALIGN_ECALLBACK (message in eb and on d) when the
+ * callback returned < 0 or returned 0 without adding anything. */
 int align__dataset_pull(align_dataset *d, int64_t min_new, align__errbuf *eb);
+/* 1 if a source is set (align_dataset_set_source). */
+int align__dataset_has_source(const align_dataset *d);
 
 #endif

@@ -43,11 +43,13 @@ void align__tokbuf_free(align__tokbuf *b)
 static int tokenize(align__template *tp, const char *text, size_t len, size_t *n, align__errbuf *eb)
 {
     for (;;) {
+        uint64_t mark = align__error_mark();
         int rc = align_tokenize(tp->t, text, len, 0, tp->scratch, tp->scratch_cap, n);
         if (rc == ALIGN_OK)
             return ALIGN_OK;
         if (rc != ALIGN_ERANGE)
             return align__error(eb, rc, "template: cannot tokenize the text: %s", align_last_errmsg());
+        align__error_recovered(mark); /* ERANGE answered by a larger buffer: not a failure */
         int32_t *p = align__realloc(tp->scratch, (*n + 64) * sizeof *p);
         if (!p)
             return align__error(eb, ALIGN_ENOMEM, "out of memory");

@@ -264,6 +264,8 @@ static int set_token(builder *bd, int32_t id, const char *s, size_t len, int spe
         src = s;
         n = (long)len;
     }
+    if (n == 0) /* a token must stand for at least one byte */
+        return align__error(NULL, ALIGN_EFORMAT, "%s: token id %d is the empty string", bd->path, (int)id);
     if (t->bytes_len + (size_t)n > UINT32_MAX)
         return align__error(NULL, ALIGN_EFORMAT, "%s: vocabulary too large", bd->path);
     if (t->bytes_len + (size_t)n > t->bytes_cap) {
@@ -366,6 +368,13 @@ static int add_merge(builder *bd, const char *a, size_t alen, const char *b, siz
     if (out < 0)
         return align__error(NULL, ALIGN_EFORMAT, "%s: merge %ld: result '%.*s%.*s' is not in the vocabulary",
                             bd->path, line, (int)ALIGN__MIN(alen, 64), a, (int)ALIGN__MIN(blen, 64), b);
+    int32_t r0, o0;
+    if (pair_find(t, ia, ib, &r0, &o0))
+        return align__error(NULL, ALIGN_EFORMAT, "%s: merge %ld repeats merge %d ('%.*s %.*s')", bd->path, line,
+                            (int)r0, (int)ALIGN__MIN(alen, 64), a, (int)ALIGN__MIN(blen, 64), b);
+    if ((size_t)t->n_merges * 2 + 1 >= t->pair_cap) /* cannot happen with distinct merges: see max_merges */
+        return align__error(NULL, ALIGN_EFORMAT, "%s: merge %ld: more merges than the vocabulary allows",
+                            bd->path, line);
     pair_insert(t, ia, ib, t->n_merges++, out);
     return ALIGN_OK;
 }
@@ -449,7 +458,8 @@ static int load_json(const char *path, json_t **out)
     if (rc)
         return rc;
     json_error_t err;
-    *out = json_loadb(data, len, 0, &err);
+    /* a repeated key would silently drop one token (jansson keeps the last) */
+    *out = json_loadb(data, len, JSON_REJECT_DUPLICATES, &err);
     align__free(data);
     if (!*out)
         return align__error(NULL, ALIGN_EFORMAT, "%s:%d: %s", path, err.line, err.text);
@@ -457,20 +467,38 @@ static int load_json(const char *path, json_t **out)
 }
 
 /* model.vocab / encoder.json: {"token": id, ...}. Sizes the vocabulary to
- * cover extra ids too (added tokens). */
-static int load_vocab_object(builder *bd, json_t *vocab, int32_t extra_max)
+ * cover extra ids too (added tokens). Every id must be below the number of
+ * tokens the file defines (n_extra more for added tokens): the allocation is
+ * then bounded by the file's own contents, so one id of 1e8 in a 3 KB file
+ * is an error rather than 1.4 GB of tables (docs/reliability.md). */
+static int load_vocab_object(builder *bd, json_t *vocab, int32_t extra_max, size_t n_extra)
 {
     if (!json_is_object(vocab) || json_object_size(vocab) == 0)
         return align__error(NULL, ALIGN_EFORMAT, "%s: vocabulary is not a non-empty object", bd->path);
+    size_t n_tokens = json_object_size(vocab) + n_extra;
+    if (n_tokens > INT32_MAX / 2)
+        return align__error(NULL, ALIGN_EFORMAT, "%s: vocabulary too large (%zu tokens)", bd->path, n_tokens);
+    /* Ids may leave holes (unused ids: some published vocabularies have
+     * them), but the table the ids index is bounded by the file's own size:
+     * at most twice the tokens it defines, plus 1024. */
+    const size_t id_limit = n_tokens + ALIGN__MAX(n_tokens, (size_t)1024);
     int32_t max_id = extra_max;
     const char *key;
     json_t *v;
     json_object_foreach(vocab, key, v) {
-        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 100000000)
+        if (!json_is_integer(v) || json_integer_value(v) < 0)
             return align__error(NULL, ALIGN_EFORMAT, "%s: id of token '%.64s' is not a valid integer",
                                 bd->path, key);
+        if ((uint64_t)json_integer_value(v) >= id_limit)
+            return align__error(NULL, ALIGN_EFORMAT,
+                                "%s: id %lld of token '%.64s' is too large for a vocabulary of %zu tokens "
+                                "(ids must be below %zu)",
+                                bd->path, (long long)json_integer_value(v), key, n_tokens, id_limit);
         max_id = ALIGN__MAX(max_id, (int32_t)json_integer_value(v));
     }
+    if ((size_t)max_id >= id_limit)
+        return align__error(NULL, ALIGN_EFORMAT, "%s: added token id %d is too large for a vocabulary of %zu "
+                            "tokens (ids must be below %zu)", bd->path, (int)max_id, n_tokens, id_limit);
     int rc = alloc_vocab(bd, max_id + 1);
     if (rc)
         return rc;
@@ -483,6 +511,19 @@ static int load_vocab_object(builder *bd, json_t *vocab, int32_t extra_max)
     return ALIGN_OK;
 }
 
+/* An upper bound on the distinct merges a vocabulary allows: a merge's
+ * result is a token, and a token of k bytes can be split in k-1 ways. With
+ * repeated merges refused, the merge table is sized by the vocabulary, not by
+ * the line count of the file (50 MB of blank lines once took 1.1 GB). */
+static size_t max_merges(const align_tokenizer *t)
+{
+    size_t n = 0;
+    for (int32_t id = 0; id < t->n_vocab; id++)
+        if (t->tok_len[id] > 1 && !t->is_special[id])
+            n += (size_t)t->tok_len[id] - 1;
+    return n;
+}
+
 static int load_vocab_bpe(builder *bd, const char *path)
 {
     char *data = NULL;
@@ -490,10 +531,15 @@ static int load_vocab_bpe(builder *bd, const char *path)
     int rc = align__read_file(NULL, path, &data, &len);
     if (rc)
         return rc;
-    size_t n_lines = 1;
-    for (size_t i = 0; i < len; i++)
-        n_lines += data[i] == '\n';
-    rc = alloc_merges(bd, n_lines);
+    size_t n_lines = 0; /* lines that may hold a merge: at least 3 bytes, "a b" */
+    for (const char *p = data, *end = data + len; p < end;) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        if (!eol)
+            eol = end;
+        n_lines += eol - p >= 3;
+        p = eol + 1;
+    }
+    rc = alloc_merges(bd, ALIGN__MIN(n_lines, max_merges(bd->t)));
     const char *p = data, *end = data + len;
     long line = 0;
     while (!rc && p < end) {
@@ -531,7 +577,7 @@ ALIGN_API int align_tokenizer_load_gpt2(align_tokenizer **out, const char *encod
     json_t *enc = NULL;
     rc = load_json(encoder_json, &enc);
     if (!rc)
-        rc = load_vocab_object(&bd, enc, -1);
+        rc = load_vocab_object(&bd, enc, -1, 0);
     json_decref(enc);
     if (!rc)
         rc = index_vocab(&bd);
@@ -596,7 +642,7 @@ static int load_hf(align_tokenizer **out, const char *path)
                 if (v && json_integer_value(v) == json_integer_value(json_object_get(a, "id")))
                     json_object_del(vc, c);
             }
-            rc = load_vocab_object(&bd, vc, extra_max);
+            rc = load_vocab_object(&bd, vc, extra_max, added ? json_array_size(added) : 0);
             json_decref(vc);
         }
     }
@@ -615,7 +661,7 @@ static int load_hf(align_tokenizer **out, const char *path)
     if (!rc && !json_is_array(merges))
         rc = align__error(NULL, ALIGN_EFORMAT, "%s: no \"model.merges\" array", path);
     if (!rc)
-        rc = alloc_merges(&bd, json_array_size(merges));
+        rc = alloc_merges(&bd, ALIGN__MIN(json_array_size(merges), max_merges(bd.t)));
     json_t *m;
     if (!rc) {
         json_array_foreach(merges, i, m) {
@@ -969,6 +1015,8 @@ ALIGN_API int align_tokenize(const align_tokenizer *t, const char *text, size_t 
     if (rc)
         return rc;
     *n_out = c.n;
+    if (c.n > cap && cap == 0) /* a size query, not a failure: no message (docs/conventions.md) */
+        return ALIGN_ERANGE;
     if (c.n > cap)
         return align__error(NULL, ALIGN_ERANGE, "align_tokenize: %zu ids do not fit in %zu", c.n, cap);
     return ALIGN_OK;
@@ -1010,6 +1058,8 @@ ALIGN_API int align_detokenize(const align_tokenizer *t, const int32_t *ids, siz
     if (total >= cap) {
         if (cap)
             buf[0] = '\0';
+        if (cap == 0) /* a size query, not a failure: no message */
+            return ALIGN_ERANGE;
         return align__error(NULL, ALIGN_ERANGE, "align_detokenize: %zu bytes and NUL do not fit in %zu", total, cap);
     }
     buf[total] = '\0';

@@ -381,6 +381,7 @@ static int append_token_text(gen_work *w, const align_tokenizer *t, gen_seq *s, 
 {
     for (;;) {
         size_t len = 0;
+        uint64_t mark = align__error_mark();
         int rc = align_detokenize(t, &tok, 1, w->tokbuf, w->tokcap, &len);
         if (rc == ALIGN_OK)
             return text_append(s, w->tokbuf, len) == ALIGN_OK ? ALIGN_OK
@@ -388,6 +389,7 @@ static int append_token_text(gen_work *w, const align_tokenizer *t, gen_seq *s, 
         if (rc != ALIGN_ERANGE || len + 1 <= w->tokcap)
             return align__error(eb, rc < 0 ? rc : ALIGN_EINTERNAL, "generate: cannot decode token %d: %s",
                                 (int)tok, align_last_errmsg());
+        align__error_recovered(mark); /* ERANGE answered by a larger buffer: not a failure */
         char *b = align__realloc(w->tokbuf, len + 1);
         if (!b)
             return align__error(eb, ALIGN_ENOMEM, "out of memory");
@@ -536,7 +538,9 @@ static int decodable_ids(const align_tokenizer *t, int32_t tv, uint8_t **ok_out,
     char buf[256];
     for (int32_t v = 0; v < tv; v++) {
         size_t len = 0;
+        uint64_t mark = align__error_mark();
         int rc = align_detokenize(t, &v, 1, buf, sizeof buf, &len);
+        align__error_recovered(mark); /* an undecodable id is an answer here, not a failure */
         if (rc == ALIGN_OK || rc == ALIGN_ERANGE)
             continue;
         if (!ok) {

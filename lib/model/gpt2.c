@@ -12,10 +12,9 @@
 #include <string.h>
 
 /* ---- forward ----------------------------------------------------------------- */
-void align__gpt2_forward(align_model *m, float *token_logprobs, float *scalar, float *logits,
-                         int32_t *argmax)
+void align__gpt2_forward(const align_model *m, align__acts *a, float *token_logprobs,
+                         float *scalar, float *logits, int32_t *argmax)
 {
-    align__acts *a = &m->acts;
     const align__gpt2_weights *w = &m->w;
     int64_t B = a->B, T = a->T, N = B * T, C = m->cfg.n_embd, NH = m->cfg.n_head;
     int64_t V = m->cfg.vocab_size;
@@ -303,31 +302,33 @@ int align__model_decode(align_model *m, align__kv_cache *c, const int32_t *token
 {
     if (!m)
         return align__error(NULL, ALIGN_EINVAL, "decode: model is NULL");
-    align__error_clear(&m->err);
+    /* NULL for a frozen model: several threads may decode on it at once */
+    align__errbuf *eb = align__model_err(m);
+    align__error_clear(eb);
     if (!c || !tokens || !n_new)
-        return align__error(&m->err, ALIGN_EINVAL, "decode: cache, tokens or n_new is NULL");
+        return align__error(eb, ALIGN_EINVAL, "decode: cache, tokens or n_new is NULL");
     if (c->C != m->cfg.n_embd || c->L != m->cfg.n_layer || c->V != m->cfg.vocab_size)
-        return align__error(&m->err, ALIGN_EINVAL, "decode: the cache was made for another model");
+        return align__error(eb, ALIGN_EINVAL, "decode: the cache was made for another model");
     int64_t R = 0, C = c->C, V = c->V;
     for (int32_t i = 0; i < c->n_seq; i++) {
         if (n_new[i] < 0 || n_new[i] > stride)
-            return align__error(&m->err, ALIGN_EINVAL, "decode: n_new[%d] = %d outside 0..%d", i,
+            return align__error(eb, ALIGN_EINVAL, "decode: n_new[%d] = %d outside 0..%d", i,
                                 n_new[i], stride);
         if ((int64_t)c->len[i] + n_new[i] > c->max_len)
-            return align__error(&m->err, ALIGN_ERANGE,
+            return align__error(eb, ALIGN_ERANGE,
                                 "decode: sequence %d would reach %lld positions, the cache holds %d",
                                 i, (long long)c->len[i] + n_new[i], c->max_len);
         for (int32_t j = 0; j < n_new[i]; j++) {
             int32_t t = tokens[(int64_t)i * stride + j];
             if (t < 0 || t >= V)
-                return align__error(&m->err, ALIGN_EINVAL, "decode: token %d outside the vocabulary", t);
+                return align__error(eb, ALIGN_EINVAL, "decode: token %d outside the vocabulary", t);
         }
         R += n_new[i];
     }
     if (R == 0)
         return ALIGN_OK;
     if (kv_reserve(c, R))
-        return align__error(&m->err, ALIGN_ENOMEM, "decode: out of memory for %lld rows", (long long)R);
+        return align__error(eb, ALIGN_ENOMEM, "decode: out of memory for %lld rows", (long long)R);
     const align__gpt2_weights *w = &m->w;
     int64_t r = 0;
     for (int32_t i = 0; i < c->n_seq; i++)

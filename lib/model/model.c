@@ -155,13 +155,75 @@ const align__tensor *align__model_find_tensor(const align_model *m, const char *
     return NULL;
 }
 
+/* ---- weights (refcounted) ------------------------------------------------------ */
+static align__weights *weights_new(size_t n)
+{
+    align__weights *w = align__calloc(1, sizeof *w);
+    if (!w)
+        return NULL;
+    w->data = align__alloc_aligned(n * sizeof(float));
+    if (!w->data) {
+        align__free(w);
+        return NULL;
+    }
+    w->n = n;
+    atomic_init(&w->refs, 1);
+    return w;
+}
+
+static void weights_release(align__weights *w)
+{
+    /* acq_rel: the last owner sees every other owner's reads done */
+    if (w && atomic_fetch_sub_explicit(&w->refs, 1, memory_order_acq_rel) == 1) {
+        align__free_aligned(w->data);
+        align__free(w);
+    }
+}
+
+/* ---- workspaces (frozen models) ------------------------------------------------- */
+static void workspace_free(align__workspace *ws)
+{
+    align__model_acts_free(&ws->acts);
+    align__free(ws->acts.layer);
+    align__free(ws);
+}
+
+/* Pops a workspace from m's free list, or makes an empty one (NULL: out of memory). */
+static align__workspace *workspace_acquire(align_model *m)
+{
+    pthread_mutex_lock(&m->ws_mu);
+    align__workspace *ws = m->ws_free;
+    if (ws)
+        m->ws_free = ws->next;
+    pthread_mutex_unlock(&m->ws_mu);
+    if (!ws)
+        ws = align__calloc(1, sizeof *ws);
+    return ws;
+}
+
+static void workspace_release(align_model *m, align__workspace *ws)
+{
+    pthread_mutex_lock(&m->ws_mu);
+    ws->next = m->ws_free;
+    m->ws_free = ws;
+    pthread_mutex_unlock(&m->ws_mu);
+}
+
 static void model_destroy(align_model *m)
 {
     if (!m)
         return;
     align__model_acts_free(&m->acts);
     align__free(m->acts.layer);
-    align__free_aligned(m->params);
+    if (m->frozen) {
+        while (m->ws_free) {
+            align__workspace *ws = m->ws_free;
+            m->ws_free = ws->next;
+            workspace_free(ws);
+        }
+        pthread_mutex_destroy(&m->ws_mu);
+    }
+    weights_release(m->wts);
     align__free_aligned(m->grads);
     align__free(m->w.layer);
     align__free(m->g.layer);
@@ -169,8 +231,9 @@ static void model_destroy(align_model *m)
     align__free(m);
 }
 
-int align__model_alloc(align_model **out, const align_model_params *cfg, int frozen,
-                       align__errbuf *eb)
+/* A model over shared weights (frozen only; a reference is taken) or new ones. */
+static int model_alloc(align_model **out, const align_model_params *cfg, int frozen,
+                       align__weights *shared, align__errbuf *eb)
 {
     *out = NULL;
     align_model *m = align__calloc(1, sizeof *m);
@@ -179,17 +242,26 @@ int align__model_alloc(align_model **out, const align_model_params *cfg, int fro
     m->cfg = *cfg;
     m->cfg.struct_size = sizeof m->cfg;
     m->frozen = frozen;
+    if (frozen && pthread_mutex_init(&m->ws_mu, NULL) != 0) {
+        align__free(m);
+        return align__error(eb, ALIGN_ENOMEM, "model: cannot make a mutex");
+    }
     int L = cfg->n_layer;
     m->tensors = align__calloc((size_t)(2 + 12 * L + 4), sizeof *m->tensors);
     m->w.layer = align__calloc((size_t)L, sizeof *m->w.layer);
     m->g.layer = align__calloc((size_t)L, sizeof *m->g.layer);
-    m->acts.layer = align__calloc((size_t)(frozen ? 1 : L), sizeof *m->acts.layer);
-    if (!m->tensors || !m->w.layer || !m->g.layer || !m->acts.layer)
+    if (!frozen)
+        m->acts.layer = align__calloc((size_t)L, sizeof *m->acts.layer);
+    if (!m->tensors || !m->w.layer || !m->g.layer || (!frozen && !m->acts.layer))
         goto oom;
     build_tensors(m);
-    m->params = align__alloc_aligned(m->n_params * sizeof(float));
-    if (!m->params)
+    if (shared) {
+        atomic_fetch_add_explicit(&shared->refs, 1, memory_order_relaxed);
+        m->wts = shared;
+    } else if (!(m->wts = weights_new(m->n_params))) {
         goto oom;
+    }
+    m->params = m->wts->data;
     point_weights(m, &m->w, m->params);
     if (!frozen) {
         m->grads = align__alloc_aligned(m->n_params * sizeof(float));
@@ -203,6 +275,12 @@ oom:
     model_destroy(m);
     return align__error(eb, ALIGN_ENOMEM, "model: out of memory for %d layers x %d wide",
                         cfg->n_layer, cfg->n_embd);
+}
+
+int align__model_alloc(align_model **out, const align_model_params *cfg, int frozen,
+                       align__errbuf *eb)
+{
+    return model_alloc(out, cfg, frozen, NULL, eb);
 }
 
 /* GPT-2 initialisation (Radford et al. 2019): N(0, 0.02) weights, residual
@@ -237,7 +315,7 @@ void align__model_init_weights(align_model *m)
 static size_t rnd(size_t n) { return (n + 15) & ~(size_t)15; }
 
 /* Lays out the arena for (B, T) over base (NULL: only count). */
-static size_t acts_layout(align_model *m, align__acts *a, int64_t B, int64_t T, float *base)
+static size_t acts_layout(const align_model *m, align__acts *a, int64_t B, int64_t T, float *base)
 {
     size_t off = 0;
     int64_t C = m->cfg.n_embd, NH = m->cfg.n_head, V = m->cfg.vocab_size, N = B * T;
@@ -295,31 +373,26 @@ void align__model_acts_free(align__acts *a)
     a->B = a->T = 0;
 }
 
-int align__model_acts_reserve(align_model *m, int64_t B, int64_t T)
+int align__model_acts_reserve(const align_model *m, align__acts *a, int64_t B, int64_t T)
 {
-    align__acts *a = &m->acts;
     align__acts probe = {0};
     size_t need = acts_layout(m, &probe, B, T, NULL);
     size_t ineed = (size_t)(2 * B * T + B + B * T);
+    if (!a->layer && !(a->layer = align__calloc(1, sizeof *a->layer))) /* a workspace's slot */
+        return ALIGN_ENOMEM;
     if (need > a->cap) {
         align__free_aligned(a->mem);
         a->mem = align__alloc_aligned(need * sizeof(float));
         a->cap = a->mem ? need : 0;
-        if (!a->mem) {
-            m->fwd_ready = 0;
-            return align__error(&m->err, ALIGN_ENOMEM,
-                                "model: out of memory for activations (%zu MB) at %lld x %lld",
-                                need * sizeof(float) >> 20, (long long)B, (long long)T);
-        }
+        if (!a->mem)
+            return ALIGN_ENOMEM;
     }
     if (ineed > a->icap) {
         align__free(a->imem);
         a->imem = align__malloc(ineed * sizeof(int32_t));
         a->icap = a->imem ? ineed : 0;
-        if (!a->imem) {
-            m->fwd_ready = 0;
-            return align__error(&m->err, ALIGN_ENOMEM, "model: out of memory");
-        }
+        if (!a->imem)
+            return ALIGN_ENOMEM;
     }
     acts_layout(m, a, B, T, a->mem);
     a->tokens = a->imem;
@@ -363,23 +436,30 @@ ALIGN_API int align_model_clone(align_model **out, const align_model *m, uint32_
         return align__error(NULL, ALIGN_EINVAL, "align_model_clone: model is NULL");
     if (flags & ~ALIGN_FROZEN)
         return align__error(NULL, ALIGN_EINVAL, "align_model_clone: unknown flags 0x%x", flags);
+    /* A frozen model's weights never change, so a frozen clone of it shares
+     * them; any other clone gets a copy (one side may train). */
+    int frozen = (flags & ALIGN_FROZEN) != 0, share = frozen && m->frozen;
     align_model *c;
-    int rc = align__model_alloc(&c, &m->cfg, (flags & ALIGN_FROZEN) != 0, NULL);
+    int rc = model_alloc(&c, &m->cfg, frozen, share ? m->wts : NULL, NULL);
     if (rc)
         return rc;
-    memcpy(c->params, m->params, m->n_params * sizeof(float));
+    if (!share)
+        memcpy(c->params, m->params, m->n_params * sizeof(float));
+    c->reward_norm = m->reward_norm;
     *out = c;
     return ALIGN_OK;
 }
 
 ALIGN_API void align_model_free(align_model *m) { model_destroy(m); }
 
+/* A frozen model may be shared between threads, so its calls keep the detail
+ * only in the calling thread's last-error buffer (docs/conventions.md). */
 ALIGN_API const char *align_model_errmsg(const align_model *m)
 {
-    return m ? align__errmsg(&m->err) : "model is NULL";
+    return !m ? "model is NULL" : m->frozen ? align_last_errmsg() : align__errmsg(&m->err);
 }
 
-align__errbuf *align__model_err(align_model *m) { return m ? &m->err : NULL; }
+align__errbuf *align__model_err(align_model *m) { return m && !m->frozen ? &m->err : NULL; }
 
 ALIGN_API int align_model_config(const align_model *m, align_model_params *out)
 {
@@ -436,40 +516,51 @@ int align__model_forward_ex(align_model *m, const int32_t *tokens, const int32_t
 {
     if (!m)
         return align__error(NULL, ALIGN_EINVAL, "align_model_forward: model is NULL");
-    align__error_clear(&m->err);
-    m->fwd_ready = 0;
+    align__errbuf *eb = align__model_err(m); /* NULL when frozen: nothing written to m */
+    align__error_clear(eb);
+    if (!m->frozen)
+        m->fwd_ready = 0;
     if (!tokens || !lengths)
-        return align__error(&m->err, ALIGN_EINVAL, "align_model_forward: tokens or lengths is NULL");
+        return align__error(eb, ALIGN_EINVAL, "align_model_forward: tokens or lengths is NULL");
     if (n_seq < 1 || max_len < 1)
-        return align__error(&m->err, ALIGN_EINVAL,
+        return align__error(eb, ALIGN_EINVAL,
                             "align_model_forward: n_seq %d and max_len %d must be >= 1", n_seq,
                             max_len);
     if (max_len > m->cfg.max_seq_len)
-        return align__error(&m->err, ALIGN_EINVAL,
+        return align__error(eb, ALIGN_EINVAL,
                             "align_model_forward: max_len %d exceeds the model's max_seq_len %d",
                             max_len, m->cfg.max_seq_len);
     if (scalar && !(m->cfg.flags & ALIGN_MODEL_SCALAR_HEAD))
-        return align__error(&m->err, ALIGN_EMISUSE,
+        return align__error(eb, ALIGN_EMISUSE,
                             "align_model_forward: scalar output asked of a model without a scalar head");
     int64_t T = max_len, V = m->cfg.vocab_size;
     for (int32_t b = 0; b < n_seq; b++) {
         if (lengths[b] < 1 || lengths[b] > max_len)
-            return align__error(&m->err, ALIGN_EINVAL,
+            return align__error(eb, ALIGN_EINVAL,
                                 "align_model_forward: lengths[%d] = %d is outside 1..%d", b,
                                 lengths[b], max_len);
         for (int32_t t = 0; t < lengths[b]; t++) {
             int32_t tok = tokens[(int64_t)b * T + t];
             if (tok < 0 || tok >= V)
-                return align__error(&m->err, ALIGN_EINVAL,
+                return align__error(eb, ALIGN_EINVAL,
                                     "align_model_forward: token %d at [%d][%d] is outside the "
                                     "vocabulary 0..%lld",
                                     tok, b, t, (long long)V - 1);
         }
     }
-    int rc = align__model_acts_reserve(m, n_seq, T);
-    if (rc)
-        return rc;
+    align__workspace *ws = NULL;
     align__acts *a = &m->acts;
+    if (m->frozen) {
+        if (!(ws = workspace_acquire(m)))
+            return align__error(eb, ALIGN_ENOMEM, "model: out of memory");
+        a = &ws->acts;
+    }
+    if (align__model_acts_reserve(m, a, n_seq, T)) {
+        if (ws)
+            workspace_release(m, ws);
+        return align__error(eb, ALIGN_ENOMEM, "model: out of memory for activations at %d x %d",
+                            n_seq, max_len);
+    }
     memcpy(a->lengths, lengths, (size_t)n_seq * sizeof(int32_t));
     for (int64_t b = 0; b < n_seq; b++)
         for (int64_t t = 0; t < T; t++) {
@@ -478,8 +569,11 @@ int align__model_forward_ex(align_model *m, const int32_t *tokens, const int32_t
             a->tokens[r] = valid ? tokens[r] : 0;
             a->targets[r] = !valid ? -2 : t + 1 < lengths[b] ? tokens[r + 1] : -1;
         }
-    align__gpt2_forward(m, token_logprobs, scalar, logits, argmax);
-    m->fwd_ready = !m->frozen;
+    align__gpt2_forward(m, a, token_logprobs, scalar, logits, argmax);
+    if (ws)
+        workspace_release(m, ws);
+    else
+        m->fwd_ready = 1;
     return ALIGN_OK;
 }
 
@@ -496,10 +590,10 @@ ALIGN_API int align_model_backward(align_model *m, const float *d_token_logprobs
 {
     if (!m)
         return align__error(NULL, ALIGN_EINVAL, "align_model_backward: model is NULL");
-    align__error_clear(&m->err);
     if (m->frozen)
-        return align__error(&m->err, ALIGN_EMISUSE,
+        return align__error(NULL, ALIGN_EMISUSE,
                             "align_model_backward: the model is frozen (forward only)");
+    align__error_clear(&m->err);
     if (!m->fwd_ready)
         return align__error(&m->err, ALIGN_EMISUSE,
                             "align_model_backward: no forward to go back through (call "
@@ -517,7 +611,7 @@ ALIGN_API int align_model_zero_grad(align_model *m)
     if (!m)
         return align__error(NULL, ALIGN_EINVAL, "align_model_zero_grad: model is NULL");
     if (m->frozen)
-        return align__error(&m->err, ALIGN_EMISUSE, "align_model_zero_grad: the model is frozen");
+        return align__error(NULL, ALIGN_EMISUSE, "align_model_zero_grad: the model is frozen");
     memset(m->grads, 0, m->n_params * sizeof(float));
     return ALIGN_OK;
 }
@@ -553,16 +647,28 @@ float align__model_grad_norm(const align_model *m)
 int align__model_copy_weights(align_model *dst, const align_model *src)
 {
     if (!dst || !src)
-        return align__error(dst ? &dst->err : NULL, ALIGN_EINVAL, "copy_weights: NULL model");
+        return align__error(align__model_err(dst), ALIGN_EINVAL, "copy_weights: NULL model");
     const align_model_params *a = &dst->cfg, *b = &src->cfg;
     if (dst->n_params != src->n_params || dst->n_tensors != src->n_tensors || a->arch != b->arch ||
         a->n_layer != b->n_layer || a->n_head != b->n_head || a->n_embd != b->n_embd ||
         a->vocab_size != b->vocab_size || a->max_seq_len != b->max_seq_len ||
         (a->flags & ALIGN_MODEL_SCALAR_HEAD) != (b->flags & ALIGN_MODEL_SCALAR_HEAD))
-        return align__error(&dst->err, ALIGN_EINVAL,
+        return align__error(align__model_err(dst), ALIGN_EINVAL,
                             "copy_weights: configurations differ (%zu vs %zu parameters)", src->n_params,
                             dst->n_params);
+    if (dst->wts == src->wts)
+        return ALIGN_OK;
+    if (atomic_load(&dst->wts->refs) > 1) { /* shared (frozen): copy on write */
+        align__weights *own = weights_new(dst->n_params);
+        if (!own)
+            return align__error(align__model_err(dst), ALIGN_ENOMEM, "copy_weights: out of memory");
+        weights_release(dst->wts);
+        dst->wts = own;
+        dst->params = own->data;
+        point_weights(dst, &dst->w, dst->params);
+    }
     memcpy(dst->params, src->params, dst->n_params * sizeof(float));
+    dst->reward_norm = src->reward_norm;
     dst->fwd_ready = 0;
     return ALIGN_OK;
 }

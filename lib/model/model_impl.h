@@ -7,11 +7,25 @@
  * are each ONE flat float array, laid out tensor after tensor in the order
  * of the tensor table; activations live in an arena sized for the largest
  * (n_seq, max_len) shape seen, reused across steps.
+ *
+ * Weights and working memory are apart. The parameters are a refcounted
+ * align__weights that a frozen clone of a frozen model shares (never written
+ * once frozen). A trainable model owns one arena (m->acts: backward reads the
+ * last forward's activations). A frozen model may be called from several
+ * threads at once, so each forward takes an align__workspace from the model's
+ * free list (a mutex-guarded stack that grows with the concurrency and is
+ * reused afterwards) and gives it back; decoding keeps its per-call state in
+ * the caller's align__kv_cache. Calls on a frozen model write nothing into
+ * the handle (not even its errbuf: align__model_err gives NULL, and failures
+ * land in the calling thread's align_last_errmsg).
  */
 #ifndef ALIGN_MODEL_IMPL_H
 #define ALIGN_MODEL_IMPL_H
 
 #include "model/model.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
 
 #define ALIGN__TENSOR_NAME_CAP 64
 
@@ -77,18 +91,37 @@ typedef struct align__acts {
     float  *dres, *dC, *dqkv, *dfch, *att_scratch;
 } align__acts;
 
+/* The flat parameter array, shared by reference between frozen models. */
+typedef struct align__weights {
+    atomic_int refs;
+    size_t  n;               /* floats */
+    float  *data;
+} align__weights;
+
+/* The per-call working memory of a forward on a frozen model. */
+typedef struct align__workspace {
+    align__acts acts;        /* frozen layout: one layer slot, no backward scratch */
+    struct align__workspace *next; /* in the model's free list */
+} align__workspace;
+
 struct align_model {
-    align__errbuf err;
+    align__errbuf err;       /* trainable only (see align__model_err) */
     align_model_params cfg;
     int     frozen;
     int     n_tensors;
     align__tensor *tensors;
     size_t  n_params;        /* floats in params (= in grads) */
-    float  *params;
+    float  *params;          /* = wts->data */
+    align__weights *wts;     /* refcounted; shared only between frozen models */
     float  *grads;           /* NULL when frozen */
     align__gpt2_weights w, g; /* g: NULL pointers when frozen */
-    align__acts acts;
+    align__acts acts;        /* trainable only */
     int     fwd_ready;       /* activations hold a forward backward can use */
+    /* Reward normalisation (lib/reward): score = scale * head + bias. Saved
+     * in the checkpoint's metadata (checkpoint.c); set == 0 is the identity. */
+    struct { int set; float bias, scale; } reward_norm;
+    pthread_mutex_t ws_mu;   /* frozen: guards ws_free */
+    align__workspace *ws_free;
 };
 
 /* model.c */
@@ -97,13 +130,14 @@ int  align__model_alloc(align_model **out, const align_model_params *cfg, int fr
 void align__model_init_weights(align_model *m);
 int  align__model_check_config(const align_model_params *c, align__errbuf *eb);
 const align__tensor *align__model_find_tensor(const align_model *m, const char *name);
-/* Sizes the arena for (B, T); allocates only if it grew. */
-int  align__model_acts_reserve(align_model *m, int64_t B, int64_t T);
+/* Sizes the arena a (laid out for m: trainable or frozen) for (B, T);
+ * allocates only if it grew. ALIGN_ENOMEM without a message on failure. */
+int  align__model_acts_reserve(const align_model *m, align__acts *a, int64_t B, int64_t T);
 void align__model_acts_free(align__acts *a);
 
-/* gpt2.c */
-void align__gpt2_forward(align_model *m, float *token_logprobs, float *scalar, float *logits,
-                         int32_t *argmax);
+/* gpt2.c (a: m->acts when trainable, a workspace's when frozen) */
+void align__gpt2_forward(const align_model *m, align__acts *a, float *token_logprobs,
+                         float *scalar, float *logits, int32_t *argmax);
 void align__gpt2_backward(align_model *m, const float *d_token_logprobs, const float *d_scalar);
 
 #endif

@@ -3,6 +3,7 @@
 
 #include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define ST_MAX_HEADER (100u << 20) /* the format's own limit: 100 MB */
@@ -138,6 +139,61 @@ static int dtype_size(const char *d)
     return 0;
 }
 
+typedef struct span {
+    uint64_t b, e;
+    const char *name;
+} span;
+
+static int span_cmp(const void *x, const void *y)
+{
+    const span *a = x, *b = y;
+    if (a->b != b->b)
+        return a->b < b->b ? -1 : 1;
+    return a->e < b->e ? -1 : a->e > b->e;
+}
+
+/* The tensors tile the data section exactly, as the format requires: sorted
+ * by offset each starts where the previous one ends (no overlap, no hole)
+ * and the last one ends at the end of the file (no trailing bytes). Entries
+ * were already checked to be well-formed and inside the data section. */
+static int check_layout(align__errbuf *eb, const align__st_file *f)
+{
+    size_t n = json_object_size((json_t *)f->hdr);
+    span *sp = align__malloc((n ? n : 1) * sizeof *sp);
+    if (!sp)
+        return align__error(eb, ALIGN_ENOMEM, "%s: out of memory", f->path);
+    size_t k = 0;
+    const char *key;
+    json_t *e;
+    json_object_foreach((json_t *)f->hdr, key, e) {
+        if (!strcmp(key, "__metadata__"))
+            continue;
+        json_t *of = json_object_get(e, "data_offsets");
+        sp[k].b = (uint64_t)json_integer_value(json_array_get(of, 0));
+        sp[k].e = (uint64_t)json_integer_value(json_array_get(of, 1));
+        sp[k].name = key;
+        k++;
+    }
+    qsort(sp, k, sizeof *sp, span_cmp);
+    uint64_t at = 0;
+    int rc = ALIGN_OK;
+    for (size_t i = 0; i < k && !rc; i++) {
+        if (sp[i].b < at)
+            rc = align__error(eb, ALIGN_EFORMAT, "%s: tensor '%s' at bytes %llu..%llu overlaps tensor '%s'",
+                              f->path, sp[i].name, (unsigned long long)sp[i].b, (unsigned long long)sp[i].e,
+                              sp[i - 1].name);
+        else if (sp[i].b > at)
+            rc = align__error(eb, ALIGN_EFORMAT, "%s: %llu unused bytes before tensor '%s'", f->path,
+                              (unsigned long long)(sp[i].b - at), sp[i].name);
+        at = sp[i].e;
+    }
+    if (!rc && at != f->data_len)
+        rc = align__error(eb, ALIGN_EFORMAT, "%s: %llu trailing bytes after the last tensor", f->path,
+                          (unsigned long long)(f->data_len - at));
+    align__free(sp);
+    return rc;
+}
+
 int align__st_open(align__errbuf *eb, const char *path, align__st_file *f)
 {
     memset(f, 0, sizeof *f);
@@ -166,7 +222,8 @@ int align__st_open(align__errbuf *eb, const char *path, align__st_file *f)
         }
     }
     json_error_t jerr;
-    json_t *hdr = json_loadb(f->buf + 8, (size_t)hl, 0, &jerr);
+    /* duplicate names would make two tensors share one entry */
+    json_t *hdr = json_loadb(f->buf + 8, (size_t)hl, JSON_REJECT_DUPLICATES, &jerr);
     if (!hdr || !json_is_object(hdr)) {
         if (hdr)
             json_decref(hdr);
@@ -180,6 +237,16 @@ int align__st_open(align__errbuf *eb, const char *path, align__st_file *f)
     f->hdr = hdr;
     f->data = f->buf + 8 + hl;
     f->data_len = f->len - 8 - (size_t)hl;
+    /* The format does not require a padded header (writers other than the
+     * reference one may not pad to 8 bytes): move a misaligned data section
+     * down to the 8-byte boundary before it, over header bytes already parsed,
+     * so tensors can be read as floats in place. */
+    uintptr_t mis = (uintptr_t)f->data % 8;
+    if (mis && f->data_len) {
+        char *to = (char *)f->data - mis; /* >= f->buf + 8 + hl - 7 > f->buf: hl >= 2 ("{}") */
+        memmove(to, f->data, f->data_len);
+        f->data = to;
+    }
     const char *key;
     json_t *e;
     json_object_foreach(hdr, key, e) {
@@ -220,14 +287,16 @@ int align__st_open(align__errbuf *eb, const char *path, align__st_file *f)
                     return rc_;
                 }
             }
-            numel *= (uint64_t)json_integer_value(d);
-            if (numel > (1ull << 40)) {
+            /* checked before multiplying: the product never wraps */
+            uint64_t dim = (uint64_t)json_integer_value(d);
+            if (dim != 0 && numel > (1ull << 40) / dim) {
                 {
                     int rc_ = align__error(eb, ALIGN_EFORMAT, "%s: tensor '%s' is too large", path, key);
                     align__st_close(f);
                     return rc_;
                 }
             }
+            numel *= dim;
         }
         json_int_t b = json_integer_value(json_array_get(of, 0)), en = json_integer_value(json_array_get(of, 1));
         if (b < 0 || en < b || (uint64_t)en > f->data_len) {
@@ -248,6 +317,11 @@ int align__st_open(align__errbuf *eb, const char *path, align__st_file *f)
                 return rc_;
             }
         }
+    }
+    int lrc = check_layout(eb, f);
+    if (lrc) {
+        align__st_close(f);
+        return lrc;
     }
     const char *ck = align__st_meta_get(f, "libalign.checksum");
     if (ck) {
@@ -317,6 +391,9 @@ int align__st_get(align__errbuf *eb, const align__st_file *f, const char *name, 
         return align__error(eb, ALIGN_EFORMAT, "%s: tensor '%s' has shape %s, expected %s", f->path, name, got, want);
     }
     json_int_t b = json_integer_value(json_array_get(json_object_get(e, "data_offsets"), 0));
+    if ((uintptr_t)(f->data + b) % _Alignof(float) != 0) /* a header not padded to 8 bytes */
+        return align__error(eb, ALIGN_EFORMAT, "%s: tensor '%s' is not 4-byte aligned in the file", f->path,
+                            name);
     *data = (const float *)(const void *)(f->data + b);
     return ALIGN_OK;
 }

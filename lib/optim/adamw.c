@@ -7,10 +7,15 @@
 #include "model/safetensors.h"
 #include "optim/optim.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The largest step count a state file may hold: far beyond any run, and
+ * small enough that steps + 1 cannot overflow. */
+#define ALIGN__MAX_STEPS (1LL << 53)
 
 struct align_optimizer {
     align__errbuf err;
@@ -43,6 +48,21 @@ ALIGN_API int align_optimizer_default_params(align_optimizer_params *out, size_t
 
 align_model *align__optimizer_model(align_optimizer *o) { return o ? o->m : NULL; }
 
+int align__optimizer_swap_state(align_optimizer *a, align_optimizer *b)
+{
+    if (!a || !b || a->m->n_params != b->m->n_params)
+        return align__error(a ? &a->err : NULL, ALIGN_EINVAL, "swap_state: the optimizers differ in size");
+    float *m = a->mom, *v = a->var;
+    int64_t s = a->steps;
+    a->mom = b->mom;
+    a->var = b->var;
+    a->steps = b->steps;
+    b->mom = m;
+    b->var = v;
+    b->steps = s;
+    return ALIGN_OK;
+}
+
 ALIGN_API int align_optimizer_create(align_optimizer **out, align_model *m,
                                      const align_optimizer_params *p)
 {
@@ -57,14 +77,18 @@ ALIGN_API int align_optimizer_create(align_optimizer **out, align_model *m,
     int rc = align__params_copy(&c, sizeof c, p, "align_optimizer_create");
     if (rc)
         return rc;
+    if (c.flags != 0)
+        return align__error(NULL, ALIGN_EINVAL, "align_optimizer_create: unknown flags 0x%x", (unsigned)c.flags);
+    /* every comparison is false for NaN, so NaN fails each test */
     if (!(c.learning_rate >= 0.0f) || !isfinite(c.learning_rate) || !(c.beta1 >= 0.0f && c.beta1 < 1.0f) ||
-        !(c.beta2 >= 0.0f && c.beta2 < 1.0f) || !(c.eps > 0.0f) || !(c.weight_decay >= 0.0f) ||
+        !(c.beta2 >= 0.0f && c.beta2 < 1.0f) || !(c.eps > 0.0f) || !isfinite(c.eps) ||
+        !(c.weight_decay >= 0.0f) || !isfinite(c.weight_decay) ||
         !isfinite(c.max_grad_norm) || c.warmup_steps < 0 || c.total_steps < 1 ||
         !(c.min_lr_ratio >= 0.0f && c.min_lr_ratio <= 1.0f) ||
         c.schedule < ALIGN_SCHEDULE_CONSTANT || c.schedule > ALIGN_SCHEDULE_COSINE)
         return align__error(NULL, ALIGN_EINVAL,
                             "align_optimizer_create: a parameter is out of range (lr >= 0, betas in "
-                            "[0,1), eps > 0, weight_decay >= 0, warmup >= 0, total_steps >= 1, "
+                            "[0,1), eps > 0, weight_decay >= 0, all finite, warmup >= 0, total_steps >= 1, "
                             "min_lr_ratio in [0,1], known schedule)");
     align_optimizer *o = align__calloc(1, sizeof *o);
     if (!o)
@@ -214,15 +238,35 @@ ALIGN_API int align_optimizer_load(align_optimizer *o, const char *path)
     int64_t n = (int64_t)o->m->n_params;
     const char *kind = align__st_meta_get(&f, "libalign.kind"), *st = align__st_meta_get(&f, "step");
     const float *mm, *vv;
-    char *end = NULL;
-    long long steps = st ? strtoll(st, &end, 10) : -1;
-    if (!kind || strcmp(kind, "adamw") != 0 || !st || *end != '\0' || steps < 0) {
+    if (!kind || strcmp(kind, "adamw") != 0 || !st) {
         rc = align__error(&o->err, ALIGN_EFORMAT, "%s: not an AdamW state file (kind/step metadata)", path);
+        goto done;
+    }
+    /* step: decimal digits only ("" or " 5" or "+5" are not steps), no
+     * saturation (strtoll's ERANGE), and below ALIGN__MAX_STEPS so that
+     * step + 1 and the bias corrections stay well defined */
+    char *end = NULL;
+    errno = 0;
+    long long steps = (*st >= '0' && *st <= '9') ? strtoll(st, &end, 10) : -1;
+    if (steps < 0 || errno == ERANGE || *end != '\0' || steps > ALIGN__MAX_STEPS) {
+        rc = align__error(&o->err, ALIGN_EFORMAT, "%s: step '%.40s' is not a number in 0..%lld", path, st,
+                          (long long)ALIGN__MAX_STEPS);
         goto done;
     }
     if ((rc = align__st_get(&o->err, &f, "exp_avg", 1, &n, &mm)) ||
         (rc = align__st_get(&o->err, &f, "exp_avg_sq", 1, &n, &vv)))
         goto done;
+    /* the moments are checked before anything is copied: a bad file leaves
+     * the optimizer as it was, and NaN / negative second moments would turn
+     * the next step's weights into NaN */
+    for (int64_t i = 0; i < n; i++) {
+        if (!isfinite(mm[i]) || !isfinite(vv[i]) || !(vv[i] >= 0.0f)) {
+            rc = align__error(&o->err, ALIGN_EFORMAT, "%s: %s[%lld] = %g (moments must be finite, exp_avg_sq >= 0)",
+                              path, !isfinite(mm[i]) ? "exp_avg" : "exp_avg_sq", (long long)i,
+                              (double)(!isfinite(mm[i]) ? mm[i] : vv[i]));
+            goto done;
+        }
+    }
     memcpy(o->mom, mm, (size_t)n * sizeof(float));
     memcpy(o->var, vv, (size_t)n * sizeof(float));
     o->steps = steps;

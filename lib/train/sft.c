@@ -11,6 +11,7 @@
  */
 #include "train/trainer.h"
 #include "data/batch.h"
+#include "data/dataset.h"
 #include "model/model.h"
 #include "optim/optim.h"
 
@@ -21,6 +22,8 @@ typedef struct sft {
     align_sft_params p;         /* copied; string members point at our copies */
     char *system_prefix, *user_prefix, *assistant_prefix;
     const align_tokenizer *tok; /* borrowed */
+    align_dataset *data;        /* borrowed */
+    int stream;                 /* the dataset has a source: records arrive while training */
     align__batcher *batcher;
     int32_t L;                  /* row length */
     int32_t rows;               /* micro_batch * grad_accum */
@@ -30,6 +33,7 @@ typedef struct sft {
     /* one micro-batch, compacted to its longest row T: [mb][T], [mb][T-1] */
     int32_t *mb_tokens, *mb_lengths, *mb_argmax;
     float   *mb_logp, *mb_dlogp;
+    align__batcher_state snap;  /* what a rollback restores (trainer.h: begin) */
 } sft;
 
 static const align_sft_params sft_defaults = {
@@ -52,26 +56,66 @@ ALIGN_API int align_sft_default_params(align_sft_params *out, size_t struct_size
 
 /* ---- rows ---------------------------------------------------------------- */
 
+/* The examples of this epoch are used up: a dataset fed by a source may
+ * have more. Takes records the host added since, else pulls from the
+ * source. 1: new examples; 0: none (the source said ALIGN_DONE, or there is
+ * no source): the epoch ends. */
+static int more_data(sft *s, align__errbuf *eb)
+{
+    if (!s->stream)
+        return 0;
+    for (;;) {
+        int64_t added = 0;
+        int rc = align__batcher_ingest(s->batcher, s->data, -1, &added, eb);
+        if (rc < 0)
+            return rc;
+        if (added > 0)
+            return 1;
+        rc = align__dataset_pull(s->data, 1, eb);
+        if (rc < 0)
+            return rc;
+        if (rc == ALIGN_DONE) {
+            rc = align__batcher_ingest(s->batcher, s->data, -1, &added, eb);
+            return rc < 0 ? rc : added > 0;
+        }
+    }
+}
+
 /* Fills up to `need` rows into the step buffers starting at row `at`.
  * max_steps mode: the data wraps into new epochs forever. Epochs mode: the
  * data runs on into the next epoch only while fewer than p.epochs have
- * started, so the last step of the run may be short and the next has none. */
-static int fetch_rows(sft *s, int32_t need, int32_t *got)
+ * started, so the last step of the run may be short and the next has none.
+ * A dataset with a source is asked for more before an epoch ends. */
+static int fetch_rows(sft *s, int32_t need, int32_t *got, align__errbuf *eb)
 {
     int32_t filled = 0;
     const int32_t L = s->L;
     int wrap = s->p.max_steps > 0;
     while (filled < need) {
         int32_t r = 0;
-        int rc = align__batcher_next(s->batcher, need - filled, wrap, s->tokens + (size_t)filled * L,
+        int rc;
+        /* Packed rows must not close early where the data that has arrived
+         * ends: read ahead until the rows can be filled (or the source is done). */
+        while (s->stream && (s->p.flags & ALIGN_SFT_PACK) &&
+               align__batcher_tokens_left(s->batcher) < (int64_t)(need - filled) * L) {
+            if ((rc = more_data(s, eb)) < 0)
+                return rc;
+            if (rc == 0)
+                break;
+        }
+        rc = align__batcher_next(s->batcher, need - filled, 0, s->tokens + (size_t)filled * L,
                                      s->lengths + filled, s->mask + (size_t)filled * (L - 1), &r);
         if (rc < 0)
             return rc;
         filled += r;
-        if (filled >= need || wrap)
+        if (filled >= need)
             break;
-        /* The epoch ended inside this call. */
-        if (align__batcher_epoch(s->batcher) >= s->p.epochs)
+        /* The epoch's examples are used up. */
+        if ((rc = more_data(s, eb)) < 0)
+            return rc;
+        if (rc > 0)
+            continue;
+        if (!wrap && align__batcher_epoch(s->batcher) >= s->p.epochs)
             break;
         r = 0;
         rc = align__batcher_next(s->batcher, 1, 1, s->tokens + (size_t)filled * L, s->lengths + filled,
@@ -142,15 +186,24 @@ static int64_t count_loss_tokens(const sft *s, int32_t n_rows)
 
 /* ---- the objective --------------------------------------------------------- */
 
+/* The named metrics (trainer.h), from the stats just filled. */
+static void report(align__step_ctx *ctx)
+{
+    align__metric(ctx, "loss", (double)ctx->stats.loss);
+    align__metric(ctx, "accuracy", (double)ctx->stats.accuracy);
+    align__metric(ctx, "tokens", (double)ctx->stats.tokens);
+    align__metric(ctx, "sequences", (double)ctx->stats.sequences);
+}
+
 static int sft_accumulate(align_trainer *tr, align__step_ctx *ctx)
 {
     sft *s = tr->algo;
     if (tr->steps >= s->p.max_steps && s->p.max_steps > 0)
         return ALIGN_DONE;
     int32_t n_rows = 0;
-    int rc = fetch_rows(s, s->rows, &n_rows);
+    int rc = fetch_rows(s, s->rows, &n_rows, &tr->err);
     if (rc < 0)
-        return align__error(&tr->err, rc, "sft: reading the dataset failed");
+        return align__error(&tr->err, rc, "sft: reading the dataset failed: %s", align__errmsg(&tr->err));
     if (n_rows == 0)
         return ALIGN_DONE;
 
@@ -206,6 +259,7 @@ static int sft_accumulate(align_trainer *tr, align__step_ctx *ctx)
     ctx->stats.time_forward_ms = (float)(t_fwd * 1e3);
     ctx->stats.time_backward_ms = (float)(t_bwd * 1e3);
     ctx->tokens_processed = processed;
+    report(ctx);
     return ALIGN_OK;
 }
 
@@ -264,6 +318,7 @@ static int sft_evaluate(align_trainer *tr, align_dataset *eval, align__step_ctx 
     ctx->stats.accuracy = N > 0 ? (float)((double)correct / (double)N) : 0.0f;
     ctx->stats.time_forward_ms = (float)(t_fwd * 1e3);
     ctx->tokens_processed = processed;
+    report(ctx);
     return ALIGN_OK;
 }
 
@@ -289,45 +344,116 @@ static float sft_progress(const align_trainer *tr, int64_t steps_done)
     return (float)(f < 0.0 ? 0.0 : f > 1.0 ? 1.0 : f);
 }
 
-static void sft_get_state(const align_trainer *tr, void *state)
-{
-    const sft *s = tr->algo;
-    align__batcher_get_state(s->batcher, state);
-}
-
-static int sft_set_state(align_trainer *tr, const void *state)
+static int sft_begin(align_trainer *tr)
 {
     sft *s = tr->algo;
-    return align__batcher_set_state(s->batcher, state);
+    align__batcher_get_state(s->batcher, &s->snap);
+    return ALIGN_OK;
 }
 
-static int sft_state_to_json(const align_trainer *tr, const void *state, json_t *obj)
+static void sft_rollback(align_trainer *tr)
 {
-    (void)tr;
-    const align__batcher_state *st = state;
+    sft *s = tr->algo;
+    (void)align__batcher_set_state(s->batcher, &s->snap);
+}
+
+static int sft_save_state(const align_trainer *tr, json_t *obj, align__ckpt *ck)
+{
+    (void)ck;
+    const sft *s = tr->algo;
+    align__batcher_state st;
+    align__batcher_get_state(s->batcher, &st);
     int rc = 0;
-    rc |= align__json_set_i64(obj, "epoch", st->epoch);
-    rc |= align__json_set_i64(obj, "position", st->position);
-    rc |= align__json_set_i64(obj, "carry", st->carry);
-    rc |= align__json_set_u64(obj, "rng_seed", st->rng.seed);
-    rc |= align__json_set_u64(obj, "rng_stream", st->rng.stream);
-    rc |= align__json_set_u64(obj, "rng_counter", st->rng.counter);
+    rc |= align__json_set_i64(obj, "epoch", st.epoch);
+    rc |= align__json_set_i64(obj, "position", st.position);
+    rc |= align__json_set_i64(obj, "carry", st.carry);
+    rc |= align__json_set_u64(obj, "rng_seed", st.rng.seed);
+    rc |= align__json_set_u64(obj, "rng_stream", st.rng.stream);
+    rc |= align__json_set_u64(obj, "rng_counter", st.rng.counter);
+    rc |= align__json_set_i64(obj, "epoch_examples", st.epoch_examples);
+    rc |= align__json_set_i64(obj, "examples", align__batcher_examples(s->batcher));
+    rc |= align__json_set_i64(obj, "records", align__batcher_records(s->batcher));
     return rc ? ALIGN_ENOMEM : ALIGN_OK;
 }
 
-static int sft_state_from_json(align_trainer *tr, const json_t *obj, void *state)
+/* What resume stages: the batcher state and how much data it had seen. */
+typedef struct sft_staged {
+    align__batcher_state st;
+    int64_t examples, records;
+} sft_staged;
+
+static int sft_load_state(align_trainer *tr, const json_t *obj, align__ckpt *ck, void **staged)
+{
+    (void)ck;
+    sft *s = tr->algo;
+    sft_staged g;
+    memset(&g, 0, sizeof g);
+    align__batcher_state *st = &g.st;
+    if (align__json_get_i64(obj, "epoch", &st->epoch) || align__json_get_i64(obj, "position", &st->position) ||
+        align__json_get_i64(obj, "carry", &st->carry) || align__json_get_u64(obj, "rng_seed", &st->rng.seed) ||
+        align__json_get_u64(obj, "rng_stream", &st->rng.stream) ||
+        align__json_get_u64(obj, "rng_counter", &st->rng.counter) ||
+        align__json_get_i64(obj, "epoch_examples", &st->epoch_examples) ||
+        align__json_get_i64(obj, "examples", &g.examples) || align__json_get_i64(obj, "records", &g.records) ||
+        st->epoch < 0 || st->position < 0 || st->carry < 0 || st->epoch_examples < 0 ||
+        st->epoch_examples > g.examples || st->position > g.examples || g.examples < 0 || g.records < g.examples)
+        return align__error(&tr->err, ALIGN_EFORMAT, "trainer.json: missing or invalid data/RNG state");
+    if (!s->stream) {
+        if (g.records != align__batcher_records(s->batcher) || g.examples != align__batcher_examples(s->batcher))
+            return align__error(&tr->err, ALIGN_EFORMAT, "trainer.json: the data state counts %lld records, the "
+                                "dataset %lld", (long long)g.records, (long long)align__batcher_records(s->batcher));
+    } else {
+        if (align__batcher_records(s->batcher) > g.records)
+            return align__error(&tr->err, ALIGN_EINVAL,
+                                "the dataset holds %lld records, more than the %lld the checkpoint had read: "
+                                "resume a streamed run with the records up to the checkpoint",
+                                (long long)align__batcher_records(s->batcher), (long long)g.records);
+        /* Records the run had read come back from the source (they stay in
+         * the dataset: that is data, not trainer state). */
+        int64_t have = align_dataset_size(s->data);
+        if (have < g.records) {
+            int rc = align__dataset_pull(s->data, g.records - have, &tr->err);
+            if (rc < 0)
+                return rc;
+            if (align_dataset_size(s->data) < g.records)
+                return align__error(&tr->err, ALIGN_EINVAL,
+                                    "the checkpoint had read %lld records; the dataset and its source have %lld",
+                                    (long long)g.records, (long long)align_dataset_size(s->data));
+        }
+    }
+    sft_staged *p = align__malloc(sizeof *p);
+    if (!p)
+        return align__error(&tr->err, ALIGN_ENOMEM, "out of memory");
+    *p = g;
+    *staged = p;
+    return ALIGN_OK;
+}
+
+static int sft_apply_state(align_trainer *tr, void *staged)
+{
+    sft *s = tr->algo;
+    sft_staged *g = staged;
+    if (s->stream) {
+        /* Reading the records up to the checkpoint's count is neutral: they
+         * would be read in the same order when the data runs out. */
+        int rc = align__batcher_ingest(s->batcher, s->data, g->records, NULL, &tr->err);
+        if (rc < 0)
+            return rc;
+        if (align__batcher_examples(s->batcher) != g->examples)
+            return align__error(&tr->err, ALIGN_EINVAL,
+                                "the first %lld records give %lld examples here but %lld in the checkpoint (other data?)",
+                                (long long)g->records, (long long)align__batcher_examples(s->batcher),
+                                (long long)g->examples);
+    }
+    int rc = align__batcher_set_state(s->batcher, &g->st);
+    return rc < 0 ? align__error(&tr->err, rc, "the data position does not fit this dataset (%s)", align_last_errmsg())
+                  : ALIGN_OK;
+}
+
+static void sft_free_staged(align_trainer *tr, void *staged)
 {
     (void)tr;
-    align__batcher_state st;
-    memset(&st, 0, sizeof st);
-    if (align__json_get_i64(obj, "epoch", &st.epoch) || align__json_get_i64(obj, "position", &st.position) ||
-        align__json_get_i64(obj, "carry", &st.carry) || align__json_get_u64(obj, "rng_seed", &st.rng.seed) ||
-        align__json_get_u64(obj, "rng_stream", &st.rng.stream) ||
-        align__json_get_u64(obj, "rng_counter", &st.rng.counter) || st.epoch < 0 || st.position < 0 ||
-        st.carry < 0)
-        return ALIGN_EFORMAT;
-    memcpy(state, &st, sizeof st);
-    return ALIGN_OK;
+    align__free(staged);
 }
 
 static int sft_setup_json(const align_trainer *tr, json_t *obj)
@@ -341,6 +467,15 @@ static int sft_setup_json(const align_trainer *tr, json_t *obj)
                           "user_prefix", s->user_prefix, "assistant_prefix", s->assistant_prefix);
     if (!o)
         return ALIGN_ENOMEM;
+    if (s->stream) {
+        /* the data arrives while training: the state counts it */
+        json_object_del(o, "examples");
+        json_object_del(o, "examples_skipped");
+        if (json_object_set_new(o, "stream", json_true()) != 0) {
+            json_decref(o);
+            return ALIGN_ENOMEM;
+        }
+    }
     if (align__json_set_u64(o, "seed", s->p.seed) || json_object_set_new(obj, "sft", o) != 0)
         return ALIGN_ENOMEM;
     return ALIGN_OK;
@@ -378,11 +513,12 @@ static const align__trainer_vtable sft_vtable = {
     .evaluate = sft_evaluate,
     .progress = sft_progress,
     .epoch = sft_epoch,
-    .state_size = sizeof(align__batcher_state),
-    .get_state = sft_get_state,
-    .set_state = sft_set_state,
-    .state_to_json = sft_state_to_json,
-    .state_from_json = sft_state_from_json,
+    .begin = sft_begin,
+    .rollback = sft_rollback,
+    .save_state = sft_save_state,
+    .load_state = sft_load_state,
+    .apply_state = sft_apply_state,
+    .free_staged = sft_free_staged,
     .setup_json = sft_setup_json,
     .free = sft_free,
 };
@@ -421,9 +557,10 @@ ALIGN_API int align_trainer_create_sft(align_trainer **out, align_model *policy,
     cfg.struct_size = sizeof cfg;
     if ((rc = align_model_config(policy, &cfg)) < 0)
         return align__error(NULL, rc, "align_trainer_create_sft: %s", align_model_errmsg(policy));
-    if (prm.flags & ~(ALIGN_SFT_FULL_SEQUENCE_LOSS | ALIGN_SFT_PACK))
+    const uint32_t known = ALIGN_SFT_FULL_SEQUENCE_LOSS | ALIGN_SFT_PACK | ALIGN_SFT_SEQUENTIAL;
+    if (prm.flags & ~known)
         return align__error(NULL, ALIGN_EINVAL, "align_sft_params.flags has unknown bits 0x%x",
-                            (unsigned)(prm.flags & ~(ALIGN_SFT_FULL_SEQUENCE_LOSS | ALIGN_SFT_PACK)));
+                            (unsigned)(prm.flags & ~known));
     if (prm.micro_batch < 1 || prm.micro_batch > 65536)
         return align__error(NULL, ALIGN_EINVAL, "align_sft_params.micro_batch is %d (1..65536)",
                             (int)prm.micro_batch);
@@ -455,6 +592,8 @@ ALIGN_API int align_trainer_create_sft(align_trainer **out, align_model *policy,
         return align__error(NULL, ALIGN_ENOMEM, "out of memory");
     s->p = prm;
     s->tok = t;
+    s->data = data;
+    s->stream = align__dataset_has_source(data);
     s->L = prm.max_seq_len;
     s->rows = prm.micro_batch * prm.grad_accum;
     if (dup_opt(&s->system_prefix, prm.system_prefix) || dup_opt(&s->user_prefix, prm.user_prefix) ||
@@ -485,11 +624,13 @@ ALIGN_API int align_trainer_create_sft(align_trainer **out, align_model *policy,
 
     align__batch_params bp;
     memset(&bp, 0, sizeof bp);
-    bp.flags = ALIGN__BATCH_SHUFFLE;
+    bp.flags = (prm.flags & ALIGN_SFT_SEQUENTIAL) ? 0u : ALIGN__BATCH_SHUFFLE;
     if (prm.flags & ALIGN_SFT_FULL_SEQUENCE_LOSS)
         bp.flags |= ALIGN__BATCH_FULL_LOSS;
     if (prm.flags & ALIGN_SFT_PACK)
         bp.flags |= ALIGN__BATCH_PACK;
+    if (s->stream)
+        bp.flags |= ALIGN__BATCH_STREAM;
     bp.max_len = s->L;
     bp.truncation = prm.truncation;
     bp.seed = prm.seed;
@@ -505,7 +646,8 @@ ALIGN_API int align_trainer_create_sft(align_trainer **out, align_model *policy,
     }
 
     align_trainer *tr = NULL;
-    rc = align__trainer_new(&tr, &sft_vtable, policy, opt, prm.on_step, prm.on_step_user_data);
+    align__role role = {"policy", policy, opt};
+    rc = align__trainer_new_roles(&tr, &sft_vtable, &role, 1, prm.on_step, prm.on_step_user_data);
     if (rc < 0) {
         sft_free_obj(s);
         return rc;

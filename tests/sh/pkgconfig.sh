@@ -6,6 +6,14 @@ prefix=/opt/libalign-test
 ${MAKE:-make} -s install BUILD="$BUILD" DESTDIR="$tmp/root" PREFIX="$prefix" SAN="$SAN" > "$tmp/install.log" 2>&1 ||
   { cat "$tmp/install.log"; exit 1; }
 root="$tmp/root$prefix"
+# The .pc follows PREFIX: a second install under another prefix (as `make
+# install` after `make check`) must not reuse the first one's libalign.pc.
+${MAKE:-make} -s install BUILD="$BUILD" DESTDIR="$tmp/root2" PREFIX=/opt/libalign-other SAN="$SAN" > "$tmp/install2.log" 2>&1 ||
+  { cat "$tmp/install2.log"; exit 1; }
+grep -qx 'prefix=/opt/libalign-other' "$tmp/root2/opt/libalign-other/lib/pkgconfig/libalign.pc" ||
+  { echo "FAIL: libalign.pc kept a stale prefix after PREFIX changed:"; cat "$tmp/root2/opt/libalign-other/lib/pkgconfig/libalign.pc"; exit 1; }
+${MAKE:-make} -s install BUILD="$BUILD" DESTDIR="$tmp/root" PREFIX="$prefix" SAN="$SAN" > "$tmp/install.log" 2>&1 ||
+  { cat "$tmp/install.log"; exit 1; }
 for f in include/align.h lib/libalign.so lib/libalign.so.0 lib/libalign.a lib/pkgconfig/libalign.pc; do
   [ -e "$root/$f" ] || { echo "FAIL: $f not installed"; exit 1; }
 done

@@ -29,8 +29,9 @@ from ._raw import (AlignBusyError, AlignCallbackError, AlignCanceled, AlignError
                    AlignNonFiniteError, AlignRangeError, AlignVersionError, MissingSymbol)
 from ._loader import LibraryNotFound, LibraryVersionMismatch, blas_remedy_state
 from .api import (ChatTemplate, ClosedError, Dataset, FinishReason, ForwardOutput, Generation,
-                  LogLevel, Model, ModelConfig, Optimizer, Provenance, RecordKind, Schedule,
-                  SFTTrainer, Source, StepStats, Tokenizer, Trainer, Truncation, blas_info, get_threads,
+                  LogLevel, Model, ModelConfig, Optimizer, Provenance, RecordKind, RewardModel,
+                  Schedule, SFTTrainer, Source, StepStats, Tokenizer, Trainer, Truncation, blas_info,
+                  get_threads,
                   Journal, FeedbackKind, RequestStatus, FeedbackRequest,
                   live_handles, set_log_handler, set_log_level, set_threads, version,
                   version_string)
@@ -41,9 +42,9 @@ __all__ = [
     "AlignCanceled", "AlignCallbackError", "AlignMisuseError", "AlignInternalError",
     "AlignRangeError", "AlignNonFiniteError", "MissingSymbol", "LibraryNotFound",
     "LibraryVersionMismatch", "ClosedError",
-    "Model", "Tokenizer", "Dataset", "Optimizer", "Trainer", "SFTTrainer",
-    "Journal", "FeedbackKind", "RequestStatus", "FeedbackRequest",
+    "Model", "Tokenizer", "Dataset", "Optimizer", "Trainer", "SFTTrainer", "RewardModel",
     "ModelConfig", "ForwardOutput", "Generation", "StepStats", "Provenance", "ChatTemplate",
+    "Journal", "FeedbackKind", "RequestStatus", "FeedbackRequest",
     "RecordKind", "Source", "FinishReason", "Schedule", "Truncation", "LogLevel",
     "version", "version_string", "blas_info", "set_threads", "get_threads",
     "set_log_handler", "set_log_level", "live_handles", "blas_remedy_state",

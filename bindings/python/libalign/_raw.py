@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import ctypes
 import re
-from ctypes import (CFUNCTYPE, POINTER, Structure, c_char, c_char_p, c_float, c_int, c_int32,
-                    c_int64, c_size_t, c_uint, c_uint8, c_uint32, c_uint64, c_void_p, sizeof)
+from ctypes import (CFUNCTYPE, POINTER, Structure, c_char, c_char_p, c_double, c_float, c_int,
+                    c_int32, c_int64, c_size_t, c_uint, c_uint8, c_uint32, c_uint64, c_void_p, sizeof)
 from typing import Any, Callable, Dict, List, Optional, Type
 
 from . import _callbacks, _loader
@@ -113,9 +113,17 @@ ALIGN_CHAT_GENERATION_PROMPT = 0x1
 ALIGN_ALGO_SFT = 0
 ALIGN_SFT_FULL_SEQUENCE_LOSS = 0x1
 ALIGN_SFT_PACK = 0x2
+ALIGN_SFT_SEQUENTIAL = 0x4
+ALIGN_METRICS_STEP = 0
+ALIGN_METRICS_EVAL = 1
 ALIGN_TRUNCATE_RIGHT = 0
 ALIGN_TRUNCATE_LEFT = 1
 ALIGN_TRUNCATE_DROP = 2
+
+# reward models
+ALIGN_SAVE_HF_SEQUENCE_CLASSIFICATION = 0x1
+ALIGN_REWARD_CHAT = 0x1
+ALIGN_REWARD_NORMALIZE_STD = 0x1
 
 # feedback journal
 ALIGN_FEEDBACK_RANK = 0
@@ -306,6 +314,11 @@ class align_text_sink_p(_Handle):
     """``align_text_sink *`` (only valid during a prompt-source callback)"""
 
 
+class align_reward_model_p(_Handle):
+    """``align_reward_model *``"""
+    _errmsg = "align_reward_model_errmsg"
+
+
 class align_journal_p(_Handle):
     """``align_journal *`` (shared between threads: failures are reported by
     the per-thread align_last_errmsg, not the handle's message)"""
@@ -313,7 +326,8 @@ class align_journal_p(_Handle):
 
 HANDLE_TYPES = {cls.__name__[:-2]: cls for cls in
                 (align_model_p, align_tokenizer_p, align_dataset_p, align_optimizer_p,
-                 align_trainer_p, align_generation_p, align_text_sink_p, align_journal_p)}
+                 align_trainer_p, align_generation_p, align_text_sink_p, align_reward_model_p,
+                 align_journal_p)}
 
 # ============================================================================
 # structures (docs/conventions.md, "Params structs"): struct_size is set to sizeof(cls) on creation
@@ -470,6 +484,25 @@ class align_chat_template(_SizedStruct):
     ]
 
 
+# typedef int (*align_score_fn)(const char *const *prompts, const char *const *responses,
+#                               int32_t n, float *scores, void *user_data);
+align_score_fn = CFUNCTYPE(c_int, POINTER(c_char_p), POINTER(c_char_p), c_int32, POINTER(c_float),
+                           c_void_p)
+
+
+class align_reward_params(_SizedStruct):
+    _defaults_fn = "align_reward_default_params"
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("flags", c_uint32),
+        ("max_seq_len", c_int32),
+        ("batch_size", c_int32),
+        ("truncation", c_int32),
+        ("user_prefix", c_char_p),
+        ("assistant_prefix", c_char_p),
+    ]
+
+
 class align_feedback_request(_SizedStruct):
     _defaults_fn = "align_feedback_request_init"
     _fields_ = [
@@ -491,9 +524,9 @@ class align_feedback_request(_SizedStruct):
 STRUCT_TYPES = {cls.__name__: cls for cls in
                 (align_model_params, align_optimizer_params, align_provenance,
                  align_generate_params, align_step_stats, align_sft_params,
-                 align_chat_template, align_feedback_request)}
+                 align_chat_template, align_reward_params, align_feedback_request)}
 CALLBACK_TYPES = {"align_log_fn": align_log_fn, "align_step_fn": align_step_fn,
-                  "align_prompt_fn": align_prompt_fn}
+                  "align_prompt_fn": align_prompt_fn, "align_score_fn": align_score_fn}
 
 # ============================================================================
 # declarations
@@ -772,6 +805,10 @@ align_dataset_set_source = _fn(
 align_dataset_pull = _fn(
     "int align_dataset_pull(align_dataset *d, int64_t min_new)",
     c_int, [align_dataset_p, c_int64])
+# Returned as void*: the dataset being fed (NULL outside a source callback).
+align_text_sink_dataset = _fn(
+    "align_dataset *align_text_sink_dataset(align_text_sink *sink)",
+    c_void_p, [align_text_sink_p])
 
 # ---- generation -----------------------------------------------------------------------
 align_generate_default_params = _fn(
@@ -828,6 +865,16 @@ align_trainer_request_stop = _fn("int align_trainer_request_stop(align_trainer *
 align_trainer_free = _fn("void align_trainer_free(align_trainer *tr)", None, [align_trainer_p])
 align_trainer_errmsg = _fn("const char *align_trainer_errmsg(const align_trainer *tr)",
                            c_char_p, [align_trainer_p])
+align_trainer_metrics = _fn(
+    "int align_trainer_metrics(const align_trainer *tr, int32_t which, const char *const **names, "
+    "const double **values, int32_t *n)",
+    c_int, [align_trainer_p, c_int32, POINTER(POINTER(c_char_p)), POINTER(POINTER(c_double)),
+            POINTER(c_int32)])
+align_trainer_metric = _fn(
+    "int align_trainer_metric(const align_trainer *tr, int32_t which, const char *name, "
+    "double *value)",
+    c_int, [align_trainer_p, c_int32, c_char_p, POINTER(c_double)])
+
 
 # ---- chat template ------------------------------------------------------------------------
 align_chat_template_default_params = _fn(
@@ -852,6 +899,44 @@ align_generate_chat = _fn(
     c_int, [align_model_p, align_tokenizer_p, POINTER(align_chat_template), POINTER(c_char_p),
             POINTER(c_char_p), POINTER(c_int32), c_int32, POINTER(align_generate_params),
             POINTER(align_generation_p)])
+
+# ---- reward models ---------------------------------------------------------------------
+align_model_save_ex = _fn(
+    "int align_model_save_ex(const align_model *m, const char *path, uint32_t flags)",
+    c_int, [align_model_p, c_char_p, c_uint32])
+align_reward_default_params = _fn(
+    "int align_reward_default_params(align_reward_params *out, size_t struct_size)",
+    c_int, [POINTER(align_reward_params), c_size_t])
+align_reward_model_from_model = _fn(
+    "int align_reward_model_from_model(align_reward_model **out, align_model *m, "
+    "const align_tokenizer *t, const align_reward_params *p)",
+    c_int, [POINTER(align_reward_model_p), align_model_p, align_tokenizer_p,
+            POINTER(align_reward_params)])
+align_reward_model_from_callback = _fn(
+    "int align_reward_model_from_callback(align_reward_model **out, align_score_fn fn, "
+    "void *user_data)",
+    c_int, [POINTER(align_reward_model_p), align_score_fn, c_void_p])
+align_reward_model_free = _fn("void align_reward_model_free(align_reward_model *rm)",
+                              None, [align_reward_model_p])
+align_reward_model_errmsg = _fn(
+    "const char *align_reward_model_errmsg(const align_reward_model *rm)",
+    c_char_p, [align_reward_model_p])
+align_reward_model_score = _fn(
+    "int align_reward_model_score(align_reward_model *rm, const char *const *prompts, "
+    "const char *const *responses, int32_t n, float *scores)",
+    c_int, [align_reward_model_p, POINTER(c_char_p), POINTER(c_char_p), c_int32, POINTER(c_float)])
+align_reward_model_normalize = _fn(
+    "int align_reward_model_normalize(align_reward_model *rm, const char *const *prompts, "
+    "const char *const *responses, int32_t n, uint32_t flags)",
+    c_int, [align_reward_model_p, POINTER(c_char_p), POINTER(c_char_p), c_int32, c_uint32])
+align_reward_model_set_normalization = _fn(
+    "int align_reward_model_set_normalization(align_reward_model *rm, float bias, float scale)",
+    c_int, [align_reward_model_p, c_float, c_float])
+align_reward_model_get_normalization = _fn(
+    "int align_reward_model_get_normalization(const align_reward_model *rm, float *bias, "
+    "float *scale)",
+    c_int, [align_reward_model_p, POINTER(c_float), POINTER(c_float)])
+
 
 # ---- feedback journal -------------------------------------------------------------------
 align_journal_open = _fn("int align_journal_open(align_journal **out, const char *path, uint32_t flags)",

@@ -25,7 +25,7 @@ import os
 import threading
 import weakref
 from ctypes import POINTER, byref, c_char, c_char_p, c_float, c_int32, c_size_t, c_uint8, c_void_p
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import (Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence,
                     Tuple, Union, overload)
 
@@ -418,17 +418,23 @@ class StepStats:
     time_optimizer_ms: float = 0.0
     skipped: bool = False
     progress: float = 0.0
+    #: the step's named metrics (``align_trainer_metrics``): "loss",
+    #: "accuracy", "learning_rate", "grad_norm", "tokens", ... -> float
+    metrics: Dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def _from_c(cls, s: _raw.align_step_stats) -> "StepStats":
+    def _from_c(cls, s: _raw.align_step_stats,
+                metrics: Optional[Dict[str, float]] = None) -> "StepStats":
         kw: Dict[str, Any] = {}
         for f in fields(cls):
+            if f.name == "metrics":
+                continue
             v = getattr(s, f.name)
             kw[f.name] = bool(v) if f.name == "skipped" else v
-        return cls(**kw)
+        return cls(metrics=dict(metrics or {}), **kw)
 
 
-def _stats_from_pointer(p: Any) -> StepStats:
+def _stats_from_pointer(p: Any, metrics: Optional[Dict[str, float]] = None) -> StepStats:
     """Copies a library-owned align_step_stats (valid only during a callback),
     reading no more than the prefix both sides know."""
     ours = _raw.align_step_stats()
@@ -436,7 +442,7 @@ def _stats_from_pointer(p: Any) -> StepStats:
         theirs = p.contents.struct_size
         n = min(int(theirs), ctypes.sizeof(ours)) if theirs else ctypes.sizeof(ours)
         ctypes.memmove(byref(ours), p, n)
-    return StepStats._from_c(ours)
+    return StepStats._from_c(ours, metrics)
 
 
 # ============================================================================
@@ -682,9 +688,14 @@ class Model(_Owned):
         _raw.align_model_load(byref(h), _path(path), byref(p))
         return cls._wrap(h, False)
 
-    def save(self, path: PathLike) -> None:
-        """Writes the weights as safetensors, atomically."""
-        _raw.align_model_save(self._h, _path(path))
+    def save(self, path: PathLike, *, hf_sequence_classification: bool = False) -> None:
+        """Writes the weights as safetensors, atomically. A folder path (an
+        existing folder, or one ending in "/") gets model.safetensors and a
+        Hugging Face config.json. ``hf_sequence_classification=True`` writes
+        transformers' GPT2ForSequenceClassification layout (needs a scalar
+        head)."""
+        flags = _raw.ALIGN_SAVE_HF_SEQUENCE_CLASSIFICATION if hf_sequence_classification else 0
+        _raw.align_model_save_ex(self._h, _path(path), flags)
 
     def clone(self, *, frozen: bool = False) -> "Model":
         """A copy; ``frozen=True`` makes a forward-only copy (a reference
@@ -993,18 +1004,29 @@ Record = Mapping[str, Any]
 PromptSource = Union[Callable[[], Union[None, str, Iterable[str]]], Iterable[str]]
 
 
-def _source_adapter(fn: Callable[[], Any], sink: Any, user_data: Any) -> int:
-    out = fn()
-    if out is None:
-        return _raw.ALIGN_DONE
-    items = [out] if isinstance(out, (str, bytes)) else list(out)
-    if not items:
-        return _raw.ALIGN_DONE
-    s = _raw.align_text_sink_p(sink)
-    for item in items:
-        data = _text(item, "prompt")
-        _raw.align_text_sink_add(s, data, len(data))
-    return _raw.ALIGN_OK
+def _make_source_adapter(dataset_ref: Any) -> Callable[..., int]:
+    """The C callback of a data source: the Python source returns a prompt
+    (str), a record (dict, as for :meth:`Dataset.add`), a list of those, or
+    None / [] when there are no more."""
+    def adapter(fn: Callable[[], Any], sink: Any, user_data: Any) -> int:
+        out = fn()
+        if out is None:
+            return _raw.ALIGN_DONE
+        items = [out] if isinstance(out, (str, bytes, Mapping)) else list(out)
+        if not items:
+            return _raw.ALIGN_DONE
+        s = _raw.align_text_sink_p(sink)
+        for item in items:
+            if isinstance(item, Mapping):
+                ds = dataset_ref()
+                if ds is None or not _raw.align_text_sink_dataset(s):
+                    raise RuntimeError("the dataset of this source is gone")
+                ds.add(item)
+            else:
+                data = _text(item, "prompt")
+                _raw.align_text_sink_add(s, data, len(data))
+        return _raw.ALIGN_OK
+    return adapter
 
 
 class Dataset(_Owned):
@@ -1222,12 +1244,15 @@ class Dataset(_Owned):
         _raw.align_dataset_add_prompt(self._h, _text(prompt, "prompt"), self._pv(provenance))
 
     def set_source(self, source: Optional[PromptSource]) -> None:
-        """Registers a pull source of prompts, called when a trainer that
-        consumes prompts has used every prompt record. ``source`` is either
-        a callable returning a prompt, a list of prompts, or None / an empty
-        list when there are no more, or an iterable of prompts (one is taken
-        per call). Exceptions it raises propagate out of the library call
-        that pulled. ``None`` removes the source."""
+        """Registers a pull source, called when a trainer has used every
+        record it holds (SFT at the end of its data, RL trainers when out of
+        prompts). ``source`` is either a callable returning a prompt (str), a
+        record of any kind (a dict as for :meth:`add`: demonstrations, chats,
+        rankings, labels, scores, with provenance), a list of those, or None /
+        an empty list when there are no more; or an iterable of them (one
+        item per call). Exceptions it raises propagate out of the library
+        call that pulled. ``None`` removes the source. A trainer created while
+        a source is set reads records as they arrive (docs/datasets.md)."""
         h = self._h
         if source is None:
             _raw.align_dataset_set_source(h, _raw.align_prompt_fn(), None)
@@ -1243,13 +1268,13 @@ class Dataset(_Owned):
         else:
             raise TypeError("source must be a callable or an iterable of prompts, "
                             f"not {type(source).__name__}")
-        cb = _callbacks.Callback(_raw.align_prompt_fn, fn, _source_adapter)
+        cb = _callbacks.Callback(_raw.align_prompt_fn, fn, _make_source_adapter(weakref.ref(self)))
         _raw.align_dataset_set_source(h, cb.pointer, None)
         # Kept with the C handle: C may call it until the dataset is freed.
         self._state.keep["source"] = cb
 
     def pull(self, min_new: int = 1) -> bool:
-        """Calls the prompt source until at least ``min_new`` prompts were
+        """Calls the source until at least ``min_new`` records were
         added. Returns True when they arrived, False when the source has no
         more (what it added stays) or no source is set. An exception raised
         by the source propagates from here."""
@@ -1262,8 +1287,11 @@ class Dataset(_Owned):
 # ============================================================================
 
 
-def _step_adapter(fn: Callable[[StepStats], Any], s: Any, user_data: Any) -> Any:
-    return fn(_stats_from_pointer(s))
+def _make_step_adapter(trainer_ref: List[Any]) -> Callable[..., Any]:
+    def adapter(fn: Callable[[StepStats], Any], s: Any, user_data: Any) -> Any:
+        tr = trainer_ref[0]() if trainer_ref else None
+        return fn(_stats_from_pointer(s, tr._metrics(False) if tr is not None else None))
+    return adapter
 
 
 class Trainer(_Owned):
@@ -1294,7 +1322,21 @@ class Trainer(_Owned):
         rc = _raw.align_trainer_step(self._h, byref(s))
         if rc == _raw.ALIGN_DONE:
             return None
-        return StepStats._from_c(s)
+        return StepStats._from_c(s, self._metrics(False))
+
+    def _metrics(self, evaluation: bool) -> Dict[str, float]:
+        names = POINTER(c_char_p)()
+        values = POINTER(ctypes.c_double)()
+        n = ctypes.c_int32()
+        which = _raw.ALIGN_METRICS_EVAL if evaluation else _raw.ALIGN_METRICS_STEP
+        _raw.align_trainer_metrics(self._h, which, byref(names), byref(values), byref(n))
+        return {names[i].decode("utf-8", "replace"): float(values[i]) for i in range(n.value)}
+
+    def metrics(self, evaluation: bool = False) -> Dict[str, float]:
+        """The named metrics of the last step (or, with ``evaluation=True``,
+        of the last :meth:`evaluate`): ``{"loss": ..., "accuracy": ...,
+        "learning_rate": ..., "grad_norm": ..., "tokens": ..., ...}``."""
+        return self._metrics(bool(evaluation))
 
     def steps(self, n: Optional[int] = None) -> Iterator[StepStats]:
         """Yields the statistics of up to ``n`` steps (until done if None)."""
@@ -1317,7 +1359,7 @@ class Trainer(_Owned):
             raise TypeError(f"dataset must be a Dataset, not {type(dataset).__name__}")
         s = _raw.align_step_stats()
         _raw.align_trainer_evaluate(self._h, dataset._h, byref(s))
-        return StepStats._from_c(s)
+        return StepStats._from_c(s, self._metrics(True))
 
     def save(self, directory: PathLike) -> None:
         """The whole training state into ``directory`` (created if missing)."""
@@ -1340,7 +1382,8 @@ class SFTTrainer(Trainer):
     ``micro_batch``, ``grad_accum``, ``max_seq_len``, ``truncation``
     (:class:`Truncation`), ``max_steps``, ``epochs``, ``seed``,
     ``system_prefix``, ``user_prefix``, ``assistant_prefix``, plus
-    ``full_sequence_loss`` and ``pack`` (the ``ALIGN_SFT_*`` flags) and
+    ``full_sequence_loss``, ``pack`` and ``sequential`` (the ``ALIGN_SFT_*``
+    flags; ``sequential`` visits the examples in dataset order) and
     ``on_step``: a callable receiving each step's :class:`StepStats` once its
     gradients are ready, before the update; raising an exception (or
     returning a negative int) discards that update, and the exception
@@ -1354,7 +1397,8 @@ class SFTTrainer(Trainer):
     def __init__(self, model: Model, tokenizer: Tokenizer, dataset: Dataset,
                  optimizer: Optional[Optimizer], *,
                  on_step: Optional[Callable[[StepStats], Any]] = None,
-                 full_sequence_loss: bool = False, pack: bool = False, **params: Any) -> None:
+                 full_sequence_loss: bool = False, pack: bool = False, sequential: bool = False,
+                 **params: Any) -> None:
         """``optimizer`` may be None for an evaluation-only trainer: evaluate()
         works, step(), save() and resume() raise (ALIGN_EMISUSE)."""
         for name, obj, cls in (("model", model, Model), ("tokenizer", tokenizer, Tokenizer),
@@ -1377,9 +1421,12 @@ class SFTTrainer(Trainer):
             p.flags |= _raw.ALIGN_SFT_FULL_SEQUENCE_LOSS
         if pack:
             p.flags |= _raw.ALIGN_SFT_PACK
+        if sequential:
+            p.flags |= _raw.ALIGN_SFT_SEQUENTIAL
         cb = None
+        me: List[Any] = []
         if on_step is not None:
-            cb = _callbacks.Callback(_raw.align_step_fn, on_step, _step_adapter)
+            cb = _callbacks.Callback(_raw.align_step_fn, on_step, _make_step_adapter(me))
             p.on_step = cb.pointer
         h = _raw.align_trainer_p()
         _raw.align_trainer_create_sft(byref(h), model._h, tokenizer._h, dataset._h,
@@ -1390,6 +1437,123 @@ class SFTTrainer(Trainer):
         self._adopt(h, borrowed=[o for o in (model, tokenizer, dataset, optimizer) if o is not None])
         if cb is not None:
             self._state.keep["on_step"] = cb
+            me.append(weakref.ref(self))
+
+
+# ============================================================================
+# Reward models
+# ============================================================================
+
+
+def _score_adapter(fn: Callable[[List[str], List[str]], Sequence[float]], prompts: Any,
+                   responses: Any, n: int, scores: Any, user_data: Any) -> int:
+    ps = [_decode(prompts[i]) for i in range(n)]
+    rs = [_decode(responses[i]) for i in range(n)]
+    out = list(fn(ps, rs))
+    if len(out) != n:
+        raise ValueError(f"score function returned {len(out)} scores for {n} pairs")
+    for i, v in enumerate(out):
+        scores[i] = _number(v, f"score[{i}]")
+    return 0
+
+
+class RewardModel(_Owned):
+    """The scorer every RL algorithm calls (``align_reward_model``): a model
+    with a scalar head and its tokenizer (:meth:`from_model`), or a Python
+    function (:meth:`from_callable`). :meth:`score` rates (prompt, response)
+    pairs; :meth:`normalize` sets the bias (and scale) so that reference
+    pairs score 0 on average (docs/reward.md)."""
+
+    _kind = "reward_model"
+    _free_fn = staticmethod(_raw.align_reward_model_free)
+
+    def __init__(self) -> None:
+        raise TypeError("use RewardModel.from_model(model, tokenizer) or "
+                        "RewardModel.from_callable(fn)")
+
+    @classmethod
+    def from_model(cls, model: Model, tokenizer: Tokenizer, *, chat: bool = False,
+                   max_seq_len: int = 0, batch_size: Optional[int] = None,
+                   truncation: Optional[int] = None, user_prefix: Optional[str] = None,
+                   assistant_prefix: Optional[str] = None) -> "RewardModel":
+        """A scorer over ``model`` (which needs a scalar head) and ``tokenizer``,
+        both borrowed. ``chat=True`` builds a two-turn chat instead of a
+        demonstration (prompt, response, end-of-turn)."""
+        if not isinstance(model, Model):
+            raise TypeError(f"model must be a Model, not {type(model).__name__}")
+        if not isinstance(tokenizer, Tokenizer):
+            raise TypeError(f"tokenizer must be a Tokenizer, not {type(tokenizer).__name__}")
+        p = _raw.align_reward_params.defaults()
+        if chat:
+            p.flags |= _raw.ALIGN_REWARD_CHAT
+        p.max_seq_len = _int(max_seq_len, "max_seq_len")
+        if batch_size is not None:
+            p.batch_size = _int(batch_size, "batch_size")
+        if truncation is not None:
+            p.truncation = _int(int(truncation), "truncation")
+        if user_prefix is not None:
+            p.user_prefix = _text(user_prefix, "user_prefix")
+        if assistant_prefix is not None:
+            p.assistant_prefix = _text(assistant_prefix, "assistant_prefix")
+        h = _raw.align_reward_model_p()
+        _raw.align_reward_model_from_model(byref(h), model._h, tokenizer._h, byref(p))
+        self = cls.__new__(cls)
+        self._adopt(h, borrowed=[model, tokenizer])
+        return self
+
+    @classmethod
+    def from_callable(cls, fn: Callable[[List[str], List[str]], Sequence[float]]) -> "RewardModel":
+        """A scorer over ``fn(prompts, responses) -> scores`` (lists of str in,
+        one number per pair out). An exception raised by ``fn`` propagates
+        from :meth:`score` with its traceback; a NaN or infinite score raises
+        AlignNonFiniteError."""
+        cb = _callbacks.Callback(_raw.align_score_fn, fn, _score_adapter)
+        h = _raw.align_reward_model_p()
+        _raw.align_reward_model_from_callback(byref(h), cb.pointer, None)
+        self = cls.__new__(cls)
+        self._adopt(h)
+        self._state.keep["score_fn"] = cb
+        return self
+
+    @staticmethod
+    def _pairs(prompts: Sequence[Any], responses: Sequence[Any]) -> Tuple[Any, Any, int]:
+        if isinstance(prompts, (str, bytes)) or isinstance(responses, (str, bytes)):
+            raise TypeError("prompts and responses must be sequences of strings")
+        prompts, responses = list(prompts), list(responses)
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        return (_string_array(prompts, "prompts"), _string_array(responses, "responses"),
+                len(prompts))
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> List[float]:
+        """Scores of the pairs (prompts[i], responses[i]), normalisation applied."""
+        pa, ra, n = self._pairs(prompts, responses)
+        out = (c_float * max(n, 1))()
+        _raw.align_reward_model_score(self._h, pa, ra, n, out)
+        return [float(out[i]) for i in range(n)]
+
+    def normalize(self, prompts: Sequence[str], responses: Sequence[str], *,
+                  unit_std: bool = False) -> Tuple[float, float]:
+        """Sets the bias (and with ``unit_std`` the scale) so that these
+        reference pairs score 0 on average (and 1 in standard deviation).
+        Returns (bias, scale). A model-backed scorer keeps it in the model,
+        so :meth:`Model.save` saves it."""
+        pa, ra, n = self._pairs(prompts, responses)
+        _raw.align_reward_model_normalize(self._h, pa, ra, n,
+                                          _raw.ALIGN_REWARD_NORMALIZE_STD if unit_std else 0)
+        return self.normalization
+
+    @property
+    def normalization(self) -> Tuple[float, float]:
+        """(bias, scale): score = scale * raw + bias."""
+        b, s = c_float(), c_float()
+        _raw.align_reward_model_get_normalization(self._h, byref(b), byref(s))
+        return (float(b.value), float(s.value))
+
+    def set_normalization(self, bias: float, scale: float = 1.0) -> None:
+        """Sets score = scale * raw + bias."""
+        _raw.align_reward_model_set_normalization(self._h, _number(bias, "bias"),
+                                                  _number(scale, "scale"))
 
 
 # ============================================================================

@@ -253,6 +253,39 @@ class TestDataset(_util.TestCase):
         self.assertTrue(any(level == la.LogLevel.WARN and str(path) in msg and "line 2" in msg
                             for level, msg in logged), logged)
 
+    def test_unknown_fields_refused_alike_in_c_and_python(self) -> None:
+        """Dataset.add(dict) and the C JSONL loader accept and refuse the same
+        records; a misspelt field is an error in both, never a bare prompt."""
+        tmp = _util.scratch_dir(self)
+        records = ALL_KINDS + [
+            {"prompt": "a", "completions": "b"},
+            {"prompt": "a", "completion": "b", "score": 1.0},
+            {"prompt": "a", "chosen": "b", "rejected": "c", "completion": "d"},
+            {"prompt": "a", "response": "b", "label": True, "extra": 1},
+            {"messages": [{"role": "user", "content": "a", "name": "x"}]},
+            {"messages": [{"role": "user", "content": "a"}], "prompt": "p"},
+            {"prompt": "a", "source": "human", "annotator": "z", "timestamp": 3},
+        ]
+        for i, rec in enumerate(records):
+            path = tmp / f"r{i}.jsonl"
+            path.write_text(json.dumps(rec) + "\n")
+            with la.Dataset() as d:
+                try:
+                    d.load_jsonl(path)
+                    c_ok = True
+                except la.AlignFormatError as e:
+                    c_ok = False
+                    if "completions" in rec:
+                        self.assertIn(f"{path}:1: unknown field 'completions'", str(e))
+            with la.Dataset() as d:
+                try:
+                    d.add(rec)
+                    py_ok = True
+                except (ValueError, TypeError):
+                    py_ok = False
+            self.assertEqual(c_ok, py_ok, rec)
+            self.assertEqual(c_ok, i < len(ALL_KINDS) or "source" in rec, rec)
+
 
 class TestModuleFunctions(_util.TestCase):
     def test_threads_and_blas(self) -> None:

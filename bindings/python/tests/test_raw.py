@@ -138,22 +138,36 @@ class TestLoader(unittest.TestCase):
 
     def test_blas_remedy_decisions(self) -> None:
         cpu, maps = self._fake("fpu sse avx2 avx512f avx512bw", "7f00 r-xp /usr/lib/libc.so.6\n")
-        env: dict = {}
-        self.assertEqual(_loader.apply_blas_remedy(env, cpu, maps), "set")
-        self.assertEqual(env["OPENBLAS_CORETYPE"], "SkylakeX")
+        for core, want in (("Prescott", "SkylakeX"), ("Haswell", "SkylakeX"), ("ZEN", "SkylakeX")):
+            env: dict = {}
+            self.assertEqual(_loader.apply_blas_remedy(env, cpu, maps, lambda: core), "set")
+            self.assertEqual(env["OPENBLAS_CORETYPE"], want)
+        # a good choice is left alone: Cooperlake on AMD Zen 4, SkylakeX, unknown
+        for core in ("Cooperlake", "SkylakeX", "SapphireRapids", None):
+            env = {}
+            self.assertEqual(_loader.apply_blas_remedy(env, cpu, maps, lambda: core), "not-needed")
+            self.assertNotIn("OPENBLAS_CORETYPE", env)
         env = {"OPENBLAS_CORETYPE": "Haswell"}
-        self.assertEqual(_loader.apply_blas_remedy(env, cpu, maps), "preset")
+        self.assertEqual(_loader.apply_blas_remedy(env, cpu, maps, lambda: "Prescott"), "preset")
         self.assertEqual(env["OPENBLAS_CORETYPE"], "Haswell")
         env = {"LIBALIGN_NO_BLAS_FIX": "1"}
-        self.assertEqual(_loader.apply_blas_remedy(env, cpu, maps), "opt-out")
+        self.assertEqual(_loader.apply_blas_remedy(env, cpu, maps, lambda: "Prescott"), "opt-out")
         self.assertNotIn("OPENBLAS_CORETYPE", env)
+        # AVX2 without AVX-512: only pre-AVX2 kernels are slow
         cpu2, _ = self._fake("fpu sse avx2", "")
         env = {}
-        self.assertEqual(_loader.apply_blas_remedy(env, cpu2, maps), "no-avx512")
+        self.assertEqual(_loader.apply_blas_remedy(env, cpu2, maps, lambda: "Prescott"), "set")
+        self.assertEqual(env["OPENBLAS_CORETYPE"], "Haswell")
+        env = {}
+        self.assertEqual(_loader.apply_blas_remedy(env, cpu2, maps, lambda: "Haswell"), "not-needed")
+        self.assertNotIn("OPENBLAS_CORETYPE", env)
+        cpu3, _ = self._fake("fpu sse sse2", "")
+        env = {}
+        self.assertEqual(_loader.apply_blas_remedy(env, cpu3, maps, lambda: "Prescott"), "no-avx512")
         self.assertNotIn("OPENBLAS_CORETYPE", env)
         _, maps2 = self._fake("", "7f00 r-xp /usr/lib/x86_64-linux-gnu/libopenblas.so.0\n")
         env = {}
-        self.assertEqual(_loader.apply_blas_remedy(env, cpu, maps2), "too-late")
+        self.assertEqual(_loader.apply_blas_remedy(env, cpu, maps2, lambda: "Prescott"), "too-late")
         self.assertNotIn("OPENBLAS_CORETYPE", env)
 
     def _python(self, code: str, **env: str) -> subprocess.CompletedProcess:
@@ -165,17 +179,23 @@ class TestLoader(unittest.TestCase):
                               text=True, timeout=60)
 
     def test_blas_remedy_in_a_fresh_process(self) -> None:
+        """Python runs the kernels a C program would, except where the C
+        library would warn of a slow fallback: there it runs the fix."""
         code = ("import os, libalign as la\n"
                 "print(la.blas_remedy_state(), os.environ.get('OPENBLAS_CORETYPE'), "
                 "la.blas_info(), sep='|')")
+        own = _loader.probe_blas_core()  # what OpenBLAS picks by itself (as in C)
+        fix = _loader.blas_fix_for(own, _loader._cpu_flags())
         r = self._python(code)
         self.assertEqual(r.returncode, 0, r.stderr)
         state, coretype, info = r.stdout.strip().split("|")
-        if _loader._cpu_has_avx512f():
-            self.assertEqual((state, coretype), ("set", "SkylakeX"))
-            self.assertIn("SkylakeX", info)
-        else:
-            self.assertEqual((state, coretype), ("no-avx512", "None"))
+        if fix:
+            self.assertEqual((state, coretype), ("set", fix))
+            self.assertIn(f"({fix} kernels)", info)
+        elif state != "no-avx512":
+            self.assertEqual((state, coretype), ("not-needed", "None"))
+            if own:
+                self.assertIn(f"({own} kernels)", info)
         r = self._python(code, LIBALIGN_NO_BLAS_FIX="1")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(r.stdout.split("|")[:2], ["opt-out", "None"])
