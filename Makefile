@@ -95,18 +95,30 @@ $(BUILD)/bin/%: examples/%.c include/align.h $(SO_DEV)
 	$(CC) $(EX_CFLAGS) $< -o $@ $(EX_LIBS) $(LDFLAGS)
 
 # alignctl: every file of examples/alignctl/ (one per subcommand plus shared
-# modules), linked with jansson for its JSON input and output.
+# modules), linked with jansson for its JSON input and output, and — for
+# `alignctl label --serve` only — libuv and Debian's http-parser
+# (libhttp-parser-dev, no pkg-config file: HTTP_PARSER_LIBS overrides).
 CTL_SRCS := $(sort $(wildcard examples/alignctl/*.c))
 CTL_OBJS := $(CTL_SRCS:examples/alignctl/%.c=$(BUILD)/alignctl-obj/%.o)
 CTL_HDRS := $(wildcard examples/alignctl/*.h examples/alignctl/*.def)
 JANSSON_CFLAGS := $(shell pkg-config --cflags jansson 2>/dev/null)
 JANSSON_LIBS   := $(shell pkg-config --libs jansson 2>/dev/null || echo -ljansson)
+HTTP_PARSER_LIBS ?= -lhttp_parser
+CTL_LIBS = $(JANSSON_LIBS) $(UV_LIBS) $(HTTP_PARSER_LIBS)
 $(BUILD)/alignctl-obj/%.o: examples/alignctl/%.c $(CTL_HDRS) include/align.h Makefile
 	@mkdir -p $(dir $@)
-	$(CC) $(EX_CFLAGS) $(JANSSON_CFLAGS) -c $< -o $@
+	$(CC) $(EX_CFLAGS) $(JANSSON_CFLAGS) $(UV_CFLAGS) -I$(BUILD)/alignctl-obj -c $< -o $@
+# The labelling page, one self-contained HTML file, embedded as a byte array.
+$(BUILD)/alignctl-obj/label_page.h: examples/alignctl/label_page.html
+	@mkdir -p $(dir $@)
+	@{ echo '/* generated from examples/alignctl/label_page.html by the Makefile */'; \
+	  echo 'static const unsigned char LABEL_PAGE[] = {'; \
+	  od -An -v -tx1 $< | sed -e 's/ \([0-9a-f][0-9a-f]\)/0x\1,/g'; \
+	  echo '};'; echo '#define LABEL_PAGE_LEN sizeof LABEL_PAGE'; } > $@.tmp && mv $@.tmp $@
+$(BUILD)/alignctl-obj/cmd_label.o: $(BUILD)/alignctl-obj/label_page.h
 $(BUILD)/bin/alignctl: $(CTL_OBJS) $(SO_DEV)
 	@mkdir -p $(dir $@)
-	$(CC) $(EX_CFLAGS) $(CTL_OBJS) -o $@ $(EX_LIBS) $(JANSSON_LIBS) $(LDFLAGS)
+	$(CC) $(EX_CFLAGS) $(CTL_OBJS) -o $@ $(EX_LIBS) $(CTL_LIBS) $(LDFLAGS)
 
 # ---- tests ----------------------------------------------------------------------------
 # tests/check_<module>.c exports Suite *<module>_suite(void). Files named
@@ -208,6 +220,11 @@ deps:
 	@bash tools/deps.sh
 deps-bench:
 	@bash tools/deps.sh --bench
+# Debian's chromium for the browser test of `alignctl label` (tests/sh/label_browser.sh
+# skips without it); CI installs it.
+.PHONY: deps-browser
+deps-browser:
+	@bash tools/deps.sh --browser
 
 # ---- benchmarks and demo ---------------------------------------------------------------
 BENCH_SRCS := $(sort $(wildcard bench/*.c))
@@ -246,7 +263,7 @@ install: lib examples $(BUILD)/libalign.pc
 	install -m 644 $(ARCHIVE) $(DESTDIR)$(LIBDIR)/
 	install -m 644 $(BUILD)/libalign.pc $(DESTDIR)$(PKGCONFIGDIR)/
 	@if [ -x $(BUILD)/bin/alignctl ]; then \
-	  $(CC) $(EX_CFLAGS) $(CTL_OBJS) -o $(BUILD)/alignctl.installed -L$(BUILD) -lalign $(JANSSON_LIBS) -lm -Wl,-rpath,$(LIBDIR) $(LDFLAGS) && \
+	  $(CC) $(EX_CFLAGS) $(CTL_OBJS) -o $(BUILD)/alignctl.installed -L$(BUILD) -lalign $(CTL_LIBS) -lm -Wl,-rpath,$(LIBDIR) $(LDFLAGS) && \
 	  install -m 755 $(BUILD)/alignctl.installed $(DESTDIR)$(BINDIR)/alignctl; fi
 
 uninstall:
@@ -269,6 +286,7 @@ help:
 	@echo "  bench          benchmarks against PyTorch (BENCH_JSON=file for JSON lines)"
 	@echo "  examples       example programs and alignctl in $(BUILD)/bin"
 	@echo "  deps           check/install build and test dependencies (apt-get on Debian as root)"
+	@echo "  deps-browser   also chromium, for the browser test of alignctl label (CI runs it)"
 	@echo "  install        PREFIX=$(PREFIX) DESTDIR= LIBDIR= INCLUDEDIR= ; uninstall"
 	@echo "  clean"
 	@echo "Variables: BLAS_PC=openblas|blas  BLAS_CFLAGS=  BLAS_LIBS=  CC=  OPT=  CI=1 (warnings are errors)"
