@@ -40,8 +40,9 @@ static int score_fn(const char *const *prompts, const char *const *responses, in
 }
 
 typedef struct rig {
-    align_model *pol, *ref;
-    align_optimizer *opt;
+    align_model *pol, *ref, *val;
+    align_optimizer *opt, *vopt;
+    align_dataset *demos;
     align_tokenizer *tok;
     align_reward_model *rm;
     align_dataset *data;
@@ -88,9 +89,35 @@ static align_rl_roles rig_roles(rig *r, int with_ref)
     return ro;
 }
 
+/* A separate value model (scalar head) and demonstrations for PPO-ptx. */
+static void rig_add_value_and_demos(rig *r)
+{
+    align_model_params mp;
+    ALIGN_MODEL_DEFAULT_PARAMS(&mp);
+    mp.n_layer = 1;
+    mp.n_head = 2;
+    mp.n_embd = 32;
+    mp.vocab_size = 257;
+    mp.max_seq_len = 32;
+    mp.seed = 9;
+    mp.flags = ALIGN_MODEL_SCALAR_HEAD;
+    ck_assert_int_eq(align_model_create(&r->val, &mp), ALIGN_OK);
+    align_optimizer_params op;
+    ALIGN_OPTIMIZER_DEFAULT_PARAMS(&op);
+    op.learning_rate = 1e-3f;
+    ck_assert_int_eq(align_optimizer_create(&r->vopt, r->val, &op), ALIGN_OK);
+    ck_assert_int_eq(align_dataset_create(&r->demos), ALIGN_OK);
+    const char *ps[] = {"Q:", "A:", "X:", "hi", "yo", "go", "ab", "zz"};
+    for (int i = 0; i < 8; i++)
+        ck_assert_int_eq(align_dataset_add_demo(r->demos, ps[i], "abcd", NULL), ALIGN_OK);
+}
+
 static void rig_free(rig *r)
 {
     align_trainer_free(r->tr);
+    align_dataset_free(r->demos);
+    align_optimizer_free(r->vopt);
+    align_model_free(r->val);
     align_dataset_free(r->data);
     align_reward_model_free(r->rm);
     align_tokenizer_free(r->tok);
@@ -215,6 +242,42 @@ START_TEST(test_ppo_learns)
 }
 END_TEST
 
+/* PPO with a separate value model and PPO-ptx: the demonstrations' NLL falls
+ * (the SFT gradient is accumulated with PPO's) and the value model trains. */
+START_TEST(test_ppo_ptx_value_model)
+{
+    rig r;
+    rig_init(&r, 0, 5e-3f, MODE_CONST);
+    rig_add_value_and_demos(&r);
+    align_rl_roles ro = rig_roles(&r, 1);
+    ro.value = r.val;
+    ro.value_opt = r.vopt;
+    align_ppo_params p = ppo_params(24);
+    p.ptx_data = r.demos;
+    p.ptx_coef = 1.0f;
+    p.ptx_batch = 8;
+    ck_assert_int_eq(align_trainer_create_ppo(&r.tr, &ro, r.data, &p), ALIGN_OK);
+    double first = 0, last = 0, vfirst = 0, vlast = 0;
+    for (int s = 0; s < 24; s++) {
+        ck_assert_msg(align_trainer_step(r.tr, NULL) == ALIGN_OK, "%s", align_trainer_errmsg(r.tr));
+        double nll = metric(r.tr, "loss/ptx"), vl = metric(r.tr, "loss/value_avg");
+        if (s < 4) {
+            first += nll / 4;
+            vfirst += vl / 4;
+        }
+        if (s >= 20) {
+            last += nll / 4;
+            vlast += vl / 4;
+        }
+        ck_assert(isfinite(metric(r.tr, "value/grad_norm")));
+    }
+    fprintf(stderr, "ppo-ptx: demo NLL %.3f -> %.3f, value loss %.4f -> %.4f\n", first, last, vfirst, vlast);
+    ck_assert_msg(last < 0.5 * first, "ptx NLL %.3f -> %.3f", first, last);
+    ck_assert_msg(vlast < vfirst, "value loss %.4f -> %.4f", vfirst, vlast);
+    rig_free(&r);
+}
+END_TEST
+
 /* ---- no learning signal: weights bitwise unchanged --------------------------------- */
 
 START_TEST(test_constant_reward_no_move)
@@ -244,7 +307,8 @@ END_TEST
 
 /* ---- exact resume ---------------------------------------------------------------- */
 
-/* algo 0 GRPO (2 iterations x 2 minibatches: buffers span steps), 1 RLOO, 2 PPO.
+/* algo 0 GRPO (2 iterations x 2 minibatches: buffers span steps), 1 RLOO, 2 PPO
+ * (value head on the trunk, adaptive KL), 3 PPO with a value model and PPO-ptx.
  * Reference run: 8 steps. Interrupted run: a stop requested during scoring of
  * its second rollout, checkpoint, a fresh trainer resumes and finishes. */
 static align_trainer *make_tr(rig *r, int algo)
@@ -260,6 +324,12 @@ static align_trainer *make_tr(rig *r, int algo)
                          ALIGN_OK);
     } else {
         align_ppo_params p = ppo_params(8);
+        if (algo == 3) { /* separate value model, PPO-ptx */
+            ro.value = r->val;
+            ro.value_opt = r->vopt;
+            p.ptx_data = r->demos;
+            p.ptx_batch = 4;
+        }
         p.ppo_epochs = 2;
         p.minibatches = 2;
         p.rollouts_per_step = 8;
@@ -274,15 +344,19 @@ static align_trainer *make_tr(rig *r, int algo)
 START_TEST(test_resume_bitwise)
 {
     const int algo = _i;
-    float want[30], got[30];
+    float want[30], got[30], vwant[30], vgot[30];
     double want_sc, got_sc;
     {
         rig r;
         rig_init(&r, algo == 2, 5e-3f, MODE_LETTERS);
+        if (algo == 3)
+            rig_add_value_and_demos(&r);
         r.tr = make_tr(&r, algo);
         for (int s = 0; s < 8; s++)
             ck_assert_msg(align_trainer_step(r.tr, NULL) == ALIGN_OK, "%s", align_trainer_errmsg(r.tr));
         fingerprint(r.pol, want);
+        if (algo == 3)
+            fingerprint(r.val, vwant);
         want_sc = metric(r.tr, "objective/scores");
         rig_free(&r);
     }
@@ -293,6 +367,8 @@ START_TEST(test_resume_bitwise)
     {
         rig r;
         rig_init(&r, algo == 2, 5e-3f, MODE_LETTERS);
+        if (algo == 3)
+            rig_add_value_and_demos(&r);
         r.tr = make_tr(&r, algo);
         r.sc.tr = r.tr;
         r.sc.stop_at = 2; /* the second rollout's scoring: the stop lands mid-rollout */
@@ -313,6 +389,8 @@ START_TEST(test_resume_bitwise)
          * its epochs (the buffer is pending), resume again */
         rig r;
         rig_init(&r, algo == 2, 5e-3f, MODE_LETTERS);
+        if (algo == 3)
+            rig_add_value_and_demos(&r);
         r.tr = make_tr(&r, algo);
         ck_assert_msg(align_trainer_resume(r.tr, ck1) == ALIGN_OK, "%s", align_trainer_errmsg(r.tr));
         for (int s = 0; s < 2; s++) /* one epoch over the buffer: the next is pending */
@@ -323,17 +401,23 @@ START_TEST(test_resume_bitwise)
     {
         rig r;
         rig_init(&r, algo == 2, 5e-3f, MODE_LETTERS);
+        if (algo == 3)
+            rig_add_value_and_demos(&r);
         r.tr = make_tr(&r, algo);
         ck_assert_msg(align_trainer_resume(r.tr, ck2) == ALIGN_OK, "%s", align_trainer_errmsg(r.tr));
         for (int s = 0; s < 2; s++)
             ck_assert_int_eq(align_trainer_step(r.tr, NULL), ALIGN_OK);
         ck_assert_int_eq(align_trainer_step(r.tr, NULL), ALIGN_DONE);
         fingerprint(r.pol, got);
+        if (algo == 3)
+            fingerprint(r.val, vgot);
         got_sc = metric(r.tr, "objective/scores");
         rig_free(&r);
     }
     ck_assert_msg(memcmp(want, got, sizeof want) == 0, "algo %d: resumed run differs", algo);
     ck_assert(want_sc == got_sc);
+    if (algo == 3)
+        ck_assert_msg(memcmp(vwant, vgot, sizeof vwant) == 0, "the value model differs after resume");
     char cmd[4300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     ck_assert_int_eq(system(cmd), 0);
@@ -403,11 +487,12 @@ Suite *rl_suite(void)
     tcase_add_test(tc, test_grpo_learns);
     tcase_add_test(tc, test_rloo_learns);
     tcase_add_test(tc, test_ppo_learns);
+    tcase_add_test(tc, test_ppo_ptx_value_model);
     tc = test_tcase(s, "signal", 120);
     tcase_add_test(tc, test_constant_reward_no_move);
     tcase_add_test(tc, test_bad_scorer);
     tcase_add_test(tc, test_args);
     tc = test_tcase(s, "resume", 300);
-    tcase_add_loop_test(tc, test_resume_bitwise, 0, 3);
+    tcase_add_loop_test(tc, test_resume_bitwise, 0, 4);
     return s;
 }

@@ -581,6 +581,9 @@ class align_ppo_params(_SizedStruct):
         ("assistant_prefix", c_char_p),
         ("on_step", align_step_fn),
         ("on_step_user_data", c_void_p),
+        ("ptx_data", align_dataset_p),
+        ("ptx_coef", c_float),
+        ("ptx_batch", c_int32),
     ]
 
 

@@ -1514,6 +1514,13 @@ class RLTrainer(Trainer):
             _raw.align_rloo_default_params(byref(p), ctypes.sizeof(p))
         names = {f[0]: f[1] for f in type(p)._fields_}
         keep: Dict[str, Any] = {}
+        ptx = params.pop("ptx_data", None)
+        if ptx is not None:
+            if algorithm != "ppo":
+                raise TypeError("ptx_data is a PPO parameter")
+            if not isinstance(ptx, Dataset):
+                raise TypeError(f"ptx_data must be a Dataset, not {type(ptx).__name__}")
+            p.ptx_data = ptx._h
         for k, v in params.items():
             if k in self._FLAGS:
                 if k not in ("raw_prompt", "sequential") and k not in self._ALGO_FLAGS[algorithm]:
@@ -1557,7 +1564,7 @@ class RLTrainer(Trainer):
         self.model, self.optimizer, self.tokenizer, self.dataset = policy, optimizer, tokenizer, prompts
         self.reward, self.reference, self.value = reward, reference, value
         borrowed = [o for o in (policy, optimizer, tokenizer, prompts, reward, reference, value,
-                                value_optimizer) if o is not None]
+                                value_optimizer, ptx) if o is not None]
         self._adopt(h, borrowed=borrowed)
         self._state.keep.update(keep)
         if cb is not None:
