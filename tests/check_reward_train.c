@@ -213,7 +213,7 @@ static double train_on(int kind, int32_t steps, float lr, double *eval_acc)
 START_TEST(learns_rankings)
 {
     double eval_acc = 0.0;
-    double acc = train_on(D_RANK, 200, 3e-3f, &eval_acc);
+    double acc = train_on(D_RANK, 300, 3e-3f, &eval_acc);
     fprintf(stderr, "reward_train: K=4 rankings: held-out pairwise accuracy %.3f (evaluate %.3f)\n", acc, eval_acc);
     ck_assert_msg(acc >= 0.90, "held-out accuracy %.3f < 0.90", acc);
     ck_assert_msg(fabs(acc - eval_acc) < 1e-6, "evaluate says %.4f, the scorer %.4f", eval_acc, acc);
