@@ -4,12 +4,13 @@ GELU) with a scalar head instead of the LM head, the same shapes and threads,
 and the same step: B prompts x K = 4 responses of T tokens in one forward,
 the score at each sequence's last token, the per-prompt Bradley-Terry loss
 averaged over the prompt's 6 pairs (InstructGPT), backward, gradient clip,
-AdamW. Written as PyTorch at its best on CPU: one batched forward,
-scaled_dot_product_attention with is_causal, torch.set_num_threads.
+AdamW. Written as PyTorch at its best on CPU: one batched forward of all
+B*K sequences, no LM head, torch.set_num_threads (and OMP_WAIT_POLICY=PASSIVE
+from bench/run.sh).
 Prints one JSON object per measurement, names matching bench_reward's.
   torch_reward.py            every config, each in its own process
   torch_reward.py <config>   one ("tiny" or "124M")"""
-import json, os, resource, subprocess, sys, time
+import json, math, os, resource, subprocess, sys, time
 
 from blas_kernel import blas_kernel
 
@@ -36,7 +37,9 @@ def run(name):
             b, t, c = x.shape
             q, k, v = self.c_attn(self.ln_1(x)).split(C, dim=2)
             q, k, v = (z.view(b, t, H, c // H).transpose(1, 2) for z in (q, k, v))
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(c // H))
+            att = att.masked_fill(~torch.ones(t, t, dtype=torch.bool).tril(), float("-inf")).softmax(dim=-1)
+            y = att @ v
             x = x + self.c_proj(y.transpose(1, 2).contiguous().view(b, t, c))
             return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
 
