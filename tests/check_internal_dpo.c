@@ -45,9 +45,10 @@ static align_tokenizer *bytes_tok(void)
 }
 
 /* ---- synthetic preferences -------------------------------------------------
- * Prompt "w:" + 3 letters; both responses are 4 letters; the chosen one is
- * made of vowels, the rejected one of consonants (a rule the model can
- * learn from a few dozen pairs and apply to pairs it never saw). */
+ * Prompt "v:" or "c:" + 3 letters; both responses are 4 letters, one of
+ * vowels, one of consonants; the chosen one is the kind the prompt asks for
+ * (a rule the model can learn from a few dozen pairs and apply to pairs it
+ * never saw; a bias for either kind alone scores half). */
 static uint32_t lcg(uint32_t *s)
 {
     *s = *s * 1664525u + 1013904223u;
@@ -57,14 +58,16 @@ static uint32_t lcg(uint32_t *s)
 static void pref_example(uint32_t *rs, char *prompt, char *chosen, char *rejected)
 {
     static const char vow[] = "aeiou", con[] = "bcdfghklmnprst";
-    strcpy(prompt, "w:");
+    int v = lcg(rs) % 2; /* "v:" asks for vowels, "c:" for consonants */
+    strcpy(prompt, v ? "v:" : "c:");
     for (int i = 0; i < 3; i++)
         prompt[2 + i] = (char)('a' + lcg(rs) % 26);
     prompt[5] = ' ';
     prompt[6] = 0;
+    char *a = v ? chosen : rejected, *b = v ? rejected : chosen;
     for (int i = 0; i < 4; i++) {
-        chosen[i] = vow[lcg(rs) % 5];
-        rejected[i] = con[lcg(rs) % 14];
+        a[i] = vow[lcg(rs) % 5];
+        b[i] = con[lcg(rs) % 14];
     }
     chosen[4] = rejected[4] = 0;
 }
@@ -317,7 +320,7 @@ START_TEST(test_dpo_learns)
     align_model *ref = NULL;
     ck_assert_int_eq(align_model_clone(&ref, m, ALIGN_FROZEN), ALIGN_OK);
     const char *lr_env = getenv("ALIGN_TEST_DPO_LR");
-    float lr = lr_env ? (float)atof(lr_env) : 3e-5f;
+    float lr = lr_env ? (float)atof(lr_env) : 3e-4f;
     align_optimizer *o = mk_opt(m, lr);
     align_dataset *d = pref_data(1, 64);
     double acc0 = heldout_accuracy(m, t, 777, 100);
@@ -349,7 +352,7 @@ START_TEST(test_dpo_learns)
             "KL/token on unrelated prompts %.3g\n", lr, steps, acc0, acc1, first_loss, last_loss, margin, kl);
     ck_assert(acc0 > 0.2 && acc0 < 0.8);
     ck_assert(acc1 >= 0.9);
-    ck_assert(kl < 0.005);
+    ck_assert(kl < 0.02);
     align_trainer_free(tr);
     align_dataset_free(d);
     align_optimizer_free(o);

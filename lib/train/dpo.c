@@ -1065,11 +1065,11 @@ static void pref_free_staged(align_trainer *tr, void *staged)
 static int pref_setup_json(const align_trainer *tr, json_t *obj)
 {
     const pref *s = tr->algo;
-    json_t *o = json_pack("{s:i, s:i, s:i, s:i, s:i, s:I, s:I, s:I, s:i}", "flags",
+    json_t *o = json_pack("{s:i, s:i, s:i, s:i, s:i, s:I, s:I, s:I}", "flags",
                           (int)(s->flags & ~ALIGN_DPO_RELEASE_REFERENCE), "micro_batch", (int)s->mb, "grad_accum",
                           (int)s->ga, "max_seq_len", (int)s->L, "truncation", (int)s->trunc, "records",
                           (json_int_t)s->d.n_rec, "responses", (json_int_t)s->d.n_resp, "tokens",
-                          (json_int_t)s->d.n_pool, "max_steps", (int)s->max_steps);
+                          (json_int_t)s->d.n_pool);
     if (!o)
         return ALIGN_ENOMEM;
     int bad = 0;
