@@ -28,7 +28,7 @@ from ._raw import (AlignBusyError, AlignCallbackError, AlignCanceled, AlignError
                    AlignInvalidArgument, AlignIOError, AlignMemoryError, AlignMisuseError,
                    AlignNonFiniteError, AlignRangeError, AlignVersionError, MissingSymbol)
 from ._loader import LibraryNotFound, LibraryVersionMismatch, blas_remedy_state
-from .api import (ChatTemplate, ClosedError, Dataset, FinishReason, ForwardOutput, Generation,
+from .api import (ChatTemplate, ClosedError, Dataset, DPOLoss, DPOTrainer, KTOTrainer, RankingMode, FinishReason, ForwardOutput, Generation,
                   LogLevel, Model, ModelConfig, Optimizer, Provenance, RecordKind, RewardModel,
                   Schedule, SFTTrainer, Source, StepStats, Tokenizer, Trainer, Truncation, blas_info,
                   get_threads,
@@ -42,6 +42,7 @@ __all__ = [
     "AlignRangeError", "AlignNonFiniteError", "MissingSymbol", "LibraryNotFound",
     "LibraryVersionMismatch", "ClosedError",
     "Model", "Tokenizer", "Dataset", "Optimizer", "Trainer", "SFTTrainer", "RewardModel",
+    "DPOTrainer", "KTOTrainer", "DPOLoss", "RankingMode",
     "ModelConfig", "ForwardOutput", "Generation", "StepStats", "Provenance", "ChatTemplate",
     "RecordKind", "Source", "FinishReason", "Schedule", "Truncation", "LogLevel",
     "version", "version_string", "blas_info", "set_threads", "get_threads",
