@@ -40,7 +40,6 @@ class TestDPO(_util.TestCase):
             self.assertIsInstance(tr, la.DPOTrainer)
             before = tr.evaluate(held)
             acc0 = tr.metrics(evaluation=True)["rewards/accuracies"]
-            self.assertLess(abs(tr.metrics(evaluation=True)["rewards/margins"]), 1e-4)
             stats = list(tr.steps())
             self.assertEqual(len(stats), 40)
             m = stats[-1].metrics
@@ -50,10 +49,11 @@ class TestDPO(_util.TestCase):
             self.assertEqual(stats[-1].algorithm, la._raw.ALIGN_ALGO_DPO)
             tr.evaluate(held)
             acc1 = tr.metrics(evaluation=True)["rewards/accuracies"]
+            m0 = before.metrics["rewards/margins"]
         # at the start policy == reference: the margins are float noise (the
         # reference runs one record at a time, the policy a batch), ~1e-7
         self.assertLess(acc0, 0.6)
-        self.assertLess(abs(tr.metrics(evaluation=True)["rewards/margins"]), 1.0)
+        self.assertLess(abs(m0), 1e-4)
         self.assertAlmostEqual(before.loss, 0.6931, places=3)
         self.assertGreaterEqual(acc1, 0.9)
 
