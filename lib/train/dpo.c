@@ -96,6 +96,10 @@ static int grow(void **p, int64_t *cap, int64_t need, size_t sz)
     return 0;
 }
 
+/* An internal truncation mode for KTO's mismatched pairs, which must fit
+ * whatever the lengths: the response's start, after the end of the prompt. */
+#define FIT_ANY 3
+
 /* Where prompt (P tokens) + response (R tokens) goes into a row of L: the
  * prompt's first *pcut tokens are dropped and the response keeps *rkeep.
  * 0 if the response would have no scored token. */
@@ -103,7 +107,10 @@ static int fit(int32_t P, int32_t R, int32_t L, int32_t trunc, int32_t *pcut, in
 {
     *pcut = 0;
     *rkeep = R;
-    if (P + R > L) {
+    if (trunc == FIT_ANY) { /* as much prompt as fits before the response's start */
+        *rkeep = ALIGN__MIN(R, L - (P > 0 ? 1 : 0));
+        *pcut = P - ALIGN__MIN(P, L - *rkeep);
+    } else if (P + R > L) {
         if (trunc == ALIGN_TRUNCATE_DROP)
             return 0;
         if (trunc == ALIGN_TRUNCATE_LEFT) {
@@ -687,14 +694,14 @@ static int kto_forward(pref *s, const int64_t *ex, const int64_t *resp_of, int32
 }
 
 /* A mismatched pair may not fit (a long prompt with a long response) under
- * DROP or LEFT; it then uses RIGHT truncation, which always fits. */
+ * the configured truncation; it then keeps the response's start (FIT_ANY). */
 static int32_t kl_trunc(const pref *s, int64_t ex, int64_t resp)
 {
     int32_t pcut, rkeep;
     const pdata *d = &s->d;
     if (fit(d->rec[ex].plen, d->resp[d->rec[resp].resp0].len, s->L, s->trunc, &pcut, &rkeep))
         return s->trunc;
-    return ALIGN_TRUNCATE_RIGHT;
+    return FIT_ANY;
 }
 
 /* z0 over examples ex[0..n) (policy and reference on the mismatched pairs). */
