@@ -54,9 +54,9 @@ import json
 rows = [json.loads(l) for l in open("m.jsonl")]
 steps = [r for r in rows if "loss" in r]
 for k in ("loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
-          "logps/chosen", "logps/rejected", "grad_norm", "eval/rewards/accuracies"):
+          "logps/chosen", "logps/rejected", "grad_norm", "eval_rewards/accuracies"):
     assert all(k in r for r in steps), k
-first, last = steps[0]["eval/rewards/accuracies"], steps[-1]["eval/rewards/accuracies"]
+first, last = steps[0]["eval_rewards/accuracies"], steps[-1]["eval_rewards/accuracies"]
 print("held-out accuracy after step 1: %.2f, after step %d: %.2f" % (first, len(steps), last))
 assert first < 0.85 and last >= 0.9, (first, last)
 assert steps[-1]["rewards/margins"] > steps[0]["rewards/margins"]
