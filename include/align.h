@@ -1134,6 +1134,108 @@ ALIGN_API int align_trainer_create_reward(align_trainer **out, align_model *m,
                                           align_optimizer *opt,
                                           const align_reward_train_params *p);
 
+/* ======================================================================== */
+/* preference optimisation: DPO and its variants, KTO (docs/preference.md)  */
+/* ======================================================================== */
+
+enum { ALIGN_ALGO_DPO = 2 };
+enum { ALIGN_ALGO_KTO = 3 };
+
+/* align_dpo_params.loss */
+enum {
+    ALIGN_DPO_SIGMOID = 0,  /* DPO (Rafailov et al. 2023); with label_smoothing: cDPO */
+    ALIGN_DPO_ROBUST = 1,   /* robust DPO (Chowdhury et al. 2024), label_smoothing < 0.5 */
+    ALIGN_DPO_IPO = 2,      /* IPO (Azar et al. 2023), beta is tau */
+    ALIGN_DPO_HINGE = 3,    /* SLiC hinge on the DPO margin */
+    ALIGN_DPO_SIMPO = 4,    /* SimPO (Meng et al. 2024): no reference */
+    ALIGN_DPO_ORPO = 5      /* ORPO (Hong et al. 2024): no reference, beta is lambda */
+};
+
+/* align_dpo_params.ranking: how a ranking of K > 2 responses is used */
+enum {
+    ALIGN_RANKING_ALL_PAIRS = 0,     /* every strictly ordered pair, mean of the pair losses */
+    ALIGN_RANKING_BEST_VS_REST = 1,  /* the best response(s) against each worse one */
+    ALIGN_RANKING_PLACKETT_LUCE = 2  /* listwise likelihood (needs a reference loss) */
+};
+
+/* align_dpo_params.flags / align_kto_params.flags */
+#define ALIGN_DPO_LENGTH_NORM        0x1u /* sigmoid/robust/hinge on mean token log-probs */
+#define ALIGN_DPO_SEQUENTIAL         0x2u /* records in dataset order every epoch (no shuffling) */
+#define ALIGN_DPO_RELEASE_REFERENCE  0x4u /* stop using the reference once its log-probs of
+                                             every record are cached (docs/preference.md) */
+#define ALIGN_DPO_NO_REFERENCE_CACHE 0x8u /* run the reference every time (no cache) */
+
+typedef struct align_dpo_params {
+    uint32_t struct_size;
+    uint32_t flags;            /* ALIGN_DPO_* */
+    int32_t  loss;             /* ALIGN_DPO_* loss (default SIGMOID) */
+    int32_t  ranking;          /* ALIGN_RANKING_* for K > 2 (default ALL_PAIRS) */
+    float    beta;             /* > 0 (default 0.1) */
+    float    label_smoothing;  /* sigmoid/simpo [0, 0.5], robust [0, 0.5) (default 0) */
+    float    simpo_gamma;      /* SimPO target margin (default 0.5) */
+    float    sft_alpha;        /* >= 0: adds alpha * NLL of the chosen response (RPO) (default 0) */
+    int32_t  micro_batch;      /* records (all their responses) per forward (default 4) */
+    int32_t  grad_accum;       /* micro-batches per optimiser step (default 1) */
+    int32_t  max_seq_len;      /* tokens per prompt + response (default: model's max) */
+    int32_t  truncation;       /* ALIGN_TRUNCATE_* (default LEFT: the prompt's start goes) */
+    int32_t  max_steps;        /* ALIGN_DONE after this many steps; 0 = by epochs */
+    int32_t  epochs;           /* passes over the data when max_steps == 0 (default 1) */
+    uint64_t seed;             /* shuffling seed (default 1234) */
+    align_step_fn on_step;     /* as align_sft_params.on_step; may be NULL */
+    void    *on_step_user_data;
+    /* append new members here */
+} align_dpo_params;
+
+ALIGN_API int align_dpo_default_params(align_dpo_params *out, size_t struct_size);
+#define ALIGN_DPO_DEFAULT_PARAMS(p) align_dpo_default_params((p), sizeof *(p))
+
+/* A DPO-family trainer over the ranking records of prefs (a preference pair
+ * is a ranking of K = 2; other kinds are skipped). Each response is the
+ * sequence prompt + response + end-of-turn, built by the chat template as SFT
+ * builds a demonstration; its log-probability is summed over the response and
+ * end-of-turn tokens. reference (frozen or not; never updated) may be NULL
+ * for ALIGN_DPO_SIMPO / _ORPO and must share the policy's vocabulary. Its
+ * log-probabilities are computed once per record and cached (saved with
+ * checkpoints). policy, reference, t, prefs and opt are borrowed; opt may be
+ * NULL for an evaluation-only trainer. The records are read at creation.
+ * Errors: a response that is empty, two responses of different places with
+ * the same text, no usable record, a reference of another vocabulary. */
+ALIGN_API int align_trainer_create_dpo(align_trainer **out, align_model *policy,
+                                       align_model *reference, const align_tokenizer *t,
+                                       align_dataset *prefs, align_optimizer *opt,
+                                       const align_dpo_params *p);
+
+typedef struct align_kto_params {
+    uint32_t struct_size;
+    uint32_t flags;             /* ALIGN_DPO_SEQUENTIAL, ALIGN_DPO_NO_REFERENCE_CACHE */
+    float    beta;              /* > 0 (default 0.1) */
+    float    desirable_weight;  /* lambda_D >= 0 (default 1) */
+    float    undesirable_weight;/* lambda_U >= 0 (default 1) */
+    int32_t  micro_batch;       /* examples per forward (default 8) */
+    int32_t  grad_accum;        /* micro-batches per step (default 1) */
+    int32_t  max_seq_len;       /* default: model's max */
+    int32_t  truncation;        /* ALIGN_TRUNCATE_* (default LEFT) */
+    int32_t  max_steps;         /* 0 = by epochs */
+    int32_t  epochs;            /* default 1 */
+    uint64_t seed;              /* default 1234 */
+    align_step_fn on_step;
+    void    *on_step_user_data;
+    /* append new members here */
+} align_kto_params;
+
+ALIGN_API int align_kto_default_params(align_kto_params *out, size_t struct_size);
+#define ALIGN_KTO_DEFAULT_PARAMS(p) align_kto_default_params((p), sizeof *(p))
+
+/* A KTO trainer (Ethayarajh et al. 2024) over the label records of data
+ * (good = desirable). The reference point is estimated each step from the
+ * step's examples with mismatched prompt/response pairs; the reference is
+ * required (its log-probs of the labelled responses are cached, those of
+ * the mismatched pairs are computed every step). Borrowing as for DPO. */
+ALIGN_API int align_trainer_create_kto(align_trainer **out, align_model *policy,
+                                       align_model *reference, const align_tokenizer *t,
+                                       align_dataset *data, align_optimizer *opt,
+                                       const align_kto_params *p);
+
 #ifdef __cplusplus
 }
 #endif

@@ -28,7 +28,8 @@ from ._raw import (AlignBusyError, AlignCallbackError, AlignCanceled, AlignError
                    AlignInvalidArgument, AlignIOError, AlignMemoryError, AlignMisuseError,
                    AlignNonFiniteError, AlignRangeError, AlignVersionError, MissingSymbol)
 from ._loader import LibraryNotFound, LibraryVersionMismatch, blas_remedy_state
-from .api import (ChatTemplate, ClosedError, Dataset, FinishReason, ForwardOutput, Generation,
+from .api import (ChatTemplate, ClosedError, Dataset, DPOLoss, DPOTrainer, KTOTrainer, RankingMode,
+                  FinishReason, ForwardOutput, Generation,
                   Judge, LogLevel, Model, ModelConfig, Optimizer, Provenance, RecordKind, RewardModel,
                   RLTrainer, RewardTrainer, Schedule, SFTTrainer, Source, StepStats, Tokenizer, Trainer, Truncation,
                   blas_info, collect, get_threads,
@@ -42,6 +43,7 @@ __all__ = [
     "AlignCanceled", "AlignCallbackError", "AlignMisuseError", "AlignInternalError",
     "AlignRangeError", "AlignNonFiniteError", "MissingSymbol", "LibraryNotFound",
     "LibraryVersionMismatch", "ClosedError",
+    "DPOTrainer", "KTOTrainer", "DPOLoss", "RankingMode",
     "Model", "Tokenizer", "Dataset", "Optimizer", "Trainer", "SFTTrainer", "RLTrainer", "RewardTrainer", "RewardModel",
     "Judge", "collect",
     "ModelConfig", "ForwardOutput", "Generation", "StepStats", "Provenance", "ChatTemplate",

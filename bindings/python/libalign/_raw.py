@@ -136,6 +136,23 @@ ALIGN_RL_AGG_TOKEN_MEAN = 0
 ALIGN_RL_AGG_SEQ_MEAN = 1
 ALIGN_RL_AGG_CONSTANT = 2
 
+# preference optimisation
+ALIGN_ALGO_DPO = 2
+ALIGN_ALGO_KTO = 3
+ALIGN_DPO_SIGMOID = 0
+ALIGN_DPO_ROBUST = 1
+ALIGN_DPO_IPO = 2
+ALIGN_DPO_HINGE = 3
+ALIGN_DPO_SIMPO = 4
+ALIGN_DPO_ORPO = 5
+ALIGN_RANKING_ALL_PAIRS = 0
+ALIGN_RANKING_BEST_VS_REST = 1
+ALIGN_RANKING_PLACKETT_LUCE = 2
+ALIGN_DPO_LENGTH_NORM = 0x1
+ALIGN_DPO_SEQUENTIAL = 0x2
+ALIGN_DPO_RELEASE_REFERENCE = 0x4
+ALIGN_DPO_NO_REFERENCE_CACHE = 0x8
+
 # reward models
 ALIGN_SAVE_HF_SEQUENCE_CLASSIFICATION = 0x1
 ALIGN_REWARD_CHAT = 0x1
@@ -702,12 +719,56 @@ class align_reward_train_params(_SizedStruct):
     ]
 
 
+class align_dpo_params(_SizedStruct):
+    _defaults_fn = "align_dpo_default_params"
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("flags", c_uint32),
+        ("loss", c_int32),
+        ("ranking", c_int32),
+        ("beta", c_float),
+        ("label_smoothing", c_float),
+        ("simpo_gamma", c_float),
+        ("sft_alpha", c_float),
+        ("micro_batch", c_int32),
+        ("grad_accum", c_int32),
+        ("max_seq_len", c_int32),
+        ("truncation", c_int32),
+        ("max_steps", c_int32),
+        ("epochs", c_int32),
+        ("seed", c_uint64),
+        ("on_step", align_step_fn),
+        ("on_step_user_data", c_void_p),
+    ]
+
+
+class align_kto_params(_SizedStruct):
+    _defaults_fn = "align_kto_default_params"
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("flags", c_uint32),
+        ("beta", c_float),
+        ("desirable_weight", c_float),
+        ("undesirable_weight", c_float),
+        ("micro_batch", c_int32),
+        ("grad_accum", c_int32),
+        ("max_seq_len", c_int32),
+        ("truncation", c_int32),
+        ("max_steps", c_int32),
+        ("epochs", c_int32),
+        ("seed", c_uint64),
+        ("on_step", align_step_fn),
+        ("on_step_user_data", c_void_p),
+    ]
+
+
 STRUCT_TYPES = {cls.__name__: cls for cls in
                 (align_model_params, align_optimizer_params, align_provenance,
                  align_generate_params, align_step_stats, align_sft_params,
                  align_chat_template, align_reward_params, align_collect_params,
                  align_judge_params, align_feedback_request, align_rl_roles, align_grpo_params,
-                 align_ppo_params, align_reward_train_params)}
+                 align_ppo_params, align_reward_train_params, align_dpo_params,
+                 align_kto_params)}
 CALLBACK_TYPES = {"align_log_fn": align_log_fn, "align_step_fn": align_step_fn,
                   "align_prompt_fn": align_prompt_fn, "align_score_fn": align_score_fn,
                   "align_rank_fn": align_rank_fn,
@@ -1036,6 +1097,24 @@ align_trainer_create_sft = _fn(
     "const align_sft_params *p)",
     c_int, [POINTER(align_trainer_p), align_model_p, align_tokenizer_p, align_dataset_p,
             align_optimizer_p, POINTER(align_sft_params)])
+align_dpo_default_params = _fn(
+    "int align_dpo_default_params(align_dpo_params *out, size_t struct_size)",
+    c_int, [POINTER(align_dpo_params), c_size_t])
+align_trainer_create_dpo = _fn(
+    "int align_trainer_create_dpo(align_trainer **out, align_model *policy, "
+    "align_model *reference, const align_tokenizer *t, align_dataset *prefs, "
+    "align_optimizer *opt, const align_dpo_params *p)",
+    c_int, [POINTER(align_trainer_p), align_model_p, align_model_p, align_tokenizer_p,
+            align_dataset_p, align_optimizer_p, POINTER(align_dpo_params)])
+align_kto_default_params = _fn(
+    "int align_kto_default_params(align_kto_params *out, size_t struct_size)",
+    c_int, [POINTER(align_kto_params), c_size_t])
+align_trainer_create_kto = _fn(
+    "int align_trainer_create_kto(align_trainer **out, align_model *policy, "
+    "align_model *reference, const align_tokenizer *t, align_dataset *data, "
+    "align_optimizer *opt, const align_kto_params *p)",
+    c_int, [POINTER(align_trainer_p), align_model_p, align_model_p, align_tokenizer_p,
+            align_dataset_p, align_optimizer_p, POINTER(align_kto_params)])
 align_trainer_step = _fn("int align_trainer_step(align_trainer *tr, align_step_stats *stats)",
                          c_int, [align_trainer_p, POINTER(align_step_stats)])
 align_trainer_evaluate = _fn(

@@ -36,6 +36,7 @@ __all__ = [
     "LogLevel", "Provenance", "ModelConfig", "ForwardOutput", "Generation", "StepStats",
     "ChatTemplate",
     "Model", "Tokenizer", "Dataset", "Optimizer", "Trainer", "SFTTrainer", "RewardTrainer",
+    "DPOTrainer", "KTOTrainer", "DPOLoss", "RankingMode",
     "Journal", "FeedbackKind", "RequestStatus", "FeedbackRequest",
     "version", "version_string", "blas_info", "set_threads", "get_threads",
     "set_log_handler", "set_log_level", "live_handles",
@@ -83,6 +84,23 @@ class Schedule(enum.IntEnum):
     CONSTANT = _raw.ALIGN_SCHEDULE_CONSTANT
     LINEAR = _raw.ALIGN_SCHEDULE_LINEAR
     COSINE = _raw.ALIGN_SCHEDULE_COSINE
+
+
+class DPOLoss(enum.IntEnum):
+    """Preference loss of :meth:`Trainer.dpo` (``ALIGN_DPO_*``)."""
+    SIGMOID = _raw.ALIGN_DPO_SIGMOID
+    ROBUST = _raw.ALIGN_DPO_ROBUST
+    IPO = _raw.ALIGN_DPO_IPO
+    HINGE = _raw.ALIGN_DPO_HINGE
+    SIMPO = _raw.ALIGN_DPO_SIMPO
+    ORPO = _raw.ALIGN_DPO_ORPO
+
+
+class RankingMode(enum.IntEnum):
+    """How :meth:`Trainer.dpo` uses rankings of K > 2 responses (``ALIGN_RANKING_*``)."""
+    ALL_PAIRS = _raw.ALIGN_RANKING_ALL_PAIRS
+    BEST_VS_REST = _raw.ALIGN_RANKING_BEST_VS_REST
+    PLACKETT_LUCE = _raw.ALIGN_RANKING_PLACKETT_LUCE
 
 
 class Truncation(enum.IntEnum):
@@ -1346,6 +1364,18 @@ class Trainer(_Owned):
         return RLTrainer("ppo", policy, optimizer, tokenizer, prompts, reward, reference=reference,
                          value=value, value_optimizer=value_optimizer, **params)
 
+    @classmethod
+    def dpo(cls, model: Model, reference: Optional[Model], tokenizer: Tokenizer, dataset: Dataset,
+            optimizer: Optional[Optimizer], **params: Any) -> "DPOTrainer":
+        """A DPO-family trainer on preference pairs and rankings; see :class:`DPOTrainer`."""
+        return DPOTrainer(model, reference, tokenizer, dataset, optimizer, **params)
+
+    @classmethod
+    def kto(cls, model: Model, reference: Model, tokenizer: Tokenizer, dataset: Dataset,
+            optimizer: Optional[Optimizer], **params: Any) -> "KTOTrainer":
+        """A KTO trainer on labelled responses; see :class:`KTOTrainer`."""
+        return KTOTrainer(model, reference, tokenizer, dataset, optimizer, **params)
+
     def step(self) -> Optional[StepStats]:
         """Runs one optimiser step; returns its statistics, or None when the
         planned steps or epochs are over (no update made)."""
@@ -1638,6 +1668,104 @@ class RLTrainer(Trainer):
         if cb is not None:
             self._state.keep["on_step"] = cb
             me.append(weakref.ref(self))
+
+
+class _PrefTrainer(Trainer):
+    """Shared construction of :class:`DPOTrainer` and :class:`KTOTrainer`."""
+
+    _params: Any = None
+    _create: Any = None
+    _INT_FIELDS: Tuple[str, ...] = ()
+    _FLOAT_FIELDS: Tuple[str, ...] = ()
+    _FLAGS: Dict[str, int] = {}
+
+    def __init__(self, model: Model, reference: Optional[Model], tokenizer: Tokenizer,
+                 dataset: Dataset, optimizer: Optional[Optimizer], *,
+                 on_step: Optional[Callable[[StepStats], Any]] = None, **params: Any) -> None:
+        for name, obj, klass in (("model", model, Model), ("reference", reference, Model),
+                                 ("tokenizer", tokenizer, Tokenizer), ("dataset", dataset, Dataset),
+                                 ("optimizer", optimizer, Optimizer)):
+            if name in ("optimizer", "reference") and obj is None:
+                continue
+            if not isinstance(obj, klass):
+                raise TypeError(f"{name} must be a {klass.__name__}, not {type(obj).__name__}")
+        if optimizer is not None and optimizer.model is not model:
+            raise ValueError("the optimizer was created for another model")
+        p = self._params.defaults()
+        for k, v in params.items():
+            if k in self._INT_FIELDS:
+                setattr(p, k, _int(int(v) if isinstance(v, enum.IntEnum) else v, k))
+            elif k in self._FLOAT_FIELDS:
+                setattr(p, k, _number(v, k))
+            elif k in self._FLAGS:
+                if v:
+                    p.flags |= self._FLAGS[k]
+            else:
+                raise TypeError(f"unknown {type(self).__name__} parameter {k!r}")
+        cb = None
+        me: List[Any] = []
+        if on_step is not None:
+            cb = _callbacks.Callback(_raw.align_step_fn, on_step, _make_step_adapter(me))
+            p.on_step = cb.pointer
+        h = _raw.align_trainer_p()
+        type(self)._create(byref(h), model._h, reference._h if reference is not None else None,
+                           tokenizer._h, dataset._h, optimizer._h if optimizer is not None else None,
+                           byref(p))
+        self.model, self.reference, self.tokenizer, self.dataset, self.optimizer = (
+            model, reference, tokenizer, dataset, optimizer)
+        self._adopt(h, borrowed=[o for o in (model, reference, tokenizer, dataset, optimizer)
+                                 if o is not None])
+        if cb is not None:
+            self._state.keep["on_step"] = cb
+            me.append(weakref.ref(self))
+
+
+class DPOTrainer(_PrefTrainer):
+    """DPO and its variants on preference pairs ({"prompt","chosen","rejected"})
+    and rankings (docs/preference.md).
+
+    ``reference`` is the frozen model the policy is compared with (normally
+    ``model.clone(frozen=True)`` before training); it may be None for
+    ``loss=DPOLoss.SIMPO`` or ``DPOLoss.ORPO``. Keyword arguments are the
+    fields of ``align_dpo_params``: ``loss`` (:class:`DPOLoss`), ``ranking``
+    (:class:`RankingMode`), ``beta``, ``label_smoothing``, ``simpo_gamma``,
+    ``sft_alpha``, ``micro_batch`` (records), ``grad_accum``, ``max_seq_len``,
+    ``truncation``, ``max_steps``, ``epochs``, ``seed``; the flags
+    ``length_norm``, ``sequential``, ``release_reference``,
+    ``no_reference_cache``; and ``on_step`` as for :class:`SFTTrainer`.
+    Step metrics: ``loss``, ``rewards/chosen``, ``rewards/rejected``,
+    ``rewards/accuracies``, ``rewards/margins``, ``logps/chosen``,
+    ``logps/rejected`` (+ ``nll``), ``ref_cache/fill``.
+    """
+
+    _params = _raw.align_dpo_params
+    _create = staticmethod(_raw.align_trainer_create_dpo)
+    _INT_FIELDS = ("loss", "ranking", "micro_batch", "grad_accum", "max_seq_len", "truncation",
+                   "max_steps", "epochs", "seed")
+    _FLOAT_FIELDS = ("beta", "label_smoothing", "simpo_gamma", "sft_alpha")
+    _FLAGS = {"length_norm": _raw.ALIGN_DPO_LENGTH_NORM, "sequential": _raw.ALIGN_DPO_SEQUENTIAL,
+              "release_reference": _raw.ALIGN_DPO_RELEASE_REFERENCE,
+              "no_reference_cache": _raw.ALIGN_DPO_NO_REFERENCE_CACHE}
+
+
+class KTOTrainer(_PrefTrainer):
+    """KTO on responses labelled good or bad ({"prompt","response","label"}).
+
+    Keyword arguments: ``beta``, ``desirable_weight``, ``undesirable_weight``,
+    ``micro_batch``, ``grad_accum``, ``max_seq_len``, ``truncation``,
+    ``max_steps``, ``epochs``, ``seed``, the flags ``sequential`` and
+    ``no_reference_cache``, and ``on_step``. Step metrics: ``loss``, ``kl``,
+    ``rewards/chosen``, ``rewards/rejected``, ``logps/chosen``,
+    ``logps/rejected``.
+    """
+
+    _params = _raw.align_kto_params
+    _create = staticmethod(_raw.align_trainer_create_kto)
+    _INT_FIELDS = ("micro_batch", "grad_accum", "max_seq_len", "truncation", "max_steps", "epochs",
+                   "seed")
+    _FLOAT_FIELDS = ("beta", "desirable_weight", "undesirable_weight")
+    _FLAGS = {"sequential": _raw.ALIGN_DPO_SEQUENTIAL,
+              "no_reference_cache": _raw.ALIGN_DPO_NO_REFERENCE_CACHE}
 
 
 # ============================================================================
