@@ -36,6 +36,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -48,6 +51,7 @@ struct extproc {
     char *command;
     double timeout;     /* seconds without an answer before giving up */
     pid_t pid;          /* 0 once reaped */
+    pid_t pgid;         /* its process group (its pid at start) */
     int status;         /* wait status once reaped */
     int in_fd, out_fd;  /* its stdin (we write), its stdout (we read) */
     int64_t lines;      /* answer lines read over the process's life */
@@ -136,22 +140,53 @@ static int reap(extproc *ep, double secs)
     }
 }
 
+/* Reaps what is left of the program's process group (with the subreaper
+ * set, the program under `sh -c` becomes our child when sh dies first).
+ * 1 once none of it is left. */
+static int reap_group(extproc *ep, double secs)
+{
+    double end = now_sec() + secs;
+    for (;;) {
+        int st;
+        pid_t r = waitpid(-ep->pgid, &st, WNOHANG);
+        if (r > 0) {
+            if (r == ep->pid) {
+                ep->status = st;
+                ep->pid = 0;
+            }
+            continue;
+        }
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) { /* ECHILD: nothing of the group is our child any more */
+            ep->pid = 0;
+            return 1;
+        }
+        if (now_sec() >= end)
+            return 0;
+        struct timespec ts = {0, 5 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
 /* Ends the program: gentle = close its stdin and give it a moment to exit
- * on its own first. Then SIGTERM, then SIGKILL, to its whole process group. */
+ * on its own first. Then SIGTERM, then SIGKILL, to its whole process group,
+ * and every process of it that is our child is reaped. */
 static void stop_child(extproc *ep, int gentle)
 {
     if (ep->in_fd >= 0) {
         close(ep->in_fd);
         ep->in_fd = -1;
     }
-    if (ep->pid > 0) {
-        if (!(gentle && reap(ep, 2.0))) {
-            kill(-ep->pid, SIGTERM);
-            if (!reap(ep, 1.0)) {
-                kill(-ep->pid, SIGKILL);
-                reap(ep, 1e9);
+    if (ep->pgid > 0) {
+        if (!(gentle && reap_group(ep, 2.0))) {
+            kill(-ep->pgid, SIGTERM);
+            if (!reap_group(ep, 1.0)) {
+                kill(-ep->pgid, SIGKILL);
+                reap_group(ep, 1e9);
             }
         }
+        ep->pgid = 0;
     }
     if (ep->out_fd >= 0) {
         close(ep->out_fd);
@@ -215,6 +250,11 @@ int extproc_start(extproc **out, const char *command, double timeout_sec,
     char *argv[] = {(char *)"sh", (char *)"-c", ep->command, NULL};
     /* Writing to a scorer that died must be an EPIPE error, not our death. */
     signal(SIGPIPE, SIG_IGN);
+#ifdef PR_SET_CHILD_SUBREAPER
+    /* sh -c runs the program as its child: should sh die first, the
+     * program is reparented to us (not to init) and reaped by stop_child */
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
+#endif
     if (pipe(in) != 0 || pipe(outp) != 0 || set_flags(in[1]) != 0 || set_flags(outp[0]) != 0 ||
         fcntl(in[0], F_SETFD, FD_CLOEXEC) != 0 || fcntl(outp[1], F_SETFD, FD_CLOEXEC) != 0) {
         msg("cannot start the reward command '%s': pipe: %s", command, strerror(errno));
@@ -247,7 +287,7 @@ int extproc_start(extproc **out, const char *command, double timeout_sec,
     close(in[0]);
     close(outp[1]);
     free(envp);
-    ep->pid = pid;
+    ep->pid = ep->pgid = pid;
     ep->in_fd = in[1];
     ep->out_fd = outp[0];
     *out = ep;

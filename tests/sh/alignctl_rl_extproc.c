@@ -1,14 +1,15 @@
 /* alignctl_rl_extproc.c — a driver for alignctl's external-process scorer
  * (examples/alignctl/extproc.c), built and run by tests/sh/alignctl_rl.sh.
  *
- *   extproc_driver CMD TIMEOUT BATCHES N LEN
+ *   extproc_driver CMD TIMEOUT BATCHES N LEN [PAUSE]
  *
  * Starts CMD once and scores BATCHES batches of N pairs through the
  * align_reward_model the CLI uses (align_reward_model_from_callback):
  * prompt "p<b>-<i>", response of LEN bytes ('x' repeated, then "|<i>").
  * Prints every score on stdout ("<batch> <i> <score>"). On a failure prints
  * "error: <extproc message>" and "library: <code name>" on stderr and exits 1.
- * SIGINT makes the scorer stop waiting (exit 130). After extproc_close it
+ * PAUSE: seconds to wait between batches (as a trainer generates between
+ * its scoring calls). SIGINT makes the scorer stop waiting (exit 130). After extproc_close it
  * checks that no child is left (not even a zombie): exit 3 otherwise. */
 #include "alignctl.h"
 
@@ -17,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 
 static volatile sig_atomic_t g_int;
 static void on_int(int s)
@@ -31,13 +33,14 @@ static int interrupted(void)
 
 int main(int argc, char **argv)
 {
-    if (argc != 6) {
-        fprintf(stderr, "usage: %s CMD TIMEOUT BATCHES N LEN\n", argv[0]);
+    if (argc != 6 && argc != 7) {
+        fprintf(stderr, "usage: %s CMD TIMEOUT BATCHES N LEN [PAUSE]\n", argv[0]);
         return 2;
     }
     double timeout = atof(argv[2]);
     int batches = atoi(argv[3]), n = atoi(argv[4]);
     size_t len = (size_t)atol(argv[5]);
+    double pause = argc == 7 ? atof(argv[6]) : 0;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_int;
@@ -64,6 +67,10 @@ int main(int argc, char **argv)
         snprintf(responses[i] + len, 32, "|%d", i);
     }
     for (int b = 0; b < batches && !status; b++) {
+        if (b > 0 && pause > 0) {
+            struct timespec ts = {(time_t)pause, (long)((pause - (double)(time_t)pause) * 1e9)};
+            nanosleep(&ts, NULL);
+        }
         for (int i = 0; i < n; i++)
             snprintf(prompts[i], 32, "p%d-%d", b, i);
         int rc = align_reward_model_score(rm, (const char *const *)prompts,
