@@ -13,6 +13,7 @@ static const char *const HELP_GRPO =
     "                     (--reward-model RM | --reward-cmd CMD) --out OUT.safetensors [options]\n"
     "\n"
     "%s\n"
+    "\n"
     "One step is one optimiser update on one minibatch of the rollout buffer; a rollout\n"
     "(--prompts-per-step prompts x --group-size responses, scored by the reward) is made\n"
     "whenever the buffer is used up (--iterations x --minibatches steps).\n"
@@ -24,7 +25,8 @@ static const char *const HELP_GRPO =
     "  --minibatches N     optimiser steps per pass (default 1)\n"
     "  --beta X            KL coefficient (alias --kl-coef; default %g): %s\n"
     "  --clip X            ratio clip epsilon (default 0.2)%s\n"
-    "  --clip-high X       upper clip epsilon (DAPO: 0.28; default = --clip)\n"
+    "  --clip-high X       upper clip epsilon (DAPO: 0.28; default = --clip)\n";
+static const char *const HELP_GRPO_ONLY =
     "  --loss-agg A        token|sequence|constant loss averaging (default token)\n"
     "  --no-std            advantages r - mean(group), not divided by the std (Dr. GRPO)\n"
     "  --batch-std         divide by the std over the whole rollout, not the group's\n";
@@ -78,6 +80,9 @@ static int run(int argc, char **argv, int rloo)
                    rloo ? "RLOO" : "GRPO", p.group_size, (double)p.beta,
                    rloo ? "k1 KL folded into the score" : "k3 KL term in the loss",
                    rloo ? "; <= 0: plain REINFORCE" : "");
+            if (!rloo)
+                fputs(HELP_GRPO_ONLY, stdout);
+            fputs("\n", stdout);
             fputs(RL_COMMON_HELP, stdout);
             return EXIT_OK;
         } else if (rl_common_opt(&c, argc, argv, &i)) {
@@ -96,7 +101,7 @@ static int run(int argc, char **argv, int rloo)
             p.clip_eps = parse_float("--clip", v, rloo ? -1 : 0, 1e6);
         } else if (opt(argc, argv, &i, "--clip-high", &v)) {
             p.clip_eps_high = parse_float("--clip-high", v, 0, 1e6);
-        } else if (opt(argc, argv, &i, "--loss-agg", &v)) {
+        } else if (!rloo && opt(argc, argv, &i, "--loss-agg", &v)) {
             if (strcmp(v, "token") == 0)
                 p.loss_agg = ALIGN_RL_AGG_TOKEN_MEAN;
             else if (strcmp(v, "sequence") == 0)
@@ -105,15 +110,17 @@ static int run(int argc, char **argv, int rloo)
                 p.loss_agg = ALIGN_RL_AGG_CONSTANT;
             else
                 usage_die("--loss-agg expects token, sequence or constant, got '%s'", v);
-        } else if (flag(a, "--no-std")) {
+        } else if (!rloo && flag(a, "--no-std")) {
             p.flags |= ALIGN_GRPO_NO_STD;
-        } else if (flag(a, "--batch-std")) {
+        } else if (!rloo && flag(a, "--batch-std")) {
             p.flags |= ALIGN_GRPO_BATCH_STD;
         } else {
             unknown_arg(a);
         }
     }
     rl_common_check(&c);
+    if ((p.flags & ALIGN_GRPO_NO_STD) && (p.flags & ALIGN_GRPO_BATCH_STD))
+        usage_die("give --no-std or --batch-std, not both");
     RL_SAMPLING_OUT(&p, &c.samp);
     p.max_steps = c.steps;
     p.epochs = c.epochs ? c.epochs : 1;

@@ -70,6 +70,7 @@ int cmd_ppo(int argc, char **argv)
         const char *a = argv[i];
         if (is_help(a)) {
             fputs(HELP_PPO, stdout);
+            fputs("\n", stdout);
             fputs(RL_COMMON_HELP, stdout);
             return EXIT_OK;
         } else if (rl_common_opt(&c, argc, argv, &i)) {
