@@ -30,14 +30,16 @@ cd "$T"
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 ok() { echo "ok - $*"; }
-# expect_fail STATUS PATTERN FILE: the last command's status and message
+# expect STATUS WANTED PATTERN FILE WHAT: a command's exit status and message
 expect() {
     [ "$1" = "$2" ] || { cat "$4" >&2; fail "$5: exit $1, expected $2"; }
     grep -q -- "$3" "$4" || { cat "$4" >&2; fail "$5: no message matching '$3'"; }
+    # under make asan a sanitizer report also exits 1: it must not pass as an expected error
+    ! grep -Eq 'Sanitizer|runtime error:' "$4" || { cat "$4" >&2; fail "$5: sanitizer"; }
 }
 gone() { ! kill -0 "$(cat "$1")" 2> /dev/null; }
 
-# ---- scorers ---------------------------------------------------------------------------
+# ---- scorers -----------------------------------------------------------------------
 cat > count_a.py << 'EOF'
 import sys, json
 for line in sys.stdin:
@@ -75,7 +77,7 @@ while read -r l; do
 done
 EOF
 
-# ---- 1. the protocol through the driver ---------------------------------------------------
+# ---- 1. the protocol through the driver -----------------------------------------------
 O="$B/alignctl-obj"
 for f in extproc util progress signals; do
     [ -f "$O/$f.o" ] || fail "$O/$f.o is not built (make examples)"
@@ -128,7 +130,11 @@ expect $rc 130 "stopped: alignctl was interrupted" e.err "SIGINT while waiting"
 gone hang.pid || fail "SIGINT: scorer still running"
 ok "scorer: crash, garbage, NaN, no score, extra output, missing program, timeout and SIGINT are clear errors; no child left"
 
-# ---- 2. training ---------------------------------------------------------------------------
+# ---- 2. training ----------------------------------------------------------------------
+for c in ppo grpo rloo; do
+    "$A" $c --help | grep -q "^usage: alignctl $c" || fail "alignctl $c --help"
+done
+"$A" help grpo | grep -q -- '--reward-cmd CMD' || fail "alignctl help grpo"
 for i in $(seq 0 15); do printf '{"prompt":"say %d","completion":" a%d b"}\n' "$i" "$i"; done > sft.jsonl
 for i in $(seq 0 15); do printf '{"prompt":"say %d"}\n' "$i"; done > prompts.jsonl
 "$A" init --layers 2 --heads 2 --width 32 --vocab 257 --context 64 --out base.safetensors > /dev/null
