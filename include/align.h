@@ -811,6 +811,12 @@ typedef struct align_ppo_params {
     const char *assistant_prefix;
     align_step_fn on_step;
     void    *on_step_user_data;
+    /* PPO-ptx (Ouyang et al. 2022): each step also adds ptx_coef x the SFT
+     * loss of ptx_batch rows of demonstrations (borrowed; demos and chats,
+     * formatted with the chat template as align_trainer_create_sft does). */
+    align_dataset *ptx_data;    /* NULL = off */
+    float    ptx_coef;          /* gamma (InstructGPT 27.8); default 1 */
+    int32_t  ptx_batch;         /* rows per step (default 8) */
     /* append new members here */
 } align_ppo_params;
 

@@ -37,6 +37,7 @@
 #include "train/trainer.h"
 #include "train/rl_math.h"
 #include "train/rollout.h"
+#include "data/batch.h"
 #include "data/dataset.h"
 #include "data/template.h"
 #include "model/model.h"
@@ -65,6 +66,8 @@ typedef struct rl_cfg {
     float    temperature, top_p;
     float    beta, eps_low, eps_high, score_clip;
     float    kl_target, kl_horizon, vf_clip, vf_coef, gamma, lam, missing_eos;
+    float    ptx_coef;
+    int32_t  ptx_batch;
 } rl_cfg;
 
 typedef struct rl_snap {
@@ -73,6 +76,7 @@ typedef struct rl_snap {
     align__kl_ctl klc;
     int      pending;
     align__rollout_iter it;
+    align__batcher_state ptx;
 } rl_snap;
 
 typedef struct rl {
@@ -105,6 +109,12 @@ typedef struct rl {
     int32_t *idx;                        /* [65536] minibatch indices */
     int64_t *recs;                       /* [4096] prompt records of a rollout */
     int32_t *plens;                      /* [4096] */
+    /* PPO-ptx: demonstrations through the SFT batcher */
+    align__batcher *ptx;
+    int32_t ptx_L;
+    int32_t *px_tok, *px_len, *px_mtok;
+    uint8_t *px_mask;
+    float *px_logp, *px_dlogp;
 } rl;
 
 /* ---- parameters -------------------------------------------------------------- */
@@ -132,6 +142,7 @@ static const align_ppo_params ppo_defaults = {
     .max_new_tokens = 64, .temperature = 1.0f, .top_k = 0, .top_p = 1.0f,
     .kl_coef = 0.05f, .kl_target = 6.0f, .kl_horizon = 10000.0f, .clip_eps = 0.2f, .clip_eps_high = 0.0f,
     .vf_clip = 0.2f, .vf_coef = 0.1f, .gamma = 1.0f, .lam = 0.95f,
+    .ptx_data = NULL, .ptx_coef = 1.0f, .ptx_batch = 8,
 };
 
 ALIGN_API int align_rl_roles_init(align_rl_roles *out, size_t struct_size)
@@ -695,6 +706,56 @@ out:
     return rc;
 }
 
+/* ---- PPO-ptx ------------------------------------------------------------------------- */
+
+/* Adds ptx_coef x the SFT loss (mean NLL over the loss tokens) of the next
+ * ptx_batch demonstration rows (Ouyang et al. 2022, "PPO-ptx": the
+ * pretraining gradient is accumulated into the same buffers as PPO's).
+ * *nll receives the mean NLL. */
+static int ptx_pass(rl *s, align__step_ctx *ctx, double *nll, align__errbuf *eb)
+{
+    const int32_t L = s->ptx_L, B = s->c.ptx_batch;
+    int32_t n = 0;
+    int rc = align__batcher_next(s->ptx, B, 1, s->px_tok, s->px_len, s->px_mask, &n);
+    if (rc < 0)
+        return align__error(eb, rc, "ppo-ptx: reading the demonstrations failed");
+    int32_t T = 2;
+    for (int32_t i = 0; i < n; i++)
+        T = ALIGN__MAX(T, s->px_len[i]);
+    int64_t N = 0;
+    for (int32_t i = 0; i < n; i++) {
+        memcpy(s->px_mtok + (size_t)i * T, s->px_tok + (size_t)i * L, (size_t)T * sizeof(int32_t));
+        for (int32_t t = 0; t + 1 < s->px_len[i]; t++)
+            N += s->px_mask[(size_t)i * (L - 1) + t] != 0;
+    }
+    *nll = 0.0;
+    if (n == 0 || N == 0)
+        return ALIGN_OK;
+    rc = align_model_forward(s->policy, s->px_mtok, s->px_len, n, T, s->px_logp, NULL, NULL);
+    if (rc < 0)
+        return align__error(eb, rc, "ppo-ptx: forward failed: %s", align_model_errmsg(s->policy));
+    double sum = 0.0;
+    const float g = -s->c.ptx_coef / (float)N;
+    for (int32_t i = 0; i < n; i++)
+        for (int32_t t = 0; t < T - 1; t++) {
+            int in = t + 1 < s->px_len[i] && s->px_mask[(size_t)i * (L - 1) + t];
+            float lp = s->px_logp[(size_t)i * (T - 1) + t];
+            if (in)
+                sum -= (double)lp;
+            s->px_dlogp[(size_t)i * (T - 1) + t] = in ? g : 0.0f;
+        }
+    *nll = sum / (double)N;
+    ctx->tokens_processed += N;
+    if (!isfinite(*nll)) {
+        ctx->nonfinite = 1;
+        return ALIGN_OK;
+    }
+    if (ctx->nonfinite)
+        return ALIGN_OK;
+    rc = align_model_backward(s->policy, s->px_dlogp, NULL);
+    return rc < 0 ? align__error(eb, rc, "ppo-ptx: backward failed: %s", align_model_errmsg(s->policy)) : ALIGN_OK;
+}
+
 /* ---- accumulate -------------------------------------------------------------------- */
 
 static int rl_accumulate(align_trainer *tr, align__step_ctx *ctx)
@@ -840,16 +901,25 @@ static int rl_accumulate(align_trainer *tr, align__step_ctx *ctx)
     }
     (void)vstart;
     (void)v_ret;
+    double ptx_nll = 0.0;
+    if (ppo && s->ptx) {
+        if ((rc = align__trainer_poll_stop(tr)) < 0)
+            return rc;
+        double a = align__now_sec();
+        if ((rc = ptx_pass(s, ctx, &ptx_nll, eb)) < 0)
+            return rc;
+        vtime += align__now_sec() - a;
+    }
     if (b->iter.epoch >= b->iter.n_epochs)
         s->pending = 0;
 
     double tk = toks > 0 ? toks : 1.0;
     ctx->stats.tokens = (int64_t)toks;
     ctx->stats.sequences = cnt;
-    ctx->stats.loss = (float)(ploss + (ppo ? s->c.vf_coef * vloss / tk : 0.0));
+    ctx->stats.loss = (float)(ploss + (ppo ? s->c.vf_coef * vloss / tk + s->c.ptx_coef * ptx_nll : 0.0));
     ctx->stats.time_forward_ms = (float)(t_fwd * 1e3);
     ctx->stats.time_backward_ms = (float)(t_bwd * 1e3);
-    ctx->tokens_processed = processed;
+    ctx->tokens_processed += processed;
     if (toks == 0)
         ctx->empty = 1;
     align__metric(ctx, "loss", (double)ctx->stats.loss);
@@ -864,6 +934,8 @@ static int rl_accumulate(align_trainer *tr, align__step_ctx *ctx)
     if (ppo) {
         align__metric(ctx, "loss/value_avg", vloss / tk);
         align__metric(ctx, "val/clipfrac_avg", vclip / tk);
+        if (s->ptx)
+            align__metric(ctx, "loss/ptx", ptx_nll);
         align__metric(ctx, "val/vf_explained_var",
                       align__explained_variance(b->values, b->ret, b->mask, (int64_t)b->n * b->max_resp));
     }
@@ -907,6 +979,8 @@ static void snap_get(const rl *s, rl_snap *g)
     g->pending = s->pending;
     if (s->buf)
         align__rollout_iter_get(s->buf, &g->it);
+    if (s->ptx)
+        align__batcher_get_state(s->ptx, &g->ptx);
 }
 
 static int rl_begin(align_trainer *tr)
@@ -929,6 +1003,8 @@ static void rl_rollback(align_trainer *tr)
     s->pending = g->pending;
     if (s->buf && g->it.mb_size > 0)
         (void)align__rollout_iter_set(s->buf, &g->it);
+    if (s->ptx)
+        (void)align__batcher_set_state(s->ptx, &g->ptx);
 }
 
 /* ---- checkpoint ------------------------------------------------------------------------ */
@@ -940,6 +1016,7 @@ typedef struct rl_staged {
     align__kl_ctl klc;
     align__rollout *buf;
     double rmv[RM_N];
+    align__batcher_state ptx;
 } rl_staged;
 
 static int rl_save_state(const align_trainer *tr, json_t *obj, align__ckpt *ck)
@@ -951,6 +1028,17 @@ static int rl_save_state(const align_trainer *tr, json_t *obj, align__ckpt *ck)
     rc |= align__json_set_i64(obj, "records", s->scanned);
     rc |= align__json_set_u64(obj, "rollouts", s->rollouts);
     rc |= align__json_set_i64(obj, "pending", s->pending && s->buf ? 1 : 0);
+    if (s->ptx) {
+        align__batcher_state st;
+        align__batcher_get_state(s->ptx, &st);
+        rc |= align__json_set_i64(obj, "ptx_epoch", st.epoch);
+        rc |= align__json_set_i64(obj, "ptx_position", st.position);
+        rc |= align__json_set_i64(obj, "ptx_carry", st.carry);
+        rc |= align__json_set_u64(obj, "ptx_rng_seed", st.rng.seed);
+        rc |= align__json_set_u64(obj, "ptx_rng_stream", st.rng.stream);
+        rc |= align__json_set_u64(obj, "ptx_rng_counter", st.rng.counter);
+        rc |= align__json_set_i64(obj, "ptx_epoch_examples", st.epoch_examples);
+    }
     if (rc)
         return ALIGN_ENOMEM;
     uint8_t kb[ALIGN__KL_CTL_BYTES];
@@ -990,6 +1078,17 @@ static int rl_load_state(align_trainer *tr, const json_t *obj, align__ckpt *ck, 
         (pend != 0 && pend != 1))
         return align__error(&tr->err, ALIGN_EFORMAT, "trainer.json: missing or invalid RL state");
     g.pending = (int)pend;
+    if (s->ptx) {
+        align__batcher_state *st = &g.ptx;
+        if (align__json_get_i64(obj, "ptx_epoch", &st->epoch) || align__json_get_i64(obj, "ptx_position", &st->position) ||
+            align__json_get_i64(obj, "ptx_carry", &st->carry) || align__json_get_u64(obj, "ptx_rng_seed", &st->rng.seed) ||
+            align__json_get_u64(obj, "ptx_rng_stream", &st->rng.stream) ||
+            align__json_get_u64(obj, "ptx_rng_counter", &st->rng.counter) ||
+            align__json_get_i64(obj, "ptx_epoch_examples", &st->epoch_examples) || st->epoch < 0 ||
+            st->position < 0 || st->carry < 0 || st->epoch_examples < 0 ||
+            st->epoch_examples > align__batcher_examples(s->ptx) || st->position > align__batcher_examples(s->ptx))
+            return align__error(&tr->err, ALIGN_EFORMAT, "trainer.json: missing or invalid PPO-ptx data state");
+    }
     if (!s->stream && g.scanned != align_dataset_size(s->data))
         return align__error(&tr->err, ALIGN_EFORMAT, "trainer.json: the run had %lld prompt records, the dataset has %lld",
                             (long long)g.scanned, (long long)align_dataset_size(s->data));
@@ -1043,6 +1142,8 @@ static int rl_apply_state(align_trainer *tr, void *staged)
     int rc;
     if (s->stream && (rc = scan(s, &tr->err)) < 0)
         return rc;
+    if (s->ptx && (rc = align__batcher_set_state(s->ptx, &g->ptx)) < 0)
+        return align__error(&tr->err, rc, "the PPO-ptx data position does not fit this dataset");
     if (!s->stream && g->epoch > 0 && (rc = make_order(s, g->epoch, &tr->err)) < 0)
         return rc;
     s->epoch = g->epoch;
@@ -1083,6 +1184,10 @@ static int rl_setup_json(const align_trainer *tr, json_t *obj)
     json_t *a = json_array();
     for (size_t i = 0; a && i < sizeof fl / sizeof fl[0]; i++)
         json_array_append_new(a, json_real((double)fl[i]));
+    if (a && s->ptx && (json_array_append_new(a, json_real((double)c->ptx_coef)) ||
+                        json_object_set_new(o, "ptx_batch", json_integer(c->ptx_batch)) ||
+                        json_object_set_new(o, "ptx_examples", json_integer((json_int_t)align__batcher_examples(s->ptx)))))
+        return ALIGN_ENOMEM;
     if (!a || json_object_set_new(o, "floats", a) != 0 || align__json_set_u64(o, "seed", c->seed) ||
         json_object_set_new(obj, "rl", o) != 0)
         return ALIGN_ENOMEM;
@@ -1107,6 +1212,13 @@ static void rl_free_obj(rl *s)
     align__free(s->plens);
     align__rollout_free(s->buf);
     scratch_free(s);
+    align__batcher_free(s->ptx);
+    align__free(s->px_tok);
+    align__free(s->px_len);
+    align__free(s->px_mtok);
+    align__free(s->px_mask);
+    align__free(s->px_logp);
+    align__free(s->px_dlogp);
     align__free(s);
 }
 
@@ -1134,6 +1246,7 @@ typedef struct rl_common {
     const char *prefix[3];
     align_step_fn on_step;
     void *ud;
+    align_dataset *ptx;
 } rl_common;
 
 static int has_head(align_model *m)
@@ -1220,6 +1333,9 @@ static int create(align_trainer **out, const char *fn, const align_rl_roles *rol
         CHECK(c.kl_target > 0.0f && c.kl_horizon > 0.0f, "%s: kl_target and kl_horizon must be > 0", fn)
     for (int32_t k = 0; k < c.n_stop; k++)
         CHECK(cm->stop[k] && cm->stop[k][0], "%s: stop[%d] is NULL or empty", fn, (int)k)
+    if (cm->ptx)
+        CHECK(c.ptx_coef >= 0.0f && isfinite(c.ptx_coef) && c.ptx_batch >= 1 && c.ptx_batch <= 65536,
+              "%s: ptx_coef is %g and ptx_batch %d (>= 0, 1..65536)", fn, (double)c.ptx_coef, (int)c.ptx_batch)
 #undef CHECK
     if (c.eps_high == 0.0f)
         c.eps_high = c.eps_low;
@@ -1277,6 +1393,30 @@ static int create(align_trainer **out, const char *fn, const align_rl_roles *rol
         rc = scan(s, &eb);
     if (rc >= 0 && s->n_usable == 0 && !s->stream)
         rc = align__error(&eb, ALIGN_EINVAL, "the prompt dataset has no record with a prompt");
+    if (rc >= 0 && cm->ptx) {
+        align__batch_params bp;
+        memset(&bp, 0, sizeof bp);
+        bp.flags = ALIGN__BATCH_SHUFFLE;
+        bp.max_len = mc.max_seq_len;
+        bp.truncation = ALIGN_TRUNCATE_RIGHT;
+        bp.seed = c.seed;
+        bp.system_prefix = s->prefix[0];
+        bp.user_prefix = s->prefix[1];
+        bp.assistant_prefix = s->prefix[2];
+        rc = align__batcher_create(&s->ptx, cm->ptx, s->tok, &bp, &eb);
+        if (rc >= 0) {
+            const size_t B = (size_t)c.ptx_batch, L = (size_t)mc.max_seq_len;
+            s->ptx_L = mc.max_seq_len;
+            s->px_tok = align__calloc(B * L, sizeof(int32_t));
+            s->px_mtok = align__calloc(B * L, sizeof(int32_t));
+            s->px_len = align__calloc(B, sizeof(int32_t));
+            s->px_mask = align__calloc(B * L, 1);
+            s->px_logp = align__calloc(B * L, sizeof(float));
+            s->px_dlogp = align__calloc(B * L, sizeof(float));
+            if (!s->px_tok || !s->px_mtok || !s->px_len || !s->px_mask || !s->px_logp || !s->px_dlogp)
+                rc = align__error(&eb, ALIGN_ENOMEM, "out of memory for PPO-ptx rows");
+        }
+    }
     if (rc >= 0)
         rc = align__kl_ctl_init(&s->klc, ppo ? (double)c.beta : 0.0, ppo && (c.flags & ALIGN_PPO_ADAPTIVE_KL),
                                 c.kl_target > 0 ? c.kl_target : 6.0, c.kl_horizon > 0 ? c.kl_horizon : 10000.0);
@@ -1340,7 +1480,8 @@ static int create_group(align_trainer **out, const char *fn, int algo, const ali
     c.score_clip = q.score_clip;
     c.gamma = 1.0f;
     c.lam = 1.0f;
-    rl_common cm = { q.stop, { q.system_prefix, q.user_prefix, q.assistant_prefix }, q.on_step, q.on_step_user_data };
+    rl_common cm = { q.stop, { q.system_prefix, q.user_prefix, q.assistant_prefix }, q.on_step, q.on_step_user_data,
+                     NULL };
     return create(out, fn, roles, prompts, &c, &cm);
 }
 
@@ -1395,6 +1536,9 @@ ALIGN_API int align_trainer_create_ppo(align_trainer **out, const align_rl_roles
     c.gamma = q.gamma;
     c.lam = q.lam;
     c.missing_eos = q.missing_eos_penalty;
-    rl_common cm = { q.stop, { q.system_prefix, q.user_prefix, q.assistant_prefix }, q.on_step, q.on_step_user_data };
+    c.ptx_coef = q.ptx_coef;
+    c.ptx_batch = q.ptx_batch;
+    rl_common cm = { q.stop, { q.system_prefix, q.user_prefix, q.assistant_prefix }, q.on_step, q.on_step_user_data,
+                     q.ptx_data };
     return create(out, "align_trainer_create_ppo", roles, prompts, &c, &cm);
 }
