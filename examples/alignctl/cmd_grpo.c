@@ -124,7 +124,7 @@ static int run(int argc, char **argv, int rloo)
     RL_SAMPLING_OUT(&p, &c.samp);
     p.max_steps = c.steps;
     p.epochs = c.epochs ? c.epochs : 1;
-    rl_algo al = {rloo ? "RLOO" : "GRPO", 0, &p, rloo ? create_rloo : create_grpo, uses_kl,
+    rl_algo al = {rloo ? "RLOO" : "GRPO", 0, &p, NULL, rloo ? create_rloo : create_grpo, uses_kl,
                   plan};
     return rl_run(&c, argc, argv, &al);
 }

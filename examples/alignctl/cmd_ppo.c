@@ -37,7 +37,11 @@ static const char *const HELP_PPO =
     "  --no-whiten         do not whiten the advantages\n"
     "  --value V           a separate value model (with a scalar head) instead of a head\n"
     "                      on the policy; it is trained but not saved\n"
-    "  --value-lr X        its learning rate (default --lr)\n";
+    "  --value-lr X        its learning rate (default --lr)\n"
+    "  --ptx-data D.jsonl  PPO-ptx (InstructGPT): each step also trains on demonstrations\n"
+    "                      (prompt/completion or chat records) with the SFT loss\n"
+    "  --ptx-coef X        weight of that loss (default 1)\n"
+    "  --ptx-batch N       demonstration rows per step (default 8)\n";
 
 static int create(align_trainer **out, const align_rl_roles *roles, align_dataset *d,
                   const void *p)
@@ -108,6 +112,12 @@ int cmd_ppo(int argc, char **argv)
             c.value = v;
         } else if (opt(argc, argv, &i, "--value-lr", &v)) {
             c.value_lr = parse_float("--value-lr", v, 1e-12, 10);
+        } else if (opt(argc, argv, &i, "--ptx-data", &v)) {
+            c.ptx = v;
+        } else if (opt(argc, argv, &i, "--ptx-coef", &v)) {
+            p.ptx_coef = parse_float("--ptx-coef", v, 0, 1e6);
+        } else if (opt(argc, argv, &i, "--ptx-batch", &v)) {
+            p.ptx_batch = parse_int("--ptx-batch", v, 1, 65536);
         } else {
             unknown_arg(a);
         }
@@ -118,6 +128,7 @@ int cmd_ppo(int argc, char **argv)
     RL_SAMPLING_OUT(&p, &c.samp);
     p.max_steps = c.steps;
     p.epochs = c.epochs ? c.epochs : 1;
-    rl_algo al = {"PPO", c.value ? 0 : ALIGN_MODEL_SCALAR_HEAD, &p, create, uses_kl, plan};
+    rl_algo al = {"PPO", c.value ? 0 : ALIGN_MODEL_SCALAR_HEAD, &p, &p.ptx_data, create, uses_kl,
+                  plan};
     return rl_run(&c, argc, argv, &al);
 }

@@ -24,7 +24,7 @@ const char *const RL_COMMON_HELP =
     "  --tokenizer TOK     a tokenizer.json, a GPT-2 folder, or 'bytes'\n"
     "  --prompts P.jsonl   prompts: {\"prompt\": ...} lines (any record with a prompt)\n"
     "  --reference R       frozen reference for the KL term (default: the starting policy)\n"
-    "  --lenient           skip malformed prompt lines instead of stopping\n"
+    "  --lenient           skip malformed prompt (and --ptx-data) lines instead of stopping\n"
     "reward (one of):\n"
     "  --reward-model RM   a model with a scalar head (alignctl init --scalar-head, or a\n"
     "                      trained reward model); same tokenizer as the policy\n"
@@ -472,14 +472,15 @@ int rl_run(rl_cli *c, int argc, char **argv, const rl_algo *al)
     if (require_inputs(c->policy, c->tok, c->prompts, NULL) ||
         (c->reference && require_inputs(c->reference, c->tok, NULL, NULL)) ||
         (c->reward_model && require_inputs(c->reward_model, c->tok, NULL, NULL)) ||
-        (c->value && require_inputs(c->value, c->tok, NULL, NULL)))
+        (c->value && require_inputs(c->value, c->tok, NULL, NULL)) ||
+        (c->ptx && require_inputs(c->ptx, c->tok, NULL, NULL)))
         return EXIT_RUNTIME;
     blas_setup(argv, c->threads); /* may re-execute: before the scorer starts */
     signals_install();
 
     align_model *policy = NULL, *ref = NULL, *rmm = NULL, *value = NULL;
     align_tokenizer *t = NULL;
-    align_dataset *data = NULL;
+    align_dataset *data = NULL, *ptx = NULL;
     align_optimizer *o = NULL, *vo = NULL;
     align_reward_model *inner = NULL, *rm = NULL;
     align_trainer *tr = NULL;
@@ -507,6 +508,10 @@ int rl_run(rl_cli *c, int argc, char **argv, const rl_algo *al)
     }
     if (!r)
         r = load_dataset(c->prompts, c->lenient ? ALIGN_LENIENT : 0, &data);
+    if (!r && c->ptx && al->ptx_data) {
+        r = load_dataset(c->ptx, c->lenient ? ALIGN_LENIENT : 0, &ptx);
+        *al->ptx_data = ptx;
+    }
     if (!r && c->reward_model) {
         r = load_frozen(c->reward_model, &rmm);
         if (!r)
@@ -707,6 +712,7 @@ out:
     align_reward_model_free(inner);
     align_optimizer_free(vo);
     align_optimizer_free(o);
+    align_dataset_free(ptx);
     align_dataset_free(data);
     align_model_free(value);
     align_model_free(rmm);

@@ -49,6 +49,7 @@ typedef struct rl_sampling {
 typedef struct rl_cli {
     const char *policy, *tok, *prompts, *reference, *reward_model, *reward_cmd, *out;
     const char *value; /* PPO: a separate value model */
+    const char *ptx;   /* PPO: demonstrations for the PPO-ptx term */
     const char *resume, *metrics, *ckdir_arg;
     double reward_timeout;
     int reward_chat, lenient, quiet;
@@ -63,6 +64,7 @@ typedef struct rl_algo {
     const char *name;      /* "PPO", "GRPO", "RLOO" */
     uint32_t policy_flags; /* align_model_load flags for the policy */
     const void *params;
+    align_dataset **ptx_data; /* where the --ptx-data dataset goes (in params), or NULL */
     int (*create)(align_trainer **out, const align_rl_roles *roles, align_dataset *prompts,
                   const void *params);
     int (*uses_kl)(const void *params); /* 0: no reference model needed */

@@ -132,9 +132,9 @@ ok "scorer: crash, garbage, NaN, no score, extra output, missing program, timeou
 
 # ---- 2. training ----------------------------------------------------------------------
 for c in ppo grpo rloo; do
-    "$A" $c --help | grep -q "^usage: alignctl $c" || fail "alignctl $c --help"
+    "$A" $c --help > h.txt && grep -q "^usage: alignctl $c" h.txt || fail "alignctl $c --help"
 done
-"$A" help grpo | grep -q -- '--reward-cmd CMD' || fail "alignctl help grpo"
+"$A" help grpo > h.txt && grep -q -- '--reward-cmd CMD' h.txt || fail "alignctl help grpo"
 for i in $(seq 0 15); do printf '{"prompt":"say %d","completion":" a%d b"}\n' "$i" "$i"; done > sft.jsonl
 for i in $(seq 0 15); do printf '{"prompt":"say %d"}\n' "$i"; done > prompts.jsonl
 "$A" init --layers 2 --heads 2 --width 32 --vocab 257 --context 64 --out base.safetensors > /dev/null
@@ -172,17 +172,19 @@ ok "rloo: 4 steps with metrics"
     --out rm.safetensors > /dev/null
 "$A" ppo --policy sft.safetensors --tokenizer bytes --prompts prompts.jsonl --reward-model rm.safetensors \
     --rollouts 8 --ppo-epochs 2 --max-new-tokens 12 --threads 1 --lr 2e-4 --steps 6 \
-    --metrics p.jsonl --out p.safetensors 2> p.err || { cat p.err >&2; fail "ppo"; }
+    --ptx-data sft.jsonl --ptx-batch 4 --metrics p.jsonl --out p.safetensors 2> p.err ||
+    { cat p.err >&2; fail "ppo"; }
 python3 - << 'EOF' || fail "ppo metrics"
 import json
 L = [json.loads(l) for l in open("p.jsonl")]
 assert len(L) == 6
-for k in ("objective/scores", "objective/kl", "loss/value_avg", "policy/clipfrac_avg", "kl_coef"):
+for k in ("objective/scores", "objective/kl", "loss/value_avg", "policy/clipfrac_avg", "kl_coef",
+          "loss/ptx"):
     assert k in L[-1], k
 EOF
 "$A" generate --model p.safetensors --tokenizer bytes --prompt "say 3" --max-new-tokens 4 \
     > /dev/null 2>&1 || fail "the PPO policy does not load for generate"
-ok "ppo --reward-model: 6 steps, value and policy metrics, the policy loads"
+ok "ppo --reward-model --ptx-data: 6 steps, value, policy and ptx metrics; the policy loads"
 
 # a resumed run ends where an uninterrupted one does (bitwise)
 "$A" grpo "${G[@]}" --reward-cmd "python3 count_a.py" --steps 6 --quiet --out full.safetensors 2> /dev/null ||
