@@ -119,6 +119,33 @@ int metrics_write_step(FILE *f, const align_step_stats *st, double time,
                        const align_step_stats *eval);
 /* A final evaluation line {"step", "eval_loss", "eval_accuracy"}. */
 int metrics_write_eval(FILE *f, int64_t step, const align_step_stats *eval);
+/* The same, plus every named metric of the trainer (align_trainer_metrics):
+ * the step's under their own names, the evaluation's as "eval_<name>". */
+/* ---- train_loop.c: what every training subcommand shares ------------------ */
+typedef struct train_opts {
+    const char *out, *eval_path, *resume, *metrics_path, *ckdir_arg;
+    int steps, epochs, threads, eval_every, save_every, quiet, log_every, lenient;
+    align_optimizer_params op;
+    char ckdir[4096];        /* checkpoint folder (train_opts_finish) */
+    char resume_dir[4200];   /* --resume resolved to a checkpoint folder */
+} train_opts;
+void train_opts_init(train_opts *o);
+/* Consumes the common option at argv[*i] (--out, --steps, --epochs, --lr,
+ * --schedule, --warmup, --min-lr-ratio, --weight-decay, --clip, --eval-data,
+ * --eval-every, --save-every, --checkpoint-dir, --resume, --metrics,
+ * --threads, --log-every, --quiet, --lenient): 1 if it was one. */
+int train_opt(int argc, char **argv, int *i, train_opts *o);
+/* Checks the common options and resolves --resume and the checkpoint folder. */
+int train_opts_finish(train_opts *o);
+/* Resumes if asked, then steps tr until ALIGN_DONE with progress, evaluation
+ * of evald, --metrics lines, checkpoints and Ctrl-C (checkpoint + resume hint +
+ * 130), and saves save_model to --out. opt_main counts the steps done. */
+int train_run(train_opts *o, int argc, char **argv, align_trainer *tr, align_optimizer *opt_main,
+              align_dataset *evald, align_model *save_model, int64_t total);
+
+int metrics_write_step_tr(FILE *f, const align_trainer *tr, const align_step_stats *st, double time,
+                          const align_step_stats *eval);
+int metrics_write_eval_tr(FILE *f, const align_trainer *tr, int64_t step, const align_step_stats *eval);
 /* "time" of the last record with step <= upto, so a resumed clock continues. */
 double metrics_last_time(const char *path, int64_t upto);
 

@@ -58,14 +58,11 @@ static const char *const HELP_SFT =
 
 int cmd_sft(int argc, char **argv)
 {
-    const char *model_path = NULL, *tok = NULL, *data_path = NULL, *out = NULL, *v;
-    const char *eval_path = NULL, *resume = NULL, *metrics_path = NULL, *ckdir_arg = NULL;
-    int steps = 0, epochs = 0, threads = 0, eval_every = 0, save_every = 0, quiet = 0;
-    int log_every = 10, lenient = 0;
+    const char *model_path = NULL, *tok = NULL, *data_path = NULL, *v;
+    train_opts to;
+    train_opts_init(&to);
     align_sft_params sp;
     ALIGN_SFT_DEFAULT_PARAMS(&sp);
-    align_optimizer_params op;
-    ALIGN_OPTIMIZER_DEFAULT_PARAMS(&op);
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (is_help(a)) {
@@ -77,12 +74,6 @@ int cmd_sft(int argc, char **argv)
             tok = v;
         } else if (opt(argc, argv, &i, "--data", &v)) {
             data_path = v;
-        } else if (opt(argc, argv, &i, "--out", &v)) {
-            out = v;
-        } else if (opt(argc, argv, &i, "--steps", &v)) {
-            steps = parse_int("--steps", v, 1, INT32_MAX);
-        } else if (opt(argc, argv, &i, "--epochs", &v)) {
-            epochs = parse_int("--epochs", v, 1, 1000000);
         } else if (opt(argc, argv, &i, "--batch", &v)) {
             sp.micro_batch = parse_int("--batch", v, 1, 65536);
         } else if (opt(argc, argv, &i, "--accum", &v)) {
@@ -102,48 +93,9 @@ int cmd_sft(int argc, char **argv)
             sp.flags |= ALIGN_SFT_PACK;
         } else if (flag(a, "--full-loss")) {
             sp.flags |= ALIGN_SFT_FULL_SEQUENCE_LOSS;
-        } else if (flag(a, "--lenient")) {
-            lenient = 1;
-        } else if (opt(argc, argv, &i, "--lr", &v)) {
-            op.learning_rate = parse_float("--lr", v, 0, 10);
-        } else if (opt(argc, argv, &i, "--schedule", &v)) {
-            if (strcmp(v, "constant") == 0)
-                op.schedule = ALIGN_SCHEDULE_CONSTANT;
-            else if (strcmp(v, "linear") == 0)
-                op.schedule = ALIGN_SCHEDULE_LINEAR;
-            else if (strcmp(v, "cosine") == 0)
-                op.schedule = ALIGN_SCHEDULE_COSINE;
-            else
-                usage_die("--schedule expects constant, linear or cosine, got '%s'", v);
-        } else if (opt(argc, argv, &i, "--warmup", &v)) {
-            op.warmup_steps = parse_int("--warmup", v, 0, INT32_MAX);
-        } else if (opt(argc, argv, &i, "--min-lr-ratio", &v)) {
-            op.min_lr_ratio = parse_float("--min-lr-ratio", v, 0, 1);
-        } else if (opt(argc, argv, &i, "--weight-decay", &v)) {
-            op.weight_decay = parse_float("--weight-decay", v, 0, 10);
-        } else if (opt(argc, argv, &i, "--clip", &v)) {
-            op.max_grad_norm = parse_float("--clip", v, 0, 1e9);
-        } else if (opt(argc, argv, &i, "--eval-data", &v)) {
-            eval_path = v;
-        } else if (opt(argc, argv, &i, "--eval-every", &v)) {
-            eval_every = parse_int("--eval-every", v, 0, INT32_MAX);
-        } else if (opt(argc, argv, &i, "--save-every", &v)) {
-            save_every = parse_int("--save-every", v, 1, INT32_MAX);
-        } else if (opt(argc, argv, &i, "--checkpoint-dir", &v)) {
-            ckdir_arg = v;
-        } else if (opt(argc, argv, &i, "--resume", &v)) {
-            resume = v;
-        } else if (opt(argc, argv, &i, "--metrics", &v)) {
-            metrics_path = v;
-        } else if (opt(argc, argv, &i, "--threads", &v)) {
-            threads = parse_int("--threads", v, 1, 4096);
         } else if (opt(argc, argv, &i, "--seed", &v)) {
             sp.seed = parse_u64("--seed", v);
-        } else if (opt(argc, argv, &i, "--log-every", &v)) {
-            log_every = parse_int("--log-every", v, 0, INT32_MAX);
-        } else if (flag(a, "--quiet")) {
-            quiet = 1;
-        } else {
+        } else if (!train_opt(argc, argv, &i, &to)) {
             unknown_arg(a);
         }
     }
@@ -153,34 +105,15 @@ int cmd_sft(int argc, char **argv)
         usage_die("--tokenizer is required (a tokenizer.json, a GPT-2 folder, or 'bytes')");
     if (!data_path)
         usage_die("--data is required (JSONL of {\"prompt\",\"completion\"} records)");
-    if (!out)
-        usage_die("--out is required (where the trained model is saved)");
-    if (steps && epochs)
-        usage_die("give --steps or --epochs, not both");
-    if (eval_every && !eval_path)
-        usage_die("--eval-every needs --eval-data");
-    char resume_dir[4200];
-    if (resume && resume_resolve(resume, resume_dir, sizeof resume_dir))
-        return EXIT_RUNTIME;
-    if (resume)
-        resume = resume_dir;
-    sp.max_steps = steps;
-    sp.epochs = epochs ? epochs : 1;
+    int r = train_opts_finish(&to);
+    if (r)
+        return r;
+    sp.max_steps = to.steps;
+    sp.epochs = to.epochs ? to.epochs : 1;
 
-    /* checkpoint folder: OUT minus ".safetensors", plus ".ckpt" */
-    char ckdir[4096];
-    if (ckdir_arg) {
-        snprintf(ckdir, sizeof ckdir, "%s", ckdir_arg);
-    } else {
-        size_t n = strlen(out), sfx = strlen(".safetensors");
-        if (n > sfx && strcmp(out + n - sfx, ".safetensors") == 0)
-            n -= sfx;
-        snprintf(ckdir, sizeof ckdir, "%.*s.ckpt", (int)n, out);
-    }
-
-    if (require_inputs(model_path, tok, data_path, eval_path))
+    if (require_inputs(model_path, tok, data_path, to.eval_path))
         return EXIT_RUNTIME;
-    blas_setup(argv, threads);
+    blas_setup(argv, to.threads);
     /* Signals are caught from here to the end: one that arrives while loading
      * still ends in a checkpoint and status 130 (signals.c). */
     signals_install();
@@ -189,16 +122,15 @@ int cmd_sft(int argc, char **argv)
     align_dataset *data = NULL, *evald = NULL;
     align_optimizer *o = NULL;
     align_trainer *tr = NULL;
-    FILE *mf = NULL;
-    int r = load_tokenizer(tok, &t);
+    r = load_tokenizer(tok, &t);
     if (!r)
         r = load_model(model_path, &m);
     if (!r)
         r = check_vocab(m, t, tok);
     if (!r)
-        r = load_dataset(data_path, lenient ? ALIGN_LENIENT : 0, &data);
-    if (!r && eval_path)
-        r = load_dataset(eval_path, lenient ? ALIGN_LENIENT : 0, &evald);
+        r = load_dataset(data_path, to.lenient ? ALIGN_LENIENT : 0, &data);
+    if (!r && to.eval_path)
+        r = load_dataset(to.eval_path, to.lenient ? ALIGN_LENIENT : 0, &evald);
     if (r)
         goto out;
 
@@ -206,9 +138,9 @@ int cmd_sft(int argc, char **argv)
      * makes fewer), used for the schedule and the progress bar */
     int64_t per_epoch = (align_dataset_size(data) + (int64_t)sp.micro_batch * sp.grad_accum - 1) /
                         ((int64_t)sp.micro_batch * sp.grad_accum);
-    int64_t total = steps ? steps : per_epoch * sp.epochs;
-    op.total_steps = total > INT32_MAX ? INT32_MAX : (int32_t)total;
-    int rc = align_optimizer_create(&o, m, &op);
+    int64_t total = to.steps ? to.steps : per_epoch * sp.epochs;
+    to.op.total_steps = total > INT32_MAX ? INT32_MAX : (int32_t)total;
+    int rc = align_optimizer_create(&o, m, &to.op);
     if (rc < 0) {
         r = rt_fail(rc, align_last_errmsg(), "cannot create the optimizer");
         goto out;
@@ -218,171 +150,15 @@ int cmd_sft(int argc, char **argv)
         r = rt_fail(rc, align_last_errmsg(), "cannot create the SFT trainer");
         goto out;
     }
-    if (resume) {
-        rc = align_trainer_resume(tr, resume);
-        if (rc < 0) {
-            r = rt_fail(rc, align_trainer_errmsg(tr),
-                        "cannot resume from '%s' (was it saved by a run with the same model, "
-                        "data and options?)",
-                        resume);
-            goto out;
-        }
-    }
-    int64_t step = align_optimizer_steps_done(o);
-    if (resume)
-        msg("resumed from '%s' at step %lld", resume, (long long)step);
-    double time_offset = 0;
-    if (metrics_path) {
-        if (resume)
-            time_offset = metrics_last_time(metrics_path, step);
-        mf = fopen(metrics_path, resume ? "a" : "w");
-        if (!mf) {
-            msg("cannot open metrics file '%s': %s", metrics_path, strerror(errno));
-            r = EXIT_RUNTIME;
-            goto out;
-        }
-    }
     msg("training: %lld records%s, %s%lld steps, batch %d x accum %d, lr %g (%s)",
         (long long)align_dataset_size(data), evald ? " (+ eval data)" : "",
-        steps ? "" : "about ", (long long)total, (int)sp.micro_batch, (int)sp.grad_accum,
-        (double)op.learning_rate,
-        op.schedule == ALIGN_SCHEDULE_LINEAR   ? "linear"
-        : op.schedule == ALIGN_SCHEDULE_COSINE ? "cosine"
-                                               : "constant");
-
-    progress pg = {isatty(2), quiet, log_every, total, step, now_sec(), 0};
-    int64_t last_saved = resume ? step : -1, last_eval = -1;
-    int nonfinite = 0, interrupted = 0;
-    float last_loss = NAN;
-    signals_attach(tr);
-    for (;;) {
-        if (signals_caught()) {
-            interrupted = 1;
-            break;
-        }
-        align_step_stats st;
-        align_step_stats_init(&st, sizeof st);
-        rc = align_trainer_step(tr, &st);
-        if (rc == ALIGN_DONE)
-            break;
-        if (rc == ALIGN_ECANCELED) {
-            interrupted = 1;
-            break;
-        }
-        if (rc == ALIGN_ENONFINITE) {
-            msg("warning: step %lld had a non-finite loss or gradient; update skipped",
-                (long long)step + 1);
-            if (++nonfinite >= 10) {
-                r = rt_fail(rc, align_trainer_errmsg(tr),
-                            "10 non-finite steps in a row: lower --lr or check the data");
-                break;
-            }
-            continue;
-        }
-        if (rc < 0) {
-            r = rt_fail(rc, align_trainer_errmsg(tr), "training step %lld failed",
-                        (long long)step + 1);
-            break;
-        }
-        nonfinite = 0;
-        step = st.step;
-        last_loss = st.loss;
-        progress_update(&pg, &st, 0);
-        align_step_stats es;
-        int evaluated = 0;
-        if (evald && eval_every > 0 && step % eval_every == 0) {
-            align_step_stats_init(&es, sizeof es);
-            rc = align_trainer_evaluate(tr, evald, &es);
-            if (rc == ALIGN_ECANCELED) {
-                interrupted = 1; /* the step itself is done: log it, then stop */
-            } else if (rc < 0) {
-                r = rt_fail(rc, align_trainer_errmsg(tr), "evaluation at step %lld failed",
-                            (long long)step);
-                break;
-            } else {
-                evaluated = 1;
-                last_eval = step;
-                if (!quiet) {
-                    bar_clear();
-                    fprintf(stderr, "eval at step %lld: loss %.4f accuracy %.3f\n",
-                            (long long)step, es.loss, es.accuracy);
-                }
-            }
-        }
-        if (mf && metrics_write_step(mf, &st, time_offset + now_sec() - pg.t0,
-                                     evaluated ? &es : NULL) != 0) {
-            msg("cannot write metrics file '%s'", metrics_path);
-            r = EXIT_RUNTIME;
-            break;
-        }
-        if (interrupted)
-            break;
-        if (save_every > 0 && step % save_every == 0) {
-            char dir[4200];
-            if ((r = checkpoint_save(tr, ckdir, step, dir, sizeof dir)))
-                break;
-            last_saved = step;
-            if (!quiet && !pg.tty)
-                fprintf(stderr, "checkpoint: %s\n", dir);
-        }
-    }
-    if (r)
-        goto out;
-    if (!quiet && pg.tty && !interrupted && !signals_caught()) {
-        bar_clear();
-        fprintf(stderr, "step %lld done, loss %.4f\n", (long long)step, last_loss);
-    }
-    if (!interrupted && !signals_caught() && evald && last_eval != step) {
-        align_step_stats es;
-        align_step_stats_init(&es, sizeof es);
-        rc = align_trainer_evaluate(tr, evald, &es);
-        if (rc < 0 && rc != ALIGN_ECANCELED) {
-            r = rt_fail(rc, align_trainer_errmsg(tr), "final evaluation failed");
-            goto out;
-        }
-        if (rc >= 0) {
-            if (!quiet)
-                fprintf(stderr, "eval at step %lld: loss %.4f accuracy %.3f\n",
-                        (long long)step, es.loss, es.accuracy);
-            if (mf)
-                metrics_write_eval(mf, step, &es);
-        }
-    }
-    if (interrupted || signals_caught()) {
-        char dir[4200];
-        bar_clear();
-        int sig = signals_caught();
-        if (resume && step == pg.first_step) /* stopped before any new step */
-            snprintf(dir, sizeof dir, "%s", resume);
-        else if (last_saved == step)
-            snprintf(dir, sizeof dir, "%s/step-%lld", ckdir, (long long)step);
-        else if ((r = checkpoint_save(tr, ckdir, step, dir, sizeof dir)))
-            goto out;
-        msg("interrupted after step %lld; checkpoint saved in %s", (long long)step, dir);
-        print_resume_hint(argc, argv, dir);
-        r = sig == SIGTERM ? 128 + SIGTERM : EXIT_INTERRUPTED;
-        goto out;
-    }
-    if (save_every > 0 && last_saved != step) {
-        char dir[4200];
-        if ((r = checkpoint_save(tr, ckdir, step, dir, sizeof dir)))
-            goto out;
-        if (!quiet)
-            fprintf(stderr, "checkpoint: %s\n", dir);
-    }
-    rc = align_model_save(m, out);
-    if (rc < 0) {
-        r = rt_fail(rc, align_model_errmsg(m), "cannot save the model to '%s'", out);
-        goto out;
-    }
-    if (!quiet)
-        msg("trained %lld steps (final loss %.4f); model saved to %s", (long long)step,
-            last_loss, out);
+        to.steps ? "" : "about ", (long long)total, (int)sp.micro_batch, (int)sp.grad_accum,
+        (double)to.op.learning_rate,
+        to.op.schedule == ALIGN_SCHEDULE_LINEAR   ? "linear"
+        : to.op.schedule == ALIGN_SCHEDULE_COSINE ? "cosine"
+                                                  : "constant");
+    r = train_run(&to, argc, argv, tr, o, evald, m, total);
 out:
-    if (mf && fclose(mf) != 0 && !r) {
-        msg("cannot write metrics file '%s'", metrics_path);
-        r = EXIT_RUNTIME;
-    }
     signals_restore();
     align_trainer_free(tr);
     align_optimizer_free(o);
@@ -392,4 +168,3 @@ out:
     align_tokenizer_free(t);
     return r;
 }
-

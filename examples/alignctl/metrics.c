@@ -4,8 +4,31 @@
 
 #include <stdlib.h>
 
+/* Adds the trainer's named metrics (align_trainer_metrics) of `which`,
+ * each under prefix + name, except names the object already has. */
+static void put_named(json_t *o, const align_trainer *tr, int32_t which, const char *prefix)
+{
+    const char *const *names = NULL;
+    const double *values = NULL;
+    int32_t n = 0;
+    if (!tr || align_trainer_metrics(tr, which, &names, &values, &n) != 0)
+        return;
+    for (int32_t i = 0; i < n; i++) {
+        char key[160];
+        snprintf(key, sizeof key, "%s%s", prefix, names[i]);
+        if (!json_object_get(o, key))
+            json_put(o, key, json_num(values[i]));
+    }
+}
+
 int metrics_write_step(FILE *f, const align_step_stats *st, double time,
                        const align_step_stats *eval)
+{
+    return metrics_write_step_tr(f, NULL, st, time, eval);
+}
+
+int metrics_write_step_tr(FILE *f, const align_trainer *tr, const align_step_stats *st, double time,
+                          const align_step_stats *eval)
 {
     json_t *o = json_object();
     if (!o)
@@ -23,6 +46,9 @@ int metrics_write_step(FILE *f, const align_step_stats *st, double time,
         json_put(o, "eval_loss", json_num(eval->loss));
         json_put(o, "eval_accuracy", json_num(eval->accuracy));
     }
+    put_named(o, tr, ALIGN_METRICS_STEP, "");
+    if (eval)
+        put_named(o, tr, ALIGN_METRICS_EVAL, "eval_");
     int rc = json_print_line(f, o);
     fflush(f);
     return rc;
@@ -30,12 +56,18 @@ int metrics_write_step(FILE *f, const align_step_stats *st, double time,
 
 int metrics_write_eval(FILE *f, int64_t step, const align_step_stats *eval)
 {
+    return metrics_write_eval_tr(f, NULL, step, eval);
+}
+
+int metrics_write_eval_tr(FILE *f, const align_trainer *tr, int64_t step, const align_step_stats *eval)
+{
     json_t *o = json_object();
     if (!o)
         return -1;
     json_put(o, "step", json_integer(step));
     json_put(o, "eval_loss", json_num(eval->loss));
     json_put(o, "eval_accuracy", json_num(eval->accuracy));
+    put_named(o, tr, ALIGN_METRICS_EVAL, "eval_");
     int rc = json_print_line(f, o);
     fflush(f);
     return rc;

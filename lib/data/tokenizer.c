@@ -478,6 +478,10 @@ static int load_vocab_object(builder *bd, json_t *vocab, int32_t extra_max, size
     size_t n_tokens = json_object_size(vocab) + n_extra;
     if (n_tokens > INT32_MAX / 2)
         return align__error(NULL, ALIGN_EFORMAT, "%s: vocabulary too large (%zu tokens)", bd->path, n_tokens);
+    /* Ids may leave holes (unused ids: some published vocabularies have
+     * them), but the table the ids index is bounded by the file's own size:
+     * at most twice the tokens it defines, plus 1024. */
+    const size_t id_limit = n_tokens + ALIGN__MAX(n_tokens, (size_t)1024);
     int32_t max_id = extra_max;
     const char *key;
     json_t *v;
@@ -485,15 +489,16 @@ static int load_vocab_object(builder *bd, json_t *vocab, int32_t extra_max, size
         if (!json_is_integer(v) || json_integer_value(v) < 0)
             return align__error(NULL, ALIGN_EFORMAT, "%s: id of token '%.64s' is not a valid integer",
                                 bd->path, key);
-        if ((uint64_t)json_integer_value(v) >= n_tokens)
+        if ((uint64_t)json_integer_value(v) >= id_limit)
             return align__error(NULL, ALIGN_EFORMAT,
-                                "%s: id %lld of token '%.64s' is not below the number of tokens (%zu)",
-                                bd->path, (long long)json_integer_value(v), key, n_tokens);
+                                "%s: id %lld of token '%.64s' is too large for a vocabulary of %zu tokens "
+                                "(ids must be below %zu)",
+                                bd->path, (long long)json_integer_value(v), key, n_tokens, id_limit);
         max_id = ALIGN__MAX(max_id, (int32_t)json_integer_value(v));
     }
-    if ((size_t)max_id >= n_tokens)
-        return align__error(NULL, ALIGN_EFORMAT, "%s: added token id %d is not below the number of tokens (%zu)",
-                            bd->path, (int)max_id, n_tokens);
+    if ((size_t)max_id >= id_limit)
+        return align__error(NULL, ALIGN_EFORMAT, "%s: added token id %d is too large for a vocabulary of %zu "
+                            "tokens (ids must be below %zu)", bd->path, (int)max_id, n_tokens, id_limit);
     int rc = alloc_vocab(bd, max_id + 1);
     if (rc)
         return rc;

@@ -237,6 +237,16 @@ int align__st_open(align__errbuf *eb, const char *path, align__st_file *f)
     f->hdr = hdr;
     f->data = f->buf + 8 + hl;
     f->data_len = f->len - 8 - (size_t)hl;
+    /* The format does not require a padded header (writers other than the
+     * reference one may not pad to 8 bytes): move a misaligned data section
+     * down to the 8-byte boundary before it, over header bytes already parsed,
+     * so tensors can be read as floats in place. */
+    uintptr_t mis = (uintptr_t)f->data % 8;
+    if (mis && f->data_len) {
+        char *to = (char *)f->data - mis; /* >= f->buf + 8 + hl - 7 > f->buf: hl >= 2 ("{}") */
+        memmove(to, f->data, f->data_len);
+        f->data = to;
+    }
     const char *key;
     json_t *e;
     json_object_foreach(hdr, key, e) {

@@ -62,3 +62,19 @@ if "$A" generate --model chat.safetensors --tokenizer bytes --system x --prompt 
 fi
 grep -q -- "--system goes with --chat" err.txt || fail "message for --system without --chat"
 echo "ok - alignctl generate --chat answers as trained"
+
+# --metrics carries the trainer's named metrics (align_trainer_metrics)
+"$A" sft --model base.safetensors --tokenizer bytes --data chats.jsonl --out m.safetensors \
+    --steps 3 --batch 4 --seed 1 --eval-data chats.jsonl --eval-every 3 --metrics m.jsonl >/dev/null 2>&1 ||
+    fail "sft --metrics"
+python3 - m.jsonl <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+assert len(rows) == 3, rows
+for r in rows:
+    for k in ("step", "loss", "lr", "sequences", "learning_rate", "grad_norm", "epoch"):
+        assert k in r, (k, r)
+assert rows[0]["sequences"] == 4, rows[0]
+assert "eval_loss" in rows[-1] and "eval_tokens" in rows[-1], rows[-1]
+PY
+echo "ok - alignctl sft --metrics carries the named metrics"
