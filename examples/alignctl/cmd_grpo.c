@@ -24,8 +24,8 @@ static const char *const HELP_GRPO =
     "  --iterations N      passes over each rollout (default 1)\n"
     "  --minibatches N     optimiser steps per pass (default 1)\n"
     "  --beta X            KL coefficient (alias --kl-coef; default %g): %s\n"
-    "  --clip X            ratio clip epsilon (default 0.2)%s\n"
-    "  --clip-high X       upper clip epsilon (DAPO: 0.28; default = --clip)\n";
+    "  --clip-ratio X      ratio clip epsilon (default 0.2)%s\n"
+    "  --clip-ratio-high X upper clip epsilon (DAPO: 0.28; default = --clip-ratio)\n";
 static const char *const HELP_GRPO_ONLY =
     "  --loss-agg A        token|sequence|constant loss averaging (default token)\n"
     "  --no-std            advantages r - mean(group), not divided by the std (Dr. GRPO)\n"
@@ -97,10 +97,10 @@ static int run(int argc, char **argv, int rloo)
             p.minibatches = parse_int("--minibatches", v, 1, 65536);
         } else if (opt(argc, argv, &i, "--beta", &v) || opt(argc, argv, &i, "--kl-coef", &v)) {
             p.beta = parse_float("--beta", v, 0, 1e6);
-        } else if (opt(argc, argv, &i, "--clip", &v)) {
-            p.clip_eps = parse_float("--clip", v, rloo ? -1 : 0, 1e6);
-        } else if (opt(argc, argv, &i, "--clip-high", &v)) {
-            p.clip_eps_high = parse_float("--clip-high", v, 0, 1e6);
+        } else if (opt(argc, argv, &i, "--clip-ratio", &v)) {
+            p.clip_eps = parse_float("--clip-ratio", v, rloo ? -1 : 0, 1e6);
+        } else if (opt(argc, argv, &i, "--clip-ratio-high", &v)) {
+            p.clip_eps_high = parse_float("--clip-ratio-high", v, 0, 1e6);
         } else if (!rloo && opt(argc, argv, &i, "--loss-agg", &v)) {
             if (strcmp(v, "token") == 0)
                 p.loss_agg = ALIGN_RL_AGG_TOKEN_MEAN;
@@ -118,12 +118,14 @@ static int run(int argc, char **argv, int rloo)
             unknown_arg(a);
         }
     }
-    rl_common_check(&c);
+    int r = rl_common_check(&c);
+    if (r)
+        return r;
     if ((p.flags & ALIGN_GRPO_NO_STD) && (p.flags & ALIGN_GRPO_BATCH_STD))
         usage_die("give --no-std or --batch-std, not both");
     RL_SAMPLING_OUT(&p, &c.samp);
-    p.max_steps = c.steps;
-    p.epochs = c.epochs ? c.epochs : 1;
+    p.max_steps = c.t.steps;
+    p.epochs = c.t.epochs ? c.t.epochs : 1;
     rl_algo al = {rloo ? "RLOO" : "GRPO", 0, &p, NULL, rloo ? create_rloo : create_grpo, uses_kl,
                   plan};
     return rl_run(&c, argc, argv, &al);

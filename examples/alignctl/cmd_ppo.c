@@ -27,8 +27,8 @@ static const char *const HELP_PPO =
     "  --target-kl X       adapt the coefficient towards X nats per response (Ziegler et\n"
     "                      al. 2019); --kl-coef is then the starting value\n"
     "  --kl-horizon N      horizon of that controller in responses (default 10000)\n"
-    "  --clip X            ratio clip epsilon (default 0.2)\n"
-    "  --clip-high X       upper clip epsilon (default = --clip)\n"
+    "  --clip-ratio X      ratio clip epsilon (default 0.2)\n"
+    "  --clip-ratio-high X upper clip epsilon (default = --clip-ratio)\n"
     "  --vf-coef X         value loss coefficient (default 0.1)\n"
     "  --vf-clip X         value clip epsilon, 0 = off (default 0.2)\n"
     "  --gamma X           GAE discount (default 1)\n"
@@ -92,10 +92,10 @@ int cmd_ppo(int argc, char **argv)
             p.flags |= ALIGN_PPO_ADAPTIVE_KL;
         } else if (opt(argc, argv, &i, "--kl-horizon", &v)) {
             p.kl_horizon = parse_float("--kl-horizon", v, 1, 1e12);
-        } else if (opt(argc, argv, &i, "--clip", &v)) {
-            p.clip_eps = parse_float("--clip", v, 0, 1e6);
-        } else if (opt(argc, argv, &i, "--clip-high", &v)) {
-            p.clip_eps_high = parse_float("--clip-high", v, 0, 1e6);
+        } else if (opt(argc, argv, &i, "--clip-ratio", &v)) {
+            p.clip_eps = parse_float("--clip-ratio", v, 0, 1e6);
+        } else if (opt(argc, argv, &i, "--clip-ratio-high", &v)) {
+            p.clip_eps_high = parse_float("--clip-ratio-high", v, 0, 1e6);
         } else if (opt(argc, argv, &i, "--vf-coef", &v)) {
             p.vf_coef = parse_float("--vf-coef", v, 0, 1e6);
         } else if (opt(argc, argv, &i, "--vf-clip", &v)) {
@@ -122,12 +122,14 @@ int cmd_ppo(int argc, char **argv)
             unknown_arg(a);
         }
     }
-    rl_common_check(&c);
+    int r = rl_common_check(&c);
+    if (r)
+        return r;
     if (c.value_lr > 0 && !c.value)
         usage_die("--value-lr needs --value (the value head on the policy uses --lr)");
     RL_SAMPLING_OUT(&p, &c.samp);
-    p.max_steps = c.steps;
-    p.epochs = c.epochs ? c.epochs : 1;
+    p.max_steps = c.t.steps;
+    p.epochs = c.t.epochs ? c.t.epochs : 1;
     rl_algo al = {"PPO", c.value ? 0 : ALIGN_MODEL_SCALAR_HEAD, &p, &p.ptx_data, create, uses_kl,
                   plan};
     return rl_run(&c, argc, argv, &al);

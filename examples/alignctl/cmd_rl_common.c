@@ -49,16 +49,19 @@ const char *const RL_COMMON_HELP =
     "  --lr X              learning rate (default 1e-5)\n"
     "  --schedule S        constant|linear|cosine (default constant)\n"
     "  --warmup N          linear warmup steps (default 0)\n"
+    "  --min-lr-ratio X    decay floor as a fraction of --lr (default 0)\n"
     "  --weight-decay X    AdamW weight decay (default 0)\n"
-    "  --max-grad-norm X   global gradient-norm clip, 0 = off (default 1.0)\n"
+    "  --clip X            global gradient-norm clip, 0 = off (default 1.0), as in sft;\n"
+    "                      the ratio clip is --clip-ratio\n"
     "  --seed S            prompt order and sampling seed (default 1234)\n"
     "checkpoints and output:\n"
     "  --out OUT           where the trained policy is saved\n"
     "  --save-every N      checkpoint every N steps (and at the end)\n"
     "  --checkpoint-dir D  default: OUT without '.safetensors' plus '.ckpt'\n"
     "  --resume DIR        continue from a checkpoint (CKPT/step-N, CKPT/latest or CKPT);\n"
-    "                      give the same --policy, --prompts and options\n"
-    "  --metrics FILE      one JSON object per step: step, time and every named metric\n"
+    "                      give the same --policy, --prompts and options (--steps too)\n"
+    "  --metrics FILE      one JSON object per step: step, loss, lr, grad_norm, time, ...\n"
+    "                      and every named metric (objective/scores, objective/kl, ...)\n"
     "  --sample-every N    every N steps print the latest rollout's responses and scores\n"
     "  --sample-rows N     rows of that table (default 4)\n"
     "  --threads N         CPU threads (default: all)\n"
@@ -72,11 +75,10 @@ const char *const RL_COMMON_HELP =
 void rl_cli_init(rl_cli *c)
 {
     memset(c, 0, sizeof *c);
+    train_opts_init(&c->t);
+    c->t.op.learning_rate = 1e-5f;
     c->reward_timeout = 60;
-    c->log_every = 10;
     c->sample_rows = 4;
-    ALIGN_OPTIMIZER_DEFAULT_PARAMS(&c->op);
-    c->op.learning_rate = 1e-5f;
 }
 
 int rl_common_opt(rl_cli *c, int argc, char **argv, int *i)
@@ -91,8 +93,6 @@ int rl_common_opt(rl_cli *c, int argc, char **argv, int *i)
         c->prompts = v;
     else if (opt(argc, argv, i, "--reference", &v))
         c->reference = v;
-    else if (flag(a, "--lenient"))
-        c->lenient = 1;
     else if (opt(argc, argv, i, "--reward-model", &v))
         c->reward_model = v;
     else if (flag(a, "--reward-chat"))
@@ -121,57 +121,22 @@ int rl_common_opt(rl_cli *c, int argc, char **argv, int *i)
         s->max_prompt_len = parse_int("--max-prompt-len", v, 1, 1 << 20);
     else if (flag(a, "--raw-prompt"))
         s->flags |= ALIGN_RL_RAW_PROMPT;
-    else if (opt(argc, argv, i, "--steps", &v))
-        c->steps = parse_int("--steps", v, 1, INT32_MAX);
-    else if (opt(argc, argv, i, "--epochs", &v))
-        c->epochs = parse_int("--epochs", v, 1, 1000000);
     else if (opt(argc, argv, i, "--micro-batch", &v))
         s->micro_batch = parse_int("--micro-batch", v, 1, 65536);
-    else if (opt(argc, argv, i, "--lr", &v))
-        c->op.learning_rate = parse_float("--lr", v, 0, 10);
-    else if (opt(argc, argv, i, "--schedule", &v)) {
-        if (strcmp(v, "constant") == 0)
-            c->op.schedule = ALIGN_SCHEDULE_CONSTANT;
-        else if (strcmp(v, "linear") == 0)
-            c->op.schedule = ALIGN_SCHEDULE_LINEAR;
-        else if (strcmp(v, "cosine") == 0)
-            c->op.schedule = ALIGN_SCHEDULE_COSINE;
-        else
-            usage_die("--schedule expects constant, linear or cosine, got '%s'", v);
-    } else if (opt(argc, argv, i, "--warmup", &v))
-        c->op.warmup_steps = parse_int("--warmup", v, 0, INT32_MAX);
-    else if (opt(argc, argv, i, "--weight-decay", &v))
-        c->op.weight_decay = parse_float("--weight-decay", v, 0, 10);
-    else if (opt(argc, argv, i, "--max-grad-norm", &v))
-        c->op.max_grad_norm = parse_float("--max-grad-norm", v, 0, 1e9);
     else if (opt(argc, argv, i, "--seed", &v))
         s->seed = parse_u64("--seed", v);
-    else if (opt(argc, argv, i, "--out", &v))
-        c->out = v;
-    else if (opt(argc, argv, i, "--save-every", &v))
-        c->save_every = parse_int("--save-every", v, 1, INT32_MAX);
-    else if (opt(argc, argv, i, "--checkpoint-dir", &v))
-        c->ckdir_arg = v;
-    else if (opt(argc, argv, i, "--resume", &v))
-        c->resume = v;
-    else if (opt(argc, argv, i, "--metrics", &v))
-        c->metrics = v;
     else if (opt(argc, argv, i, "--sample-every", &v))
         c->sample_every = parse_int("--sample-every", v, 0, INT32_MAX);
     else if (opt(argc, argv, i, "--sample-rows", &v))
         c->sample_rows = parse_int("--sample-rows", v, 1, 1000);
-    else if (opt(argc, argv, i, "--threads", &v))
-        c->threads = parse_int("--threads", v, 1, 4096);
-    else if (opt(argc, argv, i, "--log-every", &v))
-        c->log_every = parse_int("--log-every", v, 0, INT32_MAX);
-    else if (flag(a, "--quiet"))
-        c->quiet = 1;
+    else if (train_opt(argc, argv, i, &c->t))
+        ;
     else
         return 0;
     return 1;
 }
 
-void rl_common_check(const rl_cli *c)
+int rl_common_check(rl_cli *c)
 {
     if (!c->policy)
         usage_die("--policy is required (the model to train, e.g. from 'alignctl sft')");
@@ -179,15 +144,14 @@ void rl_common_check(const rl_cli *c)
         usage_die("--tokenizer is required (a tokenizer.json, a GPT-2 folder, or 'bytes')");
     if (!c->prompts)
         usage_die("--prompts is required (JSONL of {\"prompt\": ...} records)");
-    if (!c->out)
-        usage_die("--out is required (where the trained policy is saved)");
     if (!c->reward_model == !c->reward_cmd)
         usage_die("give the reward as --reward-model RM.safetensors or --reward-cmd \"PROGRAM "
                   "ARGS\" (exactly one)");
     if (c->reward_chat && !c->reward_model)
         usage_die("--reward-chat applies to --reward-model only");
-    if (c->steps && c->epochs)
-        usage_die("give --steps or --epochs, not both");
+    if (c->t.eval_path || c->t.eval_every)
+        usage_die("online RL has no --eval-data: its metrics come from each rollout");
+    return train_opts_finish(&c->t);
 }
 
 /* ---- the reward: a callback in front of the scorer ---------------------------- */
@@ -285,7 +249,7 @@ static double metric(const align_trainer *tr, const char *name)
 static void rl_progress(const rl_cli *c, const align_trainer *tr, const align_step_stats *st,
                         int64_t total, int64_t first, double t0, double *last_draw, int tty)
 {
-    if (c->quiet)
+    if (c->t.quiet)
         return;
     double t = now_sec(), per = st->step > first ? (t - t0) / (double)(st->step - first) : 0;
     if (st->progress > 0 && st->progress <= 1)
@@ -302,7 +266,7 @@ static void rl_progress(const rl_cli *c, const align_trainer *tr, const align_st
                 (long long)st->step, (long long)total, score, kl, st->loss, len, eta);
         g_rl_bar = 1;
     } else {
-        if (st->step - first != 1 && (c->log_every <= 0 || st->step % c->log_every != 0))
+        if (st->step - first != 1 && (c->t.log_every <= 0 || st->step % c->t.log_every != 0))
             return;
         fprintf(stderr,
                 "step %lld/%lld score %.4g kl %.3g loss %.4g lr %.3g grad_norm %.3g "
@@ -311,28 +275,6 @@ static void rl_progress(const rl_cli *c, const align_trainer *tr, const align_st
                 st->grad_norm, len, eta);
     }
     fflush(stderr);
-}
-
-/* step, time, then every named metric of the step */
-static int rl_metrics_line(FILE *f, const align_trainer *tr, const align_step_stats *st,
-                           double time)
-{
-    json_t *o = json_object();
-    if (!o)
-        return -1;
-    json_put(o, "step", json_integer(st->step));
-    const char *const *names;
-    const double *values;
-    int32_t n = 0;
-    if (align_trainer_metrics(tr, ALIGN_METRICS_STEP, &names, &values, &n) < 0)
-        n = 0;
-    for (int32_t i = 0; i < n; i++)
-        if (strcmp(names[i], "step") != 0 && strcmp(names[i], "time") != 0)
-            json_put(o, names[i], json_num(values[i]));
-    json_put(o, "time", json_num(time));
-    int rc = json_print_line(f, o);
-    fflush(f);
-    return rc;
 }
 
 static int term_width(void)
@@ -457,25 +399,14 @@ static int interrupted(void)
 
 int rl_run(rl_cli *c, int argc, char **argv, const rl_algo *al)
 {
-    char resume_dir[4200], ckdir[4096];
-    if (c->resume && resume_resolve(c->resume, resume_dir, sizeof resume_dir))
-        return EXIT_RUNTIME;
-    const char *resume = c->resume ? resume_dir : NULL;
-    if (c->ckdir_arg) {
-        snprintf(ckdir, sizeof ckdir, "%s", c->ckdir_arg);
-    } else {
-        size_t n = strlen(c->out), sfx = strlen(".safetensors");
-        if (n > sfx && strcmp(c->out + n - sfx, ".safetensors") == 0)
-            n -= sfx;
-        snprintf(ckdir, sizeof ckdir, "%.*s.ckpt", (int)n, c->out);
-    }
+    const char *resume = c->t.resume, *ckdir = c->t.ckdir; /* resolved by rl_common_check */
     if (require_inputs(c->policy, c->tok, c->prompts, NULL) ||
         (c->reference && require_inputs(c->reference, c->tok, NULL, NULL)) ||
         (c->reward_model && require_inputs(c->reward_model, c->tok, NULL, NULL)) ||
         (c->value && require_inputs(c->value, c->tok, NULL, NULL)) ||
         (c->ptx && require_inputs(c->ptx, c->tok, NULL, NULL)))
         return EXIT_RUNTIME;
-    blas_setup(argv, c->threads); /* may re-execute: before the scorer starts */
+    blas_setup(argv, c->t.threads); /* may re-execute: before the scorer starts */
     signals_install();
 
     align_model *policy = NULL, *ref = NULL, *rmm = NULL, *value = NULL;
@@ -507,9 +438,9 @@ int rl_run(rl_cli *c, int argc, char **argv, const rl_algo *al)
             r = check_vocab(value, t, c->tok);
     }
     if (!r)
-        r = load_dataset(c->prompts, c->lenient ? ALIGN_LENIENT : 0, &data);
+        r = load_dataset(c->prompts, c->t.lenient ? ALIGN_LENIENT : 0, &data);
     if (!r && c->ptx && al->ptx_data) {
-        r = load_dataset(c->ptx, c->lenient ? ALIGN_LENIENT : 0, &ptx);
+        r = load_dataset(c->ptx, c->t.lenient ? ALIGN_LENIENT : 0, &ptx);
         *al->ptx_data = ptx;
     }
     if (!r && c->reward_model) {
@@ -536,14 +467,14 @@ int rl_run(rl_cli *c, int argc, char **argv, const rl_algo *al)
     if (r)
         goto out;
 
-    int64_t total = c->steps ? c->steps : al->plan(al->params, align_dataset_size(data));
-    c->op.total_steps = total > INT32_MAX ? INT32_MAX : (int32_t)(total > 0 ? total : 1);
-    if ((rc = align_optimizer_create(&o, policy, &c->op)) < 0) {
+    int64_t total = c->t.steps ? c->t.steps : al->plan(al->params, align_dataset_size(data));
+    c->t.op.total_steps = total > INT32_MAX ? INT32_MAX : (int32_t)(total > 0 ? total : 1);
+    if ((rc = align_optimizer_create(&o, policy, &c->t.op)) < 0) {
         r = rt_fail(rc, align_last_errmsg(), "cannot create the optimizer");
         goto out;
     }
     if (value) {
-        align_optimizer_params vp = c->op;
+        align_optimizer_params vp = c->t.op;
         if (c->value_lr > 0)
             vp.learning_rate = c->value_lr;
         if ((rc = align_optimizer_create(&vo, value, &vp)) < 0) {
@@ -575,20 +506,20 @@ int rl_run(rl_cli *c, int argc, char **argv, const rl_algo *al)
     if (resume)
         msg("resumed from '%s' at step %lld", resume, (long long)step);
     double time_offset = 0;
-    if (c->metrics) {
+    if (c->t.metrics_path) {
         if (resume)
-            time_offset = metrics_last_time(c->metrics, step);
-        if (!(mf = fopen(c->metrics, resume ? "a" : "w"))) {
-            msg("cannot open metrics file '%s': %s", c->metrics, strerror(errno));
+            time_offset = metrics_last_time(c->t.metrics_path, step);
+        if (!(mf = fopen(c->t.metrics_path, resume ? "a" : "w"))) {
+            msg("cannot open metrics file '%s': %s", c->t.metrics_path, strerror(errno));
             r = EXIT_RUNTIME;
             goto out;
         }
     }
-    if (!c->quiet)
+    if (!c->t.quiet)
         msg("training: %lld prompts, %s%lld steps, reward %s '%s', lr %g",
-            (long long)align_dataset_size(data), c->steps ? "" : "about ", (long long)total,
+            (long long)align_dataset_size(data), c->t.steps ? "" : "about ", (long long)total,
             c->reward_cmd ? "command" : "model", c->reward_cmd ? c->reward_cmd : c->reward_model,
-            (double)c->op.learning_rate);
+            (double)c->t.op.learning_rate);
 
     int tty = isatty(2);
     double t0 = now_sec(), last_draw = 0;
@@ -644,23 +575,23 @@ int rl_run(rl_cli *c, int argc, char **argv, const rl_algo *al)
         nonfinite = 0;
         step = st.step;
         rl_progress(c, tr, &st, total, first, t0, &last_draw, tty);
-        if (mf && rl_metrics_line(mf, tr, &st, time_offset + now_sec() - t0) != 0) {
-            msg("cannot write metrics file '%s'", c->metrics);
+        if (mf && metrics_write_step_tr(mf, tr, &st, time_offset + now_sec() - t0, NULL) != 0) {
+            msg("cannot write metrics file '%s'", c->t.metrics_path);
             r = EXIT_RUNTIME;
             break;
         }
-        if (!c->quiet && c->sample_every > 0 && step % c->sample_every == 0 &&
+        if (!c->t.quiet && c->sample_every > 0 && step % c->sample_every == 0 &&
             w.rollouts != last_sample) {
             sample_table(c, &w, step);
             last_sample = w.rollouts;
         }
-        if (c->save_every > 0 && step % c->save_every == 0) {
+        if (c->t.save_every > 0 && step % c->t.save_every == 0) {
             char dir[4200];
             rl_bar_clear();
             if ((r = checkpoint_save(tr, ckdir, step, dir, sizeof dir)))
                 break;
             last_saved = step;
-            if (!c->quiet && !tty)
+            if (!c->t.quiet && !tty)
                 fprintf(stderr, "checkpoint: %s\n", dir);
         }
     }
@@ -681,24 +612,24 @@ int rl_run(rl_cli *c, int argc, char **argv, const rl_algo *al)
         r = sig == SIGTERM ? 128 + SIGTERM : EXIT_INTERRUPTED;
         goto out;
     }
-    if (c->save_every > 0 && last_saved != step) {
+    if (c->t.save_every > 0 && last_saved != step) {
         char dir[4200];
         if ((r = checkpoint_save(tr, ckdir, step, dir, sizeof dir)))
             goto out;
-        if (!c->quiet)
+        if (!c->t.quiet)
             fprintf(stderr, "checkpoint: %s\n", dir);
     }
-    if ((rc = align_model_save(policy, c->out)) < 0) {
-        r = rt_fail(rc, align_model_errmsg(policy), "cannot save the policy to '%s'", c->out);
+    if ((rc = align_model_save(policy, c->t.out)) < 0) {
+        r = rt_fail(rc, align_model_errmsg(policy), "cannot save the policy to '%s'", c->t.out);
         goto out;
     }
-    if (!c->quiet)
+    if (!c->t.quiet)
         msg("trained %lld steps (last mean score %.4g); policy saved to %s", (long long)step,
-            metric(tr, "objective/scores"), c->out);
+            metric(tr, "objective/scores"), c->t.out);
 out:
     rl_bar_clear();
     if (mf && fclose(mf) != 0 && !r) {
-        msg("cannot write metrics file '%s'", c->metrics);
+        msg("cannot write metrics file '%s'", c->t.metrics_path);
         r = EXIT_RUNTIME;
     }
     signals_restore();

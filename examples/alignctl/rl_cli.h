@@ -47,16 +47,15 @@ typedef struct rl_sampling {
     } while (0)
 
 typedef struct rl_cli {
-    const char *policy, *tok, *prompts, *reference, *reward_model, *reward_cmd, *out;
+    train_opts t; /* --out, --steps, --epochs, optimiser, checkpoints, --metrics, ... */
+    const char *policy, *tok, *prompts, *reference, *reward_model, *reward_cmd;
     const char *value; /* PPO: a separate value model */
     const char *ptx;   /* PPO: demonstrations for the PPO-ptx term */
-    const char *resume, *metrics, *ckdir_arg;
     double reward_timeout;
-    int reward_chat, lenient, quiet;
-    int steps, epochs, threads, save_every, sample_every, sample_rows, log_every;
+    int reward_chat;
+    int sample_every, sample_rows;
     float value_lr; /* PPO --value-lr; 0 = --lr */
     rl_sampling samp;
-    align_optimizer_params op;
 } rl_cli;
 
 /* One algorithm: how to build its trainer from the roles. */
@@ -73,10 +72,11 @@ typedef struct rl_algo {
 
 extern const char *const RL_COMMON_HELP;
 void rl_cli_init(rl_cli *c);
-/* The option at argv[*i] if it is a common one: 1 (and *i advanced past its
- * value), else 0. */
+/* The option at argv[*i] if it is a common one (train_opt's included): 1
+ * (and *i advanced past its value), else 0. */
 int rl_common_opt(rl_cli *c, int argc, char **argv, int *i);
-void rl_common_check(const rl_cli *c); /* usage errors exit 2 */
+/* Usage errors exit 2; 0, or EXIT_RUNTIME when --resume names no checkpoint. */
+int rl_common_check(rl_cli *c);
 int rl_run(rl_cli *c, int argc, char **argv, const rl_algo *al);
 
 #endif

@@ -144,11 +144,22 @@ G=(--policy sft.safetensors --tokenizer bytes --prompts prompts.jsonl --max-new-
    --threads 1 --prompts-per-step 4 --group-size 4 --lr 5e-4)
 
 # GRPO raises the mean score of a program's reward
-"$A" grpo "${G[@]}" --prompts-per-step 8 --max-new-tokens 16 --reward-cmd "python3 count_a.py" \
-    --steps 30 --metrics g.jsonl --sample-every 15 --out g.safetensors 2> g.err ||
-    { cat g.err >&2; fail "grpo"; }
+COLUMNS=36 "$A" grpo "${G[@]}" --prompts-per-step 8 --max-new-tokens 16 \
+    --reward-cmd "python3 count_a.py" --steps 30 --metrics g.jsonl --sample-every 15 \
+    --out g.safetensors 2> g.err || { cat g.err >&2; fail "grpo"; }
 [ -f g.safetensors ] || fail "grpo saved no policy"
-grep -q "samples at step 15" g.err || { cat g.err >&2; fail "grpo: no sample table"; }
+python3 - << 'EOF' || { cat g.err >&2; fail "grpo: sample tables"; }
+lines = open("g.err", "rb").read().decode("utf-8", "replace").split("\n")
+heads = [i for i, l in enumerate(lines) if l.startswith("samples at step ")]
+assert [lines[i].split()[3] for i in heads] == ["15", "30"], heads
+for i in heads:   # header row + 4 responses, each cut to COLUMNS
+    rows = lines[i + 1:i + 6]
+    assert rows[0].split()[:3] == ["score", "prompt", "response"], rows[0]
+    for r in rows:
+        assert len(r) <= 36, (len(r), r)
+    for r in rows[1:]:
+        float(r.split()[0]); assert "say " in r, r
+EOF
 python3 - << 'EOF' || fail "grpo: the mean score did not rise"
 import json
 L = [json.loads(l) for l in open("g.jsonl")]
