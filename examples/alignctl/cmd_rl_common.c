@@ -1,8 +1,13 @@
 /* cmd_rl_common.c — what alignctl ppo, grpo and rloo share: the common
- * options, the reward (a scalar-head model or an external program), the
- * training loop with progress, --metrics (every named metric), sample
- * tables, checkpoints, Ctrl-C and --resume. The subcommands (cmd_ppo.c,
- * cmd_grpo.c) add their algorithm's options and the trainer constructor.
+ * options (train_loop.c's train_opts plus models, reward and sampling), the
+ * reward (a scalar-head model or an external program), and the training
+ * loop with progress, --metrics lines (metrics_write_step_tr: every named
+ * metric), sample tables, checkpoints, Ctrl-C and --resume. The loop is its
+ * own rather than train_run because online RL needs more around each step:
+ * the reward command's own error message when a step fails (and the last
+ * checkpoint to resume from), score and KL in the progress line, and the
+ * sample table. The subcommands (cmd_ppo.c, cmd_grpo.c) add their
+ * algorithm's options and the trainer constructor.
  *
  * The reward the trainer sees is always a callback (rl_reward below) in
  * front of the real scorer, so the CLI sees every (prompt, response, score)
