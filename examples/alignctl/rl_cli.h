@@ -70,6 +70,19 @@ typedef struct rl_algo {
     int64_t (*plan)(const void *params, int64_t n_prompts); /* planned steps */
 } rl_algo;
 
+/* The reward as the trainer sees it: a callback in front of the scorer that
+ * keeps the latest scored batch for the sample table (cmd_rl_common.c). */
+typedef struct rl_reward {
+    extproc *ep;                /* --reward-cmd */
+    align_reward_model *inner;  /* --reward-model */
+    char err[1024];             /* the inner model's failure */
+    /* pairs scored since rl_reward_mark: the latest rollout */
+    char **p, **r;
+    float *s;
+    int32_t n, cap;
+    int64_t rollouts;           /* scoring calls seen */
+} rl_reward;
+
 extern const char *const RL_COMMON_HELP;
 void rl_cli_init(rl_cli *c);
 /* The option at argv[*i] if it is a common one (train_opt's included): 1
@@ -78,5 +91,15 @@ int rl_common_opt(rl_cli *c, int argc, char **argv, int *i);
 /* Usage errors exit 2; 0, or EXIT_RUNTIME when --resume names no checkpoint. */
 int rl_common_check(rl_cli *c);
 int rl_run(rl_cli *c, int argc, char **argv, const rl_algo *al);
+
+/* rl_output.c */
+void rl_bar_clear(void); /* erase our progress line */
+double rl_metric(const align_trainer *tr, const char *name); /* NaN if absent */
+/* The progress line of a step: redrawn on a terminal, every --log-every
+ * steps otherwise. total: planned steps; first: the step the run started at. */
+void rl_progress(const rl_cli *c, const align_trainer *tr, const align_step_stats *st,
+                 int64_t total, int64_t first, double t0, double *last_draw, int tty);
+/* The latest scored responses, c->sample_rows of them, on stderr. */
+void rl_sample_table(const rl_cli *c, const rl_reward *w, int64_t step);
 
 #endif
