@@ -86,23 +86,39 @@ EX_BINS  := $(EX_SRCS:examples/%.c=$(BUILD)/bin/%)
 EX_CFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L $(OPT) -g -fno-math-errno -Iinclude $(WARN) $(SAN) $(CFLAGS)
 EX_LIBS   = -L$(BUILD) -lalign -Wl,-rpath,'$$ORIGIN/..' -lm $(SAN)
 examples: $(EX_BINS) $(BUILD)/bin/alignctl
+# the libuv example (include/align_uv.h) calls libuv itself
+$(BUILD)/bin/feedback_uv: EX_LIBS += $(UV_LIBS)
+$(BUILD)/bin/feedback_uv: EX_CFLAGS += $(UV_CFLAGS)
+$(BUILD)/bin/feedback_uv: include/align_uv.h
 $(BUILD)/bin/%: examples/%.c include/align.h $(SO_DEV)
 	@mkdir -p $(dir $@)
 	$(CC) $(EX_CFLAGS) $< -o $@ $(EX_LIBS) $(LDFLAGS)
 
 # alignctl: every file of examples/alignctl/ (one per subcommand plus shared
-# modules), linked with jansson for its JSON input and output.
+# modules), linked with jansson for its JSON input and output, and — for
+# `alignctl label --serve` only — libuv and Debian's http-parser
+# (libhttp-parser-dev, no pkg-config file: HTTP_PARSER_LIBS overrides).
 CTL_SRCS := $(sort $(wildcard examples/alignctl/*.c))
 CTL_OBJS := $(CTL_SRCS:examples/alignctl/%.c=$(BUILD)/alignctl-obj/%.o)
 CTL_HDRS := $(wildcard examples/alignctl/*.h examples/alignctl/*.def)
 JANSSON_CFLAGS := $(shell pkg-config --cflags jansson 2>/dev/null)
 JANSSON_LIBS   := $(shell pkg-config --libs jansson 2>/dev/null || echo -ljansson)
+HTTP_PARSER_LIBS ?= -lhttp_parser
+CTL_LIBS = $(JANSSON_LIBS) $(UV_LIBS) $(HTTP_PARSER_LIBS)
 $(BUILD)/alignctl-obj/%.o: examples/alignctl/%.c $(CTL_HDRS) include/align.h Makefile
 	@mkdir -p $(dir $@)
-	$(CC) $(EX_CFLAGS) $(JANSSON_CFLAGS) -c $< -o $@
+	$(CC) $(EX_CFLAGS) $(JANSSON_CFLAGS) $(UV_CFLAGS) -I$(BUILD)/alignctl-obj -c $< -o $@
+# The labelling page, one self-contained HTML file, embedded as a byte array.
+$(BUILD)/alignctl-obj/label_page.h: examples/alignctl/label_page.html
+	@mkdir -p $(dir $@)
+	@{ echo '/* generated from examples/alignctl/label_page.html by the Makefile */'; \
+	  echo 'static const unsigned char LABEL_PAGE[] = {'; \
+	  od -An -v -tx1 $< | sed -e 's/ \([0-9a-f][0-9a-f]\)/0x\1,/g'; \
+	  echo '};'; echo '#define LABEL_PAGE_LEN sizeof LABEL_PAGE'; } > $@.tmp && mv $@.tmp $@
+$(BUILD)/alignctl-obj/cmd_label.o: $(BUILD)/alignctl-obj/label_page.h
 $(BUILD)/bin/alignctl: $(CTL_OBJS) $(SO_DEV)
 	@mkdir -p $(dir $@)
-	$(CC) $(EX_CFLAGS) $(CTL_OBJS) -o $@ $(EX_LIBS) $(JANSSON_LIBS) $(LDFLAGS)
+	$(CC) $(EX_CFLAGS) $(CTL_OBJS) -o $@ $(EX_LIBS) $(CTL_LIBS) $(LDFLAGS)
 
 # ---- tests ----------------------------------------------------------------------------
 # tests/check_<module>.c exports Suite *<module>_suite(void). Files named
@@ -111,7 +127,7 @@ $(BUILD)/bin/alignctl: $(CTL_OBJS) $(SO_DEV)
 PUB_TESTS := $(filter-out tests/check_main.c tests/check_internal_%.c,$(wildcard tests/check_*.c))
 INT_TESTS := $(wildcard tests/check_internal_*.c)
 TEST_CFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L $(OPT) -g -fno-math-errno -Iinclude -Ilib -Itests \
-              -I$(BUILD)/tests $(WARN) -Wno-pedantic $(SAN) $(CHECK_CFLAGS) $(BLAS_CFLAGS) $(DEP_CFLAGS) $(CFLAGS)
+              -I$(BUILD)/tests $(WARN) -Wno-pedantic $(SAN) $(CHECK_CFLAGS) $(BLAS_CFLAGS) $(DEP_CFLAGS) $(UV_CFLAGS) $(CFLAGS)
 
 $(BUILD)/tests/pub_suites.h: $(PUB_TESTS) Makefile
 	@mkdir -p $(dir $@)
@@ -122,7 +138,7 @@ $(BUILD)/tests/int_suites.h: $(INT_TESTS) Makefile
 
 $(BUILD)/tests/check_public: tests/check_main.c $(PUB_TESTS) tests/testutil.h $(BUILD)/tests/pub_suites.h $(SO_DEV)
 	$(CC) $(TEST_CFLAGS) -DSUITES_H='"pub_suites.h"' tests/check_main.c $(PUB_TESTS) -o $@ \
-	  -L$(BUILD) -lalign -Wl,-rpath,'$$ORIGIN/..' $(CHECK_LIBS) -lm $(LDFLAGS)
+	  -L$(BUILD) -lalign -Wl,-rpath,'$$ORIGIN/..' $(UV_LIBS) $(CHECK_LIBS) -lm -lpthread $(LDFLAGS)
 $(BUILD)/tests/check_internal: tests/check_main.c $(INT_TESTS) tests/testutil.h $(BUILD)/tests/int_suites.h $(ARCHIVE)
 	$(CC) $(TEST_CFLAGS) -DSUITES_H='"int_suites.h"' tests/check_main.c $(INT_TESTS) -o $@ \
 	  $(ARCHIVE) $(LIB_LIBS) $(CHECK_LIBS) -lm $(LDFLAGS)
@@ -204,6 +220,11 @@ deps:
 	@bash tools/deps.sh
 deps-bench:
 	@bash tools/deps.sh --bench
+# Debian's chromium for the browser test of `alignctl label` (tests/sh/label_browser.sh
+# skips without it); CI installs it.
+.PHONY: deps-browser
+deps-browser:
+	@bash tools/deps.sh --browser
 
 # ---- benchmarks and demo ---------------------------------------------------------------
 BENCH_SRCS := $(sort $(wildcard bench/*.c))
@@ -235,18 +256,18 @@ $(BUILD)/libalign.pc: pkgconfig/libalign.pc.in Makefile $(BUILD)/pc.vars
 
 install: lib examples $(BUILD)/libalign.pc
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(BINDIR)
-	install -m 644 include/align.h $(DESTDIR)$(INCLUDEDIR)/
+	install -m 644 include/align.h include/align_uv.h $(DESTDIR)$(INCLUDEDIR)/
 	install -m 755 $(SO_REAL) $(DESTDIR)$(LIBDIR)/
 	ln -sf libalign.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libalign.so.$(SOVERSION)
 	ln -sf libalign.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libalign.so
 	install -m 644 $(ARCHIVE) $(DESTDIR)$(LIBDIR)/
 	install -m 644 $(BUILD)/libalign.pc $(DESTDIR)$(PKGCONFIGDIR)/
 	@if [ -x $(BUILD)/bin/alignctl ]; then \
-	  $(CC) $(EX_CFLAGS) $(CTL_OBJS) -o $(BUILD)/alignctl.installed -L$(BUILD) -lalign $(JANSSON_LIBS) -lm -Wl,-rpath,$(LIBDIR) $(LDFLAGS) && \
+	  $(CC) $(EX_CFLAGS) $(CTL_OBJS) -o $(BUILD)/alignctl.installed -L$(BUILD) -lalign $(CTL_LIBS) -lm -Wl,-rpath,$(LIBDIR) $(LDFLAGS) && \
 	  install -m 755 $(BUILD)/alignctl.installed $(DESTDIR)$(BINDIR)/alignctl; fi
 
 uninstall:
-	rm -f $(DESTDIR)$(INCLUDEDIR)/align.h $(DESTDIR)$(LIBDIR)/libalign.so.$(VERSION) \
+	rm -f $(DESTDIR)$(INCLUDEDIR)/align.h $(DESTDIR)$(INCLUDEDIR)/align_uv.h $(DESTDIR)$(LIBDIR)/libalign.so.$(VERSION) \
 	      $(DESTDIR)$(LIBDIR)/libalign.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libalign.so \
 	      $(DESTDIR)$(LIBDIR)/libalign.a $(DESTDIR)$(PKGCONFIGDIR)/libalign.pc $(DESTDIR)$(BINDIR)/alignctl
 
@@ -265,6 +286,7 @@ help:
 	@echo "  bench          benchmarks against PyTorch (BENCH_JSON=file for JSON lines)"
 	@echo "  examples       example programs and alignctl in $(BUILD)/bin"
 	@echo "  deps           check/install build and test dependencies (apt-get on Debian as root)"
+	@echo "  deps-browser   also chromium, for the browser test of alignctl label (CI runs it)"
 	@echo "  install        PREFIX=$(PREFIX) DESTDIR= LIBDIR= INCLUDEDIR= ; uninstall"
 	@echo "  clean"
 	@echo "Variables: BLAS_PC=openblas|blas  BLAS_CFLAGS=  BLAS_LIBS=  CC=  OPT=  CI=1 (warnings are errors)"

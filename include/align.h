@@ -675,6 +675,266 @@ ALIGN_API int align_trainer_metric(const align_trainer *tr, int32_t which,
  * align_dataset_add_demo/_chat/_ranking/_preference/_label/_score/_prompt.
  * NULL outside the callback. */
 ALIGN_API align_dataset *align_text_sink_dataset(align_text_sink *sink);
+/* collection of rankings, and judge models (RL from AI feedback)           */
+/* (docs/judge.md, docs/cli/collect.md)                                     */
+/* ======================================================================== */
+
+/* A ranker: rank_out[i] = place of responses[i], 0 = best, equal places are
+ * ties. Places must lie in 0..k-1; gaps are allowed and closed up (the
+ * competition ranking [0, 2, 2, 3] is stored as [0, 1, 1, 2]). Return 0, or
+ * < 0 to abort: the call fails with ALIGN_ECALLBACK. The arguments live only
+ * for the call. */
+typedef int (*align_rank_fn)(const char *prompt, const char *const *responses, int32_t k,
+                             int32_t *rank_out, void *user_data);
+
+/* Progress of align_collect: prompts done so far out of total. Return 0 to
+ * continue, < 0 to stop (ALIGN_ECALLBACK; what was collected stays). */
+typedef int (*align_collect_progress_fn)(int64_t done, int64_t total, void *user_data);
+
+/* align_collect_params.flags */
+#define ALIGN_COLLECT_CHAT 0x1u   /* prompt a chat policy: each prompt is a user
+                                     turn rendered with chat_template and the
+                                     generation prompt (align_generate_chat);
+                                     without it the prompt text is continued as
+                                     is (a policy trained by SFT on demos) */
+
+typedef struct align_collect_params {
+    uint32_t struct_size;
+    uint32_t flags;                 /* ALIGN_COLLECT_* */
+    int32_t  k;                     /* responses sampled per prompt, >= 2 (default 4) */
+    int32_t  source;                /* ALIGN_SOURCE_* of the records (default UNKNOWN;
+                                       align_collect_judge: always AI) */
+    const char *annotator;          /* copied into each record; may be NULL
+                                       (align_collect_judge: the judge's name) */
+    int64_t  timestamp;             /* provenance time; 0 = when each ranking arrives */
+    const align_generate_params *generate;  /* sampling (NULL = defaults); the K
+                                       responses of prompt i are drawn with seed
+                                       generate->seed mixed with i, so a prompt's
+                                       samples depend on the seed and i only */
+    int64_t  first;                 /* first record of prompts to use (default 0) */
+    int64_t  count;                 /* records to use from first; 0 = to the end */
+    align_collect_progress_fn progress;   /* after each prompt; may be NULL */
+    void    *progress_user_data;
+    const align_chat_template *chat_template;  /* ALIGN_COLLECT_CHAT; NULL = defaults */
+    /* append new members here */
+} align_collect_params;
+
+ALIGN_API int align_collect_default_params(align_collect_params *out, size_t struct_size);
+#define ALIGN_COLLECT_DEFAULT_PARAMS(p) align_collect_default_params((p), sizeof *(p))
+
+/* Step 2 of the RLHF pipeline in one call: for each record of prompts that
+ * has a prompt (every kind but chat), samples p->k responses from policy,
+ * asks rank for their ranking and appends a ranking record (prompt, the K
+ * responses, the places, provenance) to out. prompts and out may not be the
+ * same dataset. Every record is checked for a prompt before anything is
+ * sampled. A ranker's failure or invalid places stop the call (ALIGN_ECALLBACK
+ * or ALIGN_EINVAL, detail in align_last_errmsg()); the records of the prompts finished
+ * before stay in out, nothing of the failing prompt is added. policy, t,
+ * prompts and out are borrowed for the call. Deterministic for a seed and
+ * thread count when the ranker is. */
+ALIGN_API int align_collect(align_model *policy, const align_tokenizer *t, align_dataset *prompts,
+                            align_dataset *out, align_rank_fn rank, void *user_data,
+                            const align_collect_params *p);
+
+typedef struct align_judge align_judge;
+
+/* align_judge_params.flags */
+#define ALIGN_JUDGE_ANSWER_EOT 0x1u  /* each answer is followed by the end-of-turn
+                                        token (a judge trained by SFT on demos ends
+                                        its answer so); needed when one answer is a
+                                        prefix of the other */
+#define ALIGN_JUDGE_CHAT 0x2u        /* the rendered template is a user turn of a chat
+                                        (chat_template, then the generation prompt),
+                                        for a judge trained on chats */
+
+typedef struct align_judge_params {
+    uint32_t struct_size;
+    uint32_t flags;                  /* ALIGN_JUDGE_* */
+    /* Pairwise template: {principle} {prompt} {a} {b} are replaced, "{{" and
+     * "}}" are literal braces; {a} and {b} are required. NULL = the default
+     * (docs/judge.md). Copied. */
+    const char *template_text;
+    const char *answer_a;            /* NULL = "A" (copied) */
+    const char *answer_b;            /* NULL = "B" (copied) */
+    /* Principles ("constitution"): one is drawn per comparison. A list
+     * (copied), and/or a file of one principle per line (blank lines and
+     * lines starting with '#' skipped). None = one default principle. */
+    const char *const *principles;
+    int32_t  n_principles;
+    const char *principles_file;
+    uint64_t seed;                   /* principle draws (default 1234) */
+    const char *name;                /* annotator of records it makes; NULL = "judge" */
+    /* Score template: {principle} {prompt} {response} {min} {max} (the
+     * scale); {response} is required. NULL = the default. */
+    const char *score_template;
+    int32_t  score_min;              /* scale of align_judge_score (default 1) */
+    int32_t  score_max;              /* (default 10) */
+    const align_chat_template *chat_template;  /* ALIGN_JUDGE_CHAT; NULL = defaults (copied) */
+    /* append new members here */
+} align_judge_params;
+
+ALIGN_API int align_judge_default_params(align_judge_params *out, size_t struct_size);
+#define ALIGN_JUDGE_DEFAULT_PARAMS(p) align_judge_default_params((p), sizeof *(p))
+
+/* A judge over a language model and its tokenizer (both borrowed: they must
+ * outlive the judge; the model is only run forward, and may be frozen). p may
+ * be NULL (defaults). Templates, answers and principles are checked here. */
+ALIGN_API int align_judge_create(align_judge **out, align_model *m, const align_tokenizer *t,
+                                 const align_judge_params *p);
+ALIGN_API void align_judge_free(align_judge *j);
+ALIGN_API const char *align_judge_errmsg(const align_judge *j);
+/* The judge's name (the annotator of its records); borrowed. */
+ALIGN_API const char *align_judge_name(const align_judge *j);
+
+/* *p_a_out = probability that resp_a is better than resp_b: the judge's
+ * next-token probability of answer A against answer B at the end of the
+ * rendered template, normalised over the two, averaged over both orders to
+ * cancel position bias: ½·(pA(a, b) + pB(b, a)). So prefer(a, b) +
+ * prefer(b, a) = 1 and prefer(a, a) = ½. The principle is drawn from a
+ * stream keyed by the seed and the comparison (prompt and the unordered
+ * pair), the same in either order. ALIGN_ERANGE when a rendered prompt and
+ * answer exceed the model's max_seq_len. */
+ALIGN_API int align_judge_prefer(align_judge *j, const char *prompt, const char *resp_a,
+                                 const char *resp_b, float *p_a_out);
+/* Ranks k >= 2 responses (align_rank_fn's rank_out) by the sum of their
+ * pairwise win probabilities (Borda count); sums equal within 1e-9 tie.
+ * win_prob_out (may be NULL) receives those sums divided by k - 1. */
+ALIGN_API int align_judge_rank(align_judge *j, const char *prompt, const char *const *responses,
+                               int32_t k, int32_t *rank_out, float *win_prob_out);
+/* scores[i] = the judge's expected score of responses[i] to prompts[i] on the
+ * scale score_min..score_max: each number's probability is that of its text
+ * followed by the end-of-turn token (so "1" does not take the mass of "10"),
+ * normalised over the scale. align_score_fn's shape with the judge first. */
+ALIGN_API int align_judge_score(align_judge *j, const char *const *prompts,
+                                const char *const *responses, int32_t n, float *scores);
+
+/* A reward-model handle that scores with align_judge_score (for the RL
+ * trainers, RL from AI feedback). j is borrowed and must outlive it; a
+ * failure of the judge fails the score call with ALIGN_ECALLBACK (the
+ * judge's own message in align_judge_errmsg). */
+ALIGN_API int align_reward_model_from_judge(align_reward_model **out, align_judge *j);
+
+/* align_collect with the judge as ranker: records have source AI and the
+ * judge's name as annotator (p->source and p->annotator are ignored). */
+ALIGN_API int align_collect_judge(align_model *policy, const align_tokenizer *t,
+                                  align_dataset *prompts, align_dataset *out, align_judge *j,
+                                  const align_collect_params *p);
+
+/* ======================================================================== */
+/* feedback journal: requests answered later, kept on disk (docs/feedback.md) */
+/* ======================================================================== */
+
+/* A journal holds feedback requests (a prompt, K responses, and what is
+ * asked) until a person or a program answers them, minutes or days later.
+ * Every request and every answer is one JSON line appended to the journal
+ * file and flushed to disk (fsync) before the call returns, so a crash loses
+ * nothing a call acknowledged. Every call is thread-safe on one journal (an
+ * internal mutex): answers may come from any thread. Request ids (1, 2, ...)
+ * are stable across reopening. Details of a failure: align_journal_errmsg(),
+ * or align_last_errmsg() (per thread) when several threads share a journal. */
+typedef struct align_journal align_journal;
+
+/* What a request asks for (align_journal_submit kind). */
+enum {
+    ALIGN_FEEDBACK_RANK = 0,    /* a ranking of the K responses (K >= 2, ties allowed) */
+    ALIGN_FEEDBACK_LABEL = 1,   /* good (1) / bad (0) for each response (K >= 1) */
+    ALIGN_FEEDBACK_SCORE = 2    /* a finite score for each response (K >= 1) */
+};
+
+/* Status of a request. */
+enum {
+    ALIGN_REQUEST_PENDING = 0,
+    ALIGN_REQUEST_ANSWERED = 1,
+    ALIGN_REQUEST_CANCELED = 2,
+    ALIGN_REQUEST_EXPIRED = 3
+};
+
+/* align_journal_open flags */
+#define ALIGN_JOURNAL_NOSYNC 0x1u   /* no fsync: survives a killed process, not a
+                                     * power cut (tests, throw-away journals) */
+
+/* Creates the file at path, or reopens it and replays it, restoring every
+ * request with its status. A last line cut short by a crash (it was never
+ * acknowledged) is dropped from the file and reported by
+ * align_journal_torn_bytes() and a warning in the log; any other damage is
+ * ALIGN_EFORMAT with "path:line: what is wrong". A journal open in another
+ * process is ALIGN_EBUSY. */
+ALIGN_API int align_journal_open(align_journal **out, const char *path, uint32_t flags);
+/* Closes the file and frees the journal (NULL is a no-op). Strings borrowed
+ * from it become invalid. */
+ALIGN_API void align_journal_close(align_journal *j);
+ALIGN_API const char *align_journal_errmsg(const align_journal *j);
+/* Bytes of a torn last line dropped by align_journal_open (0 normally). */
+ALIGN_API int64_t align_journal_torn_bytes(align_journal *j);
+
+/* Adds a request: kind ALIGN_FEEDBACK_*, k responses (copied), deadline in
+ * seconds since the epoch (0 = none; see align_journal_expire). *id_out gets
+ * its id (> 0). */
+ALIGN_API int align_journal_submit(align_journal *j, int32_t kind, const char *prompt,
+                                   const char *const *responses, int32_t k, int64_t deadline,
+                                   int64_t *id_out);
+/* Answers a pending request of the matching kind. rank[i] is the place of
+ * response i: 0 = best, equal values are ties, places dense (as
+ * align_dataset_add_ranking); good[i] is 0 or 1; scores[i] finite; each array
+ * has the request's K entries. pv: who answered and when (copied; NULL or
+ * source ALIGN_SOURCE_UNKNOWN = a human; timestamp 0 = now). An unknown id is
+ * ALIGN_EINVAL; a request already answered, canceled or expired, or of another
+ * kind, is ALIGN_EMISUSE. */
+ALIGN_API int align_journal_answer_rank(align_journal *j, int64_t id, const int32_t *rank,
+                                        const align_provenance *pv);
+ALIGN_API int align_journal_answer_label(align_journal *j, int64_t id, const int32_t *good,
+                                         const align_provenance *pv);
+ALIGN_API int align_journal_answer_score(align_journal *j, int64_t id, const float *scores,
+                                         const align_provenance *pv);
+/* Withdraws a pending request (ALIGN_EINVAL unknown, ALIGN_EMISUSE not pending). */
+ALIGN_API int align_journal_cancel(align_journal *j, int64_t id);
+/* Expires every pending request whose deadline is <= now (seconds since the
+ * epoch); *n_expired (may be NULL) gets how many. */
+ALIGN_API int align_journal_expire(align_journal *j, int64_t now, int64_t *n_expired);
+
+/* Number of requests with status ALIGN_REQUEST_* (< 0: error). */
+ALIGN_API int64_t align_journal_count(align_journal *j, int32_t status);
+/* The ids of the pending requests, oldest first: *n_out gets their number,
+ * ids[0 .. min(cap, n)) are filled; ALIGN_ERANGE when cap < n. */
+ALIGN_API int align_journal_pending(align_journal *j, int64_t *ids, int64_t cap, int64_t *n_out);
+
+/* One request, as align_journal_request() reports it. The strings are
+ * borrowed from the journal and stay valid until align_journal_close. */
+typedef struct align_feedback_request {
+    uint32_t    struct_size;
+    int32_t     kind;          /* ALIGN_FEEDBACK_* */
+    int32_t     status;        /* ALIGN_REQUEST_* */
+    int32_t     k;             /* number of responses */
+    int64_t     id;
+    int64_t     deadline;      /* 0 = none */
+    int64_t     submitted_at;  /* seconds since the epoch */
+    int64_t     answered_at;   /* answer (or cancel, expiry) time; 0 while pending */
+    const char *prompt;
+    const char *annotator;     /* NULL unless answered with one */
+    int32_t     source;        /* ALIGN_SOURCE_* of the answer; 0 while pending */
+    uint32_t    exported;      /* 1 once align_journal_export took it */
+    /* append new members here */
+} align_feedback_request;
+
+/* Fills the prefix of *out the caller declared (out->struct_size set, e.g.
+ * by align_feedback_request_init). ALIGN_EINVAL for an unknown id. */
+ALIGN_API int align_feedback_request_init(align_feedback_request *out, size_t struct_size);
+ALIGN_API int align_journal_request(align_journal *j, int64_t id, align_feedback_request *out);
+/* Response i of request id (borrowed, valid until align_journal_close), or
+ * NULL (then align_journal_errmsg says why). */
+ALIGN_API const char *align_journal_response(align_journal *j, int64_t id, int32_t i);
+
+/* align_journal_export flags */
+#define ALIGN_JOURNAL_EXPORT_ALL 0x1u  /* also the requests exported before */
+
+/* Adds each answered request not yet exported to d, with its provenance
+ * (source, annotator, answer time): a ranking request becomes one ranking
+ * record, a label or score request one record per response. The export is
+ * written to the journal, so a request is exported once, across reopening,
+ * unless ALIGN_JOURNAL_EXPORT_ALL. *n_out (may be NULL) gets the number of
+ * requests exported. */
+ALIGN_API int align_journal_export(align_journal *j, align_dataset *d, uint32_t flags,
+                                   int64_t *n_out);
 
 /* ======================================================================== */
 /* online RL: PPO, GRPO, RLOO (docs/rl.md)                                  */

@@ -450,6 +450,44 @@ START_TEST(test_bad_scorer)
 }
 END_TEST
 
+/* ---- prompts from a pull source ---------------------------------------------------------- */
+
+static int source_calls;
+static int prompt_source(align_text_sink *sink, void *ud)
+{
+    (void)ud;
+    if (source_calls == 3)
+        return ALIGN_DONE;
+    source_calls++;
+    const char *ps[] = {"hi", "yo", "go", "ab"};
+    for (int i = 0; i < 4; i++)
+        if (align_text_sink_add(sink, ps[i], 2) < 0)
+            return -1;
+    return 0;
+}
+
+START_TEST(test_prompt_source)
+{
+    rig r;
+    rig_init(&r, 0, 5e-3f, MODE_LETTERS);
+    align_dataset_free(r.data);
+    ck_assert_int_eq(align_dataset_create(&r.data), ALIGN_OK);
+    source_calls = 0;
+    ck_assert_int_eq(align_dataset_set_source(r.data, prompt_source, NULL), ALIGN_OK);
+    align_rl_roles ro = rig_roles(&r, 1);
+    align_grpo_params p = group_params(0, 0);
+    p.prompts_per_step = 4;
+    ck_assert_int_eq(align_trainer_create_grpo(&r.tr, &ro, r.data, &p), ALIGN_OK);
+    int steps = 0, rc;
+    while ((rc = align_trainer_step(r.tr, NULL)) == ALIGN_OK)
+        steps++;
+    ck_assert_msg(rc == ALIGN_DONE, "%s", align_trainer_errmsg(r.tr));
+    ck_assert_int_eq(steps, 3); /* 12 prompts pulled, 4 a step */
+    ck_assert_int_eq(align_dataset_size(r.data), 12);
+    rig_free(&r);
+}
+END_TEST
+
 /* ---- arguments ------------------------------------------------------------------------- */
 
 START_TEST(test_args)
@@ -492,6 +530,7 @@ Suite *rl_suite(void)
     tcase_add_test(tc, test_constant_reward_no_move);
     tcase_add_test(tc, test_bad_scorer);
     tcase_add_test(tc, test_args);
+    tcase_add_test(tc, test_prompt_source);
     tc = test_tcase(s, "resume", 300);
     tcase_add_loop_test(tc, test_resume_bitwise, 0, 4);
     return s;

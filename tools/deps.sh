@@ -14,6 +14,11 @@ missing=()   # Debian package names
 have_pc()  { pkg-config --exists "$1" 2>/dev/null; }
 have_cmd() { command -v "$1" >/dev/null 2>&1; }
 have_hdr() { printf '#include <%s>\n' "$1" | cc -E -x c - >/dev/null 2>&1; }
+# --browser (make deps-browser, CI): also Debian's chromium, for the browser
+# test of `alignctl label` (tests/sh/label_browser.sh fetches puppeteer-core
+# from npm itself, never a browser; without chromium it skips).
+want_browser=0
+for a in "$@"; do [ "$a" = "--browser" ] && want_browser=1; done
 
 have_cmd cc          || missing+=(gcc)
 have_cmd c++         || missing+=(g++)
@@ -21,6 +26,8 @@ have_cmd make        || missing+=(make)
 have_cmd pkg-config  || missing+=(pkg-config)
 have_pc openblas     || missing+=(libopenblas-dev)
 have_pc libuv        || missing+=(libuv1-dev)
+have_hdr http_parser.h || missing+=(libhttp-parser-dev)   # alignctl label --serve
+if [ "$want_browser" = 1 ]; then [ -x /usr/bin/chromium ] || missing+=(chromium); fi
 have_pc jansson      || missing+=(libjansson-dev)
 have_pc libpcre2-8   || missing+=(libpcre2-dev)
 have_pc check        || missing+=(check)

@@ -234,21 +234,17 @@ static int next_prompt(rl *s, int64_t *rec, align__errbuf *eb)
         if (s->epoch == 0)
             s->epoch = 1;
         while (s->pos >= s->n_usable) {
-            rc = align__dataset_pull(s->data, 1, eb);
-            if (rc < 0)
+            if ((rc = scan(s, eb)) < 0) /* records the host added since */
                 return rc;
-            int64_t before = s->n_usable;
+            if (s->pos < s->n_usable)
+                break;
+            int pr = align__dataset_pull(s->data, 1, eb);
+            if (pr < 0)
+                return pr;
             if ((rc = scan(s, eb)) < 0)
                 return rc;
-            if (s->n_usable == before && align_dataset_size(s->data) == s->scanned &&
-                (rc = align__dataset_pull(s->data, 1, eb)) != ALIGN_OK) {
-                if (rc < 0)
-                    return rc;
-                if ((rc = scan(s, eb)) < 0)
-                    return rc;
-                if (s->pos >= s->n_usable)
-                    return ALIGN_DONE;
-            }
+            if (pr == ALIGN_DONE && s->pos >= s->n_usable)
+                return ALIGN_DONE;
         }
         *rec = s->usable[s->pos++];
         return ALIGN_OK;

@@ -92,8 +92,9 @@ int align__trainer_new_roles(align_trainer **out, const align__trainer_vtable *v
             snprintf(r->m_lr, sizeof r->m_lr, "learning_rate");
             snprintf(r->m_gn, sizeof r->m_gn, "grad_norm");
         } else {
-            snprintf(r->m_lr, sizeof r->m_lr, "%s/learning_rate", r->name);
-            snprintf(r->m_gn, sizeof r->m_gn, "%s/grad_norm", r->name);
+            /* from the caller's copy: with r->name, gcc -O1 -Wrestrict sees an overlap */
+            snprintf(r->m_lr, sizeof r->m_lr, "%s/learning_rate", roles[i].name);
+            snprintf(r->m_gn, sizeof r->m_gn, "%s/grad_norm", roles[i].name);
         }
         tr->n_trainable += r->opt != NULL;
     }
@@ -119,6 +120,15 @@ ALIGN_API void align_trainer_free(align_trainer *tr)
 {
     if (!tr)
         return;
+    if (atomic_load(&tr->busy)) {   /* libuv: freed by the step's completion */
+        tr->free_pending = 1;
+        return;
+    }
+    align__trainer_destroy(tr);
+}
+
+void align__trainer_destroy(align_trainer *tr)
+{
     if (tr->vt && tr->vt->free)
         tr->vt->free(tr);
     align__free(tr);
@@ -210,6 +220,7 @@ ALIGN_API int align_trainer_metrics(const align_trainer *tr, int32_t which, cons
         *n = 0;
     if (!tr || !names || !values || !n)
         return align__error(NULL, ALIGN_EINVAL, "align_trainer_metrics: NULL argument");
+    ALIGN__TRAINER_NOT_BUSY(tr, "align_trainer_metrics");
     if (which != ALIGN_METRICS_STEP && which != ALIGN_METRICS_EVAL)
         return align__error(NULL, ALIGN_EINVAL, "align_trainer_metrics: which is %d (ALIGN_METRICS_STEP or _EVAL)",
                             (int)which);
@@ -280,6 +291,13 @@ static int step_done(align_trainer *tr, align__step_ctx *ctx, align_step_stats *
 }
 
 ALIGN_API int align_trainer_step(align_trainer *tr, align_step_stats *stats)
+{
+    if (tr)
+        ALIGN__TRAINER_NOT_BUSY(tr, "align_trainer_step");
+    return align__trainer_step(tr, stats);
+}
+
+int align__trainer_step(align_trainer *tr, align_step_stats *stats)
 {
     if (!tr)
         return align__error(NULL, ALIGN_EINVAL, "align_trainer_step: trainer is NULL");
@@ -448,6 +466,7 @@ ALIGN_API int align_trainer_evaluate(align_trainer *tr, align_dataset *eval, ali
 {
     if (!tr)
         return align__error(NULL, ALIGN_EINVAL, "align_trainer_evaluate: trainer is NULL");
+    ALIGN__TRAINER_NOT_BUSY(tr, "align_trainer_evaluate");
     align__error_clear(&tr->err);
     if (!eval)
         return align__error(&tr->err, ALIGN_EINVAL, "align_trainer_evaluate: eval dataset is NULL");
@@ -1128,6 +1147,7 @@ ALIGN_API int align_trainer_save(const align_trainer *ctr, const char *dir)
 {
     if (!ctr)
         return align__error(NULL, ALIGN_EINVAL, "align_trainer_save: trainer is NULL");
+    ALIGN__TRAINER_NOT_BUSY(ctr, "align_trainer_save");
     /* The trainer is const for the caller; its error buffer is the one
      * member a const call may write (the object itself was allocated
      * non-const by align__trainer_new_roles). */
@@ -1308,6 +1328,7 @@ ALIGN_API int align_trainer_resume(align_trainer *tr, const char *dir)
 {
     if (!tr)
         return align__error(NULL, ALIGN_EINVAL, "align_trainer_resume: trainer is NULL");
+    ALIGN__TRAINER_NOT_BUSY(tr, "align_trainer_resume");
     align__error_clear(&tr->err);
     if (!dir || !*dir)
         return align__error(&tr->err, ALIGN_EINVAL, "align_trainer_resume: dir is NULL or empty");

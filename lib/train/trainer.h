@@ -187,6 +187,10 @@ struct align_trainer {
     align__metrics   m_step;      /* last successful step */
     align__metrics   m_eval;      /* last evaluate */
     const align__metrics *m_pending; /* the step being decided (inside on_step) */
+    /* libuv (lib/async/step.c) */
+    atomic_int       busy;         /* align_trainer_step_async in flight: other calls get ALIGN_EBUSY */
+    int              free_pending; /* align_trainer_free came while busy: freed when the step ends */
+    void            *async;        /* the request in flight */
     align__errbuf    err;
 };
 
@@ -210,5 +214,20 @@ int  align__json_set_u64(json_t *obj, const char *key, uint64_t v);
 int  align__json_get_u64(const json_t *obj, const char *key, uint64_t *v);
 int  align__json_set_i64(json_t *obj, const char *key, int64_t v);
 int  align__json_get_i64(const json_t *obj, const char *key, int64_t *v);
+
+/* libuv (lib/async/step.c): the step without the busy check, run on the
+ * thread pool; the free that align_trainer_free defers while busy. */
+int  align__trainer_step(align_trainer *tr, align_step_stats *stats);
+void align__trainer_destroy(align_trainer *tr);
+/* The trainer whose async step runs on this thread (set by lib/async/step.c
+ * around it): its own callbacks (on_step reading metrics) are not "busy". */
+extern _Thread_local align_trainer *align__trainer_async_self;
+/* ALIGN_EBUSY while a step_async is in flight. The detail goes to the
+ * per-thread message only: the handle's buffer belongs to the running step. */
+#define ALIGN__TRAINER_NOT_BUSY(tr, fn)                                                              \
+    do {                                                                                             \
+        if (atomic_load(&(tr)->busy) && align__trainer_async_self != (tr))                           \
+            return align__error(NULL, ALIGN_EBUSY, fn ": a step is in flight (align_trainer_step_async)"); \
+    } while (0)
 
 #endif

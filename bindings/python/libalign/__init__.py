@@ -29,9 +29,10 @@ from ._raw import (AlignBusyError, AlignCallbackError, AlignCanceled, AlignError
                    AlignNonFiniteError, AlignRangeError, AlignVersionError, MissingSymbol)
 from ._loader import LibraryNotFound, LibraryVersionMismatch, blas_remedy_state
 from .api import (ChatTemplate, ClosedError, Dataset, FinishReason, ForwardOutput, Generation,
-                  LogLevel, Model, ModelConfig, Optimizer, Provenance, RecordKind, RewardModel,
-                  RLTrainer, Schedule, SFTTrainer, Source, StepStats, Tokenizer, Trainer, Truncation, blas_info,
-                  get_threads,
+                  Judge, LogLevel, Model, ModelConfig, Optimizer, Provenance, RecordKind, RewardModel,
+                  RLTrainer, Schedule, SFTTrainer, Source, StepStats, Tokenizer, Trainer, Truncation,
+                  blas_info, collect, get_threads,
+                  Journal, FeedbackKind, RequestStatus, FeedbackRequest,
                   live_handles, set_log_handler, set_log_level, set_threads, version,
                   version_string)
 
@@ -42,7 +43,9 @@ __all__ = [
     "AlignRangeError", "AlignNonFiniteError", "MissingSymbol", "LibraryNotFound",
     "LibraryVersionMismatch", "ClosedError",
     "Model", "Tokenizer", "Dataset", "Optimizer", "Trainer", "SFTTrainer", "RLTrainer", "RewardModel",
+    "Judge", "collect",
     "ModelConfig", "ForwardOutput", "Generation", "StepStats", "Provenance", "ChatTemplate",
+    "Journal", "FeedbackKind", "RequestStatus", "FeedbackRequest",
     "RecordKind", "Source", "FinishReason", "Schedule", "Truncation", "LogLevel",
     "version", "version_string", "blas_info", "set_threads", "get_threads",
     "set_log_handler", "set_log_level", "live_handles", "blas_remedy_state",

@@ -139,6 +139,21 @@ ALIGN_SAVE_HF_SEQUENCE_CLASSIFICATION = 0x1
 ALIGN_REWARD_CHAT = 0x1
 ALIGN_REWARD_NORMALIZE_STD = 0x1
 
+# collection and judges
+ALIGN_COLLECT_CHAT = 0x1
+ALIGN_JUDGE_ANSWER_EOT = 0x1
+ALIGN_JUDGE_CHAT = 0x2
+# feedback journal
+ALIGN_FEEDBACK_RANK = 0
+ALIGN_FEEDBACK_LABEL = 1
+ALIGN_FEEDBACK_SCORE = 2
+ALIGN_REQUEST_PENDING = 0
+ALIGN_REQUEST_ANSWERED = 1
+ALIGN_REQUEST_CANCELED = 2
+ALIGN_REQUEST_EXPIRED = 3
+ALIGN_JOURNAL_NOSYNC = 0x1
+ALIGN_JOURNAL_EXPORT_ALL = 0x1
+
 # ============================================================================
 # errors
 # ============================================================================
@@ -322,9 +337,20 @@ class align_reward_model_p(_Handle):
     _errmsg = "align_reward_model_errmsg"
 
 
+class align_judge_p(_Handle):
+    """``align_judge *``"""
+    _errmsg = "align_judge_errmsg"
+
+
+class align_journal_p(_Handle):
+    """``align_journal *`` (shared between threads: failures are reported by
+    the per-thread align_last_errmsg, not the handle's message)"""
+
+
 HANDLE_TYPES = {cls.__name__[:-2]: cls for cls in
                 (align_model_p, align_tokenizer_p, align_dataset_p, align_optimizer_p,
-                 align_trainer_p, align_generation_p, align_text_sink_p, align_reward_model_p)}
+                 align_trainer_p, align_generation_p, align_text_sink_p, align_reward_model_p,
+                 align_judge_p, align_journal_p)}
 
 # ============================================================================
 # structures (docs/conventions.md, "Params structs"): struct_size is set to sizeof(cls) on creation
@@ -500,6 +526,69 @@ class align_reward_params(_SizedStruct):
     ]
 
 
+# typedef int (*align_rank_fn)(const char *prompt, const char *const *responses, int32_t k,
+#                              int32_t *rank_out, void *user_data);
+align_rank_fn = CFUNCTYPE(c_int, c_char_p, POINTER(c_char_p), c_int32, POINTER(c_int32), c_void_p)
+# typedef int (*align_collect_progress_fn)(int64_t done, int64_t total, void *user_data);
+align_collect_progress_fn = CFUNCTYPE(c_int, c_int64, c_int64, c_void_p)
+
+
+class align_collect_params(_SizedStruct):
+    _defaults_fn = "align_collect_default_params"
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("flags", c_uint32),
+        ("k", c_int32),
+        ("source", c_int32),
+        ("annotator", c_char_p),
+        ("timestamp", c_int64),
+        ("generate", POINTER(align_generate_params)),
+        ("first", c_int64),
+        ("count", c_int64),
+        ("progress", align_collect_progress_fn),
+        ("progress_user_data", c_void_p),
+        ("chat_template", POINTER(align_chat_template)),
+    ]
+
+
+class align_judge_params(_SizedStruct):
+    _defaults_fn = "align_judge_default_params"
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("flags", c_uint32),
+        ("template_text", c_char_p),
+        ("answer_a", c_char_p),
+        ("answer_b", c_char_p),
+        ("principles", POINTER(c_char_p)),
+        ("n_principles", c_int32),
+        ("principles_file", c_char_p),
+        ("seed", c_uint64),
+        ("name", c_char_p),
+        ("score_template", c_char_p),
+        ("score_min", c_int32),
+        ("score_max", c_int32),
+        ("chat_template", POINTER(align_chat_template)),
+    ]
+
+
+class align_feedback_request(_SizedStruct):
+    _defaults_fn = "align_feedback_request_init"
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("kind", c_int32),
+        ("status", c_int32),
+        ("k", c_int32),
+        ("id", c_int64),
+        ("deadline", c_int64),
+        ("submitted_at", c_int64),
+        ("answered_at", c_int64),
+        ("prompt", c_char_p),
+        ("annotator", c_char_p),
+        ("source", c_int32),
+        ("exported", c_uint32),
+    ]
+
+
 class align_rl_roles(_SizedStruct):
     _defaults_fn = "align_rl_roles_init"
     _fields_ = [
@@ -590,10 +679,13 @@ class align_ppo_params(_SizedStruct):
 STRUCT_TYPES = {cls.__name__: cls for cls in
                 (align_model_params, align_optimizer_params, align_provenance,
                  align_generate_params, align_step_stats, align_sft_params,
-                 align_chat_template, align_reward_params, align_rl_roles, align_grpo_params,
+                 align_chat_template, align_reward_params, align_collect_params,
+                 align_judge_params, align_feedback_request, align_rl_roles, align_grpo_params,
                  align_ppo_params)}
 CALLBACK_TYPES = {"align_log_fn": align_log_fn, "align_step_fn": align_step_fn,
-                  "align_prompt_fn": align_prompt_fn, "align_score_fn": align_score_fn}
+                  "align_prompt_fn": align_prompt_fn, "align_score_fn": align_score_fn,
+                  "align_rank_fn": align_rank_fn,
+                  "align_collect_progress_fn": align_collect_progress_fn}
 
 # ============================================================================
 # declarations
@@ -667,7 +759,8 @@ def _fn(prototype: str, restype: Any, argtypes: List[Any]) -> Any:
 
 
 # Pointer-returning functions for which NULL signals a failure.
-_NULL_IS_ERROR = {"align_generation_text", "align_generation_tokens", "align_generation_logprobs"}
+_NULL_IS_ERROR = {"align_generation_text", "align_generation_tokens", "align_generation_logprobs",
+                  "align_journal_response"}
 
 
 def _failure_message(args: tuple, msg_index: Optional[int]) -> str:
@@ -1003,6 +1096,99 @@ align_reward_model_get_normalization = _fn(
     "float *scale)",
     c_int, [align_reward_model_p, POINTER(c_float), POINTER(c_float)])
 
+# ---- collection of rankings, judge models ------------------------------------
+align_collect_default_params = _fn(
+    "int align_collect_default_params(align_collect_params *out, size_t struct_size)",
+    c_int, [POINTER(align_collect_params), c_size_t])
+align_collect = _fn(
+    "int align_collect(align_model *policy, const align_tokenizer *t, align_dataset *prompts, "
+    "align_dataset *out, align_rank_fn rank, void *user_data, const align_collect_params *p)",
+    c_int, [align_model_p, align_tokenizer_p, align_dataset_p, align_dataset_p, align_rank_fn,
+            c_void_p, POINTER(align_collect_params)])
+align_judge_default_params = _fn(
+    "int align_judge_default_params(align_judge_params *out, size_t struct_size)",
+    c_int, [POINTER(align_judge_params), c_size_t])
+align_judge_create = _fn(
+    "int align_judge_create(align_judge **out, align_model *m, const align_tokenizer *t, "
+    "const align_judge_params *p)",
+    c_int, [POINTER(align_judge_p), align_model_p, align_tokenizer_p, POINTER(align_judge_params)])
+align_judge_free = _fn("void align_judge_free(align_judge *j)", None, [align_judge_p])
+align_judge_errmsg = _fn("const char *align_judge_errmsg(const align_judge *j)", c_char_p,
+                         [align_judge_p])
+align_judge_name = _fn("const char *align_judge_name(const align_judge *j)", c_char_p,
+                       [align_judge_p])
+align_judge_prefer = _fn(
+    "int align_judge_prefer(align_judge *j, const char *prompt, const char *resp_a, "
+    "const char *resp_b, float *p_a_out)",
+    c_int, [align_judge_p, c_char_p, c_char_p, c_char_p, POINTER(c_float)])
+align_judge_rank = _fn(
+    "int align_judge_rank(align_judge *j, const char *prompt, const char *const *responses, "
+    "int32_t k, int32_t *rank_out, float *win_prob_out)",
+    c_int, [align_judge_p, c_char_p, POINTER(c_char_p), c_int32, POINTER(c_int32), POINTER(c_float)])
+align_judge_score = _fn(
+    "int align_judge_score(align_judge *j, const char *const *prompts, "
+    "const char *const *responses, int32_t n, float *scores)",
+    c_int, [align_judge_p, POINTER(c_char_p), POINTER(c_char_p), c_int32, POINTER(c_float)])
+align_reward_model_from_judge = _fn(
+    "int align_reward_model_from_judge(align_reward_model **out, align_judge *j)",
+    c_int, [POINTER(align_reward_model_p), align_judge_p])
+align_collect_judge = _fn(
+    "int align_collect_judge(align_model *policy, const align_tokenizer *t, "
+    "align_dataset *prompts, align_dataset *out, align_judge *j, const align_collect_params *p)",
+    c_int, [align_model_p, align_tokenizer_p, align_dataset_p, align_dataset_p, align_judge_p,
+            POINTER(align_collect_params)])
+# align_collect's details are in align_last_errmsg(), not on a handle argument
+align_collect.errcheck = _make_errcheck("align_collect", "status", None)
+align_collect_judge.errcheck = _make_errcheck("align_collect_judge", "status", None)
+
+
+# ---- feedback journal -------------------------------------------------------------------
+align_journal_open = _fn("int align_journal_open(align_journal **out, const char *path, uint32_t flags)",
+                         c_int, [POINTER(align_journal_p), c_char_p, c_uint32])
+align_journal_close = _fn("void align_journal_close(align_journal *j)", None, [align_journal_p])
+align_journal_errmsg = _fn("const char *align_journal_errmsg(const align_journal *j)",
+                           c_char_p, [align_journal_p])
+align_journal_torn_bytes = _fn("int64_t align_journal_torn_bytes(align_journal *j)",
+                               c_int64, [align_journal_p])
+align_journal_submit = _fn(
+    "int align_journal_submit(align_journal *j, int32_t kind, const char *prompt, "
+    "const char *const *responses, int32_t k, int64_t deadline, int64_t *id_out)",
+    c_int, [align_journal_p, c_int32, c_char_p, POINTER(c_char_p), c_int32, c_int64,
+            POINTER(c_int64)])
+align_journal_answer_rank = _fn(
+    "int align_journal_answer_rank(align_journal *j, int64_t id, const int32_t *rank, "
+    "const align_provenance *pv)",
+    c_int, [align_journal_p, c_int64, POINTER(c_int32), POINTER(align_provenance)])
+align_journal_answer_label = _fn(
+    "int align_journal_answer_label(align_journal *j, int64_t id, const int32_t *good, "
+    "const align_provenance *pv)",
+    c_int, [align_journal_p, c_int64, POINTER(c_int32), POINTER(align_provenance)])
+align_journal_answer_score = _fn(
+    "int align_journal_answer_score(align_journal *j, int64_t id, const float *scores, "
+    "const align_provenance *pv)",
+    c_int, [align_journal_p, c_int64, POINTER(c_float), POINTER(align_provenance)])
+align_journal_cancel = _fn("int align_journal_cancel(align_journal *j, int64_t id)",
+                           c_int, [align_journal_p, c_int64])
+align_journal_expire = _fn(
+    "int align_journal_expire(align_journal *j, int64_t now, int64_t *n_expired)",
+    c_int, [align_journal_p, c_int64, POINTER(c_int64)])
+align_journal_count = _fn("int64_t align_journal_count(align_journal *j, int32_t status)",
+                          c_int64, [align_journal_p, c_int32])
+align_journal_pending = _fn(
+    "int align_journal_pending(align_journal *j, int64_t *ids, int64_t cap, int64_t *n_out)",
+    c_int, [align_journal_p, POINTER(c_int64), c_int64, POINTER(c_int64)])
+align_feedback_request_init = _fn(
+    "int align_feedback_request_init(align_feedback_request *out, size_t struct_size)",
+    c_int, [POINTER(align_feedback_request), c_size_t])
+align_journal_request = _fn(
+    "int align_journal_request(align_journal *j, int64_t id, align_feedback_request *out)",
+    c_int, [align_journal_p, c_int64, POINTER(align_feedback_request)])
+align_journal_response = _fn(
+    "const char *align_journal_response(align_journal *j, int64_t id, int32_t i)",
+    c_char_p, [align_journal_p, c_int64, c_int32])
+align_journal_export = _fn(
+    "int align_journal_export(align_journal *j, align_dataset *d, uint32_t flags, int64_t *n_out)",
+    c_int, [align_journal_p, align_dataset_p, c_uint32, POINTER(c_int64)])
 
 # ---- online RL ------------------------------------------------------------------------
 align_rl_roles_init = _fn("int align_rl_roles_init(align_rl_roles *out, size_t struct_size)",
