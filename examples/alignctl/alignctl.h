@@ -11,6 +11,7 @@
  *   metrics.c   the --metrics JSONL writer and reader
  *   signals.c   Ctrl-C / SIGTERM handling, checkpoints, --resume folders
  *   svg.c       the SVG plot
+ *   extproc.c   an external program as the reward (--reward-cmd)
  *   main.c      the command table and dispatch
  * A new subcommand is a new cmd_NAME.c defining `int cmd_NAME(int, char **)`
  * plus one line in commands.def.
@@ -174,5 +175,31 @@ typedef struct series {
 int series_push(series *s, double x, double y);
 void svg_write(FILE *f, const char *title, const char *xname, const series *S, size_t ns,
                int cols);
+
+/* ---- extproc.c ---------------------------------------------------------- */
+/* `--reward-cmd "PROGRAM ARGS"`: the program, started once under /bin/sh -c,
+ * reads {"prompt": ..., "response": ...} lines on stdin and answers each with
+ * a line {"score": x} on stdout, in order (protocol: docs/cli/grpo.md). */
+typedef struct extproc extproc;
+/* Starts the command. timeout_sec: longest wait for one answer.
+ * interrupted (may be NULL): polled while waiting; nonzero stops the wait
+ * (ALIGN_ECANCELED). 0, or EXIT_RUNTIME with a message. */
+int extproc_start(extproc **out, const char *command, double timeout_sec,
+                  int (*interrupted)(void));
+/* Scores n pairs. 0, or a negative ALIGN_E* with the reason in
+ * extproc_errmsg (which names the command and the offending line); the
+ * program is then stopped and every later call fails the same way. */
+int extproc_score(extproc *ep, const char *const *prompts, const char *const *responses,
+                  int32_t n, float *scores);
+/* The align_score_fn adapter (user_data is the extproc). */
+int extproc_score_fn(const char *const *prompts, const char *const *responses, int32_t n,
+                     float *scores, void *user_data);
+/* The reward model over it (rm borrows ep). 0, or EXIT_RUNTIME with a message. */
+int extproc_reward_model(extproc *ep, align_reward_model **out);
+int extproc_failed(const extproc *ep);        /* the failure's ALIGN_E*, 0 if none */
+const char *extproc_errmsg(const extproc *ep); /* "" if no failure */
+/* Ends the program (EOF on its stdin, then SIGTERM / SIGKILL to its process
+ * group) and reaps it. NULL is fine. */
+void extproc_close(extproc *ep);
 
 #endif
