@@ -39,9 +39,9 @@ START_TEST(test_few_rows_match_reference)
                         memcpy(o2, o0, (size_t)N * OC * sizeof(float));
                         memcpy(o3, o0, (size_t)N * OC * sizeof(float));
                         align_threads_set(2);
-                        align__nn_matmul_forward(o1, x, w, bias ? b : NULL, N, C, OC, layout, (float)beta);
+                        align__nn_matmul_decode(o1, x, w, bias ? b : NULL, N, C, OC, layout, (float)beta);
                         align_threads_set(1);
-                        align__nn_matmul_forward(o3, x, w, bias ? b : NULL, N, C, OC, layout, (float)beta);
+                        align__nn_matmul_decode(o3, x, w, bias ? b : NULL, N, C, OC, layout, (float)beta);
                         align__nn_matmul_forward_ref(o2, x, w, bias ? b : NULL, N, C, OC, layout, (float)beta);
                         for (int i = 0; i < N * OC; i++)
                             ck_assert_msg(fabsf(o1[i] - o2[i]) <= 1e-5f * (1.0f + fabsf(o2[i])) * sqrtf((float)C),

@@ -405,7 +405,7 @@ int align__model_decode(align_model *m, align__kv_cache *c, const int32_t *token
     for (int64_t l = 0; l < c->L; l++) {
         const align__gpt2_layer *lw = &w->layer[l];
         align__nn_layernorm_forward(c->ln, c->mean, c->rstd, c->x, lw->ln1w, lw->ln1b, R, C);
-        align__nn_matmul_forward(c->qkv, c->ln, lw->qkvw, lw->qkvb, R, C, 3 * C, ALIGN__W_IN_OUT, 0.0f);
+        align__nn_matmul_decode(c->qkv, c->ln, lw->qkvw, lw->qkvb, R, C, 3 * C, ALIGN__W_IN_OUT, 0.0f);
         for (r = 0; r < R; r++) { /* append k, v to the cache before attending */
             size_t at = ((size_t)(l * c->n_seq + c->row_seq[r]) * (size_t)c->max_len + (size_t)c->row_pos[r]) * (size_t)C;
             memcpy(c->k + at, c->qkv + r * 3 * C + C, (size_t)C * sizeof(float));
@@ -413,11 +413,11 @@ int align__model_decode(align_model *m, align__kv_cache *c, const int32_t *token
         }
         kvatt_ctx kc = {c, l};
         align__parallel_for(R * c->NH, kv_attention_fn(), &kc);
-        align__nn_matmul_forward(c->x, c->atty, lw->attprojw, lw->attprojb, R, C, C, ALIGN__W_IN_OUT, 1.0f);
+        align__nn_matmul_decode(c->x, c->atty, lw->attprojw, lw->attprojb, R, C, C, ALIGN__W_IN_OUT, 1.0f);
         align__nn_layernorm_forward(c->ln, c->mean, c->rstd, c->x, lw->ln2w, lw->ln2b, R, C);
-        align__nn_matmul_forward(c->fch, c->ln, lw->fcw, lw->fcb, R, C, 4 * C, ALIGN__W_IN_OUT, 0.0f);
+        align__nn_matmul_decode(c->fch, c->ln, lw->fcw, lw->fcb, R, C, 4 * C, ALIGN__W_IN_OUT, 0.0f);
         align__nn_gelu_forward(c->fchg, c->fch, R * 4 * C);
-        align__nn_matmul_forward(c->x, c->fchg, lw->fcprojw, lw->fcprojb, R, 4 * C, C, ALIGN__W_IN_OUT, 1.0f);
+        align__nn_matmul_decode(c->x, c->fchg, lw->fcprojw, lw->fcprojb, R, 4 * C, C, ALIGN__W_IN_OUT, 1.0f);
     }
     /* final LayerNorm and head on each advanced sequence's last new row */
     int64_t n_adv = 0;
@@ -431,7 +431,7 @@ int align__model_decode(align_model *m, align__kv_cache *c, const int32_t *token
     }
     align__nn_layernorm_forward(c->head_in, c->mean, c->rstd, c->head_in, w->lnfw, w->lnfb, n_adv, C);
     if (logits_last) {
-        align__nn_matmul_forward(c->head_out, c->head_in, w->wte, NULL, n_adv, C, V, ALIGN__W_OUT_IN, 0.0f);
+        align__nn_matmul_decode(c->head_out, c->head_in, w->wte, NULL, n_adv, C, V, ALIGN__W_OUT_IN, 0.0f);
         n_adv = 0;
         for (int32_t i = 0; i < c->n_seq; i++)
             if (n_new[i] > 0)

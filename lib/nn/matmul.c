@@ -201,6 +201,9 @@ static int skinny_ok(void)
 }
 #endif
 
+static void matmul_blas(float *out, const float *inp, const float *w, int64_t N, int64_t C, int64_t OC,
+                        int layout, float sbeta);
+
 void align__nn_matmul_forward(float *out, const float *inp, const float *w, const float *bias,
                               int64_t N, int64_t C, int64_t OC, int layout, float beta)
 {
@@ -210,8 +213,20 @@ void align__nn_matmul_forward(float *out, const float *inp, const float *w, cons
         align__parallel_for(N, bias_rows, &c);
         sbeta = 1.0f;
     }
+    matmul_blas(out, inp, w, N, C, OC, layout, sbeta);
+}
+
+void align__nn_matmul_decode(float *out, const float *inp, const float *w, const float *bias,
+                             int64_t N, int64_t C, int64_t OC, int layout, float beta)
+{
 #ifdef ALIGN__SKINNY
     if (N <= SKINNY_MAX_ROWS && skinny_ok()) {
+        float sbeta = beta;
+        if (bias) {
+            bias_ctx c = {out, bias, OC, beta};
+            align__parallel_for(N, bias_rows, &c);
+            sbeta = 1.0f;
+        }
         if (sbeta == 0.0f)
             memset(out, 0, (size_t)(N * OC) * sizeof(float));
         else if (sbeta != 1.0f)
@@ -225,6 +240,12 @@ void align__nn_matmul_forward(float *out, const float *inp, const float *w, cons
         return;
     }
 #endif
+    align__nn_matmul_forward(out, inp, w, bias, N, C, OC, layout, beta);
+}
+
+static void matmul_blas(float *out, const float *inp, const float *w, int64_t N, int64_t C, int64_t OC,
+                        int layout, float sbeta)
+{
     if (N == 1) {
         /* batch-1 decoding: sgemv is ~3x faster than an M=1 sgemm (measured: ~20 against 5-7 GFLOP/s) */
         if (layout == ALIGN__W_IN_OUT)
