@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""PyTorch fp32 baseline for bench_train.c: the same GPT-2 (pre-LN, tanh GELU,
-tied head), same shapes, threads and step (forward, backward, AdamW).
+"""PyTorch baselines for bench_train.c: the same GPT-2 (pre-LN, tanh GELU,
+tied head), same shapes, threads and step (forward, backward, AdamW), in
+fp32 ("impl": "torch") and under bf16 autocast ("impl": "torch_bf16":
+torch.autocast("cpu", dtype=torch.bfloat16) around forward and loss; fp32
+master weights and AdamW, as PyTorch's mixed precision is meant to run).
 Prints one JSON object per measurement, names matching bench_train's.
-  torch_train.py            every config, each in its own process
-  torch_train.py <config>   one ("124M" or "tiny")"""
+  torch_train.py                   every config and mode, each in its own process
+  torch_train.py <config> [mode]   one ("124M" or "tiny"; "fp32" or "bf16")"""
 import json, math, os, resource, subprocess, sys, time
 
 from blas_kernel import blas_kernel
@@ -11,7 +14,7 @@ from blas_kernel import blas_kernel
 CFGS = {"124M": (12, 12, 768, 50257, 1024, 4, 64), "tiny": (4, 4, 256, 50304, 1024, 8, 128)}
 
 
-def run(name):
+def run(name, mode="fp32"):
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
@@ -58,8 +61,13 @@ def run(name):
     times = []
     for it in range(iters + 1):
         t0 = time.perf_counter()
-        logits = model(idx[:, :-1])
-        loss = F.cross_entropy(logits.reshape(-1, V), idx[:, 1:].reshape(-1))
+        if mode == "bf16":
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                logits = model(idx[:, :-1])
+                loss = F.cross_entropy(logits.reshape(-1, V).float(), idx[:, 1:].reshape(-1))
+        else:
+            logits = model(idx[:, :-1])
+            loss = F.cross_entropy(logits.reshape(-1, V), idx[:, 1:].reshape(-1))
         opt.zero_grad(set_to_none=False)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -68,17 +76,23 @@ def run(name):
             times.append(time.perf_counter() - t0)
     ms = sum(times) / len(times) * 1e3
     kernel = blas_kernel()
+    if mode == "bf16":  # bf16 matmuls run in oneDNN (mkldnn) inside PyTorch, not in OpenBLAS
+        kernel = "oneDNN bf16 (torch %s, mkldnn %s); fp32 parts: %s" % (
+            torch.__version__, torch.backends.mkldnn.is_available(), kernel)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     pre = "train_%s_%dx%d_" % (name, B, T)
     for suffix, v, unit in (("ms_per_step", ms, "ms"), ("tokens_per_s", B * T / (ms / 1e3), "tokens/s"),
                             ("peak_rss_mb", rss, "MB")):
-        print(json.dumps({"name": pre + suffix, "value": v, "unit": unit, "kernel": kernel, "impl": "torch"}),
+        print(json.dumps({"name": pre + suffix, "value": v, "unit": unit, "kernel": kernel,
+                          "impl": "torch" if mode == "fp32" else "torch_bf16"}),
               flush=True)
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1:
-        run(sys.argv[1])
+        run(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "fp32")
     else:
+        modes = os.environ.get("ALIGN_BENCH_TORCH_MODES", "fp32 bf16").split()
         for n in CFGS:
-            subprocess.run([sys.executable, __file__, n], check=True)
+            for mode in modes:
+                subprocess.run([sys.executable, __file__, n, mode], check=True)

@@ -2,11 +2,15 @@
  * generate.c — batched sampling with a KV cache (align_generate).
  *
  * All prompts are prefilled in one align__model_decode call (each with its
- * own length), then every unfinished sequence advances one token per decode
+ * own length: no padding to the longest), then every unfinished sequence
+ * advances one token per decode call (finished ones drop out of the batch),
+ * one pass over the weights per step for the whole batch. The sampling of a
+ * step runs in parallel across sequences, into buffers allocated once per
  * call. Sampling (docs/generate.md):
  *   - temperature 0: greedy (the lowest id among equal maxima);
  *   - otherwise softmax(logits / temperature), restricted to the top_k most
- *     likely tokens (top_k > 0), then to the smallest set of most likely
+ *     likely tokens (top_k > 0; found by partial selection, then only those
+ *     k sorted), then to the smallest set of most likely
  *     tokens whose renormalised probability reaches top_p (Holtzman et al.
  *     2019, "nucleus sampling"; top_p < 1), then one uniform draw;
  *   - sequence i draws from its own Philox stream (seed, stream i), one draw
@@ -192,9 +196,9 @@ static int32_t sample_token(float *logits, int32_t Vm, int32_t V, const uint8_t 
     float mxa = logits[0];
     for (int32_t v = 1; v < Vm; v++)
         mxa = logits[v] > mxa ? logits[v] : mxa;
-    double z = 0.0;
+    double z = 0.0; /* float exponentials (each exact to 1 ulp), summed in double */
     for (int32_t v = 0; v < Vm; v++)
-        z += exp((double)logits[v] - (double)mxa);
+        z += (double)expf(logits[v] - mxa);
     const double lse = (double)mxa + log(z);
     if (ok)
         for (int32_t v = 0; v < V; v++)
@@ -351,7 +355,9 @@ typedef struct gen_work {
     int32_t *next;          /* [n] one token per sequence */
     int32_t *n_new;         /* [n] */
     float   *logits;        /* [n][V] */
-    cand    *scratch;       /* [V] */
+    cand    *scratch;       /* [chunks][V] */
+    int32_t *tok;           /* [n] this step's samples */
+    float   *lp;            /* [n] their log-probabilities */
     char   **stop;          /* copies */
     size_t  *stop_len;
     int32_t  n_stop;
@@ -368,6 +374,8 @@ static void work_free(gen_work *w)
     align__free(w->n_new);
     align__free(w->logits);
     align__free(w->scratch);
+    align__free(w->tok);
+    align__free(w->lp);
     for (int32_t k = 0; k < w->n_stop; k++)
         align__free(w->stop[k]);
     align__free(w->stop);
@@ -556,6 +564,29 @@ static int decodable_ids(const align_tokenizer *t, int32_t tv, uint8_t **ok_out,
     return ALIGN_OK;
 }
 
+/* One sampling step over the sequences [b, e): each sequence draws from its
+ * own stream and logits row, so the picks do not depend on how the pool
+ * splits the batch; chunk c uses scratch row c. */
+typedef struct sample_ctx {
+    gen_work *w;
+    const gen_seq *seq;
+    const uint8_t *ok;
+    int32_t V, tv, n_ok;
+    const align_generate_params *p;
+    align__rng *rngs;
+} sample_ctx;
+
+static void sample_rows(void *vctx, int64_t b, int64_t e, int chunk)
+{
+    sample_ctx *c = vctx;
+    for (int64_t i = b; i < e; i++) {
+        if (c->seq[i].done)
+            continue;
+        c->w->tok[i] = sample_token(c->w->logits + (size_t)i * (size_t)c->V, c->V, c->tv, c->ok, c->n_ok, c->p,
+                                    &c->rngs[i], c->w->scratch + (size_t)chunk * (size_t)c->V, &c->w->lp[i]);
+    }
+}
+
 static int generate(align_model *m, const align_tokenizer *t, const gen_prompts *pr, int32_t n,
                     const align_generate_params *p, align_generation **out)
 {
@@ -683,8 +714,11 @@ static int generate(align_model *m, const align_tokenizer *t, const gen_prompts 
 
     const int32_t cache_len = (int32_t)ALIGN__MIN((int64_t)cfg.max_seq_len, (int64_t)max_plen + max_new);
     w.logits = align__malloc((size_t)n * (size_t)V * sizeof(float));
-    w.scratch = align__malloc((size_t)V * sizeof(cand));
-    if (!w.logits || !w.scratch) {
+    const int sample_chunks = align__threads(); /* scratch rows: the pool's chunks now */
+    w.scratch = align__malloc((size_t)sample_chunks * (size_t)V * sizeof(cand));
+    w.tok = align__calloc((size_t)n, sizeof(int32_t));
+    w.lp = align__calloc((size_t)n, sizeof(float));
+    if (!w.logits || !w.scratch || !w.tok || !w.lp) {
         rc = align__error(eb, ALIGN_ENOMEM, "out of memory for %d x %d logits", (int)n, (int)V);
         goto fail;
     }
@@ -709,13 +743,20 @@ static int generate(align_model *m, const align_tokenizer *t, const gen_prompts 
 
     for (;;) {
         int32_t active = 0;
+        /* sample every unfinished sequence in parallel (serially if another
+         * thread changed the thread count since the scratch was sized) */
+        sample_ctx sc = { &w, g->seq, ok, V, tv, n_ok, &prm, rngs };
+        if (n > 1 && align__threads() <= sample_chunks)
+            align__parallel_for(n, sample_rows, &sc);
+        else
+            sample_rows(&sc, 0, n, 0);
         for (int32_t i = 0; i < n; i++) {
             gen_seq *s = &g->seq[i];
             w.n_new[i] = 0;
             if (s->done)
                 continue;
-            float lp = 0.0f;
-            int32_t tok = sample_token(w.logits + (size_t)i * V, V, tv, ok, n_ok, &prm, &rngs[i], w.scratch, &lp);
+            const float lp = w.lp[i];
+            const int32_t tok = w.tok[i];
             s->tokens[s->n_tokens] = tok;
             s->logprobs[s->n_tokens] = lp;
             s->n_tokens++;
