@@ -820,6 +820,54 @@ ALIGN_API int align_collect_judge(align_model *policy, const align_tokenizer *t,
                                   align_dataset *prompts, align_dataset *out, align_judge *j,
                                   const align_collect_params *p);
 
+/* ======================================================================== */
+/* reward-model trainer (docs/reward.md)                                    */
+/* ======================================================================== */
+
+enum { ALIGN_ALGO_REWARD = 1 };
+
+/* align_reward_train_params.flags: ALIGN_REWARD_CHAT (0x1, build the
+ * sequences as the scorer does with that flag) and: */
+#define ALIGN_REWARD_TRAIN_SEQUENTIAL 0x2u  /* visit the records in dataset order (no shuffle) */
+
+typedef struct align_reward_train_params {
+    uint32_t struct_size;
+    uint32_t flags;            /* ALIGN_REWARD_CHAT | ALIGN_REWARD_TRAIN_* */
+    int32_t  micro_batch;      /* PROMPTS per forward: all K responses of a prompt in one pass (default 8) */
+    int32_t  grad_accum;       /* micro-batches per optimiser step (default 1) */
+    int32_t  max_seq_len;      /* tokens per sequence; 0 = the model's */
+    int32_t  truncation;       /* ALIGN_TRUNCATE_LEFT (default, keeps the end where the score is read)
+                                  or _RIGHT; _DROP is refused */
+    int32_t  max_steps;        /* ALIGN_DONE after this many steps; 0 = by epochs */
+    int32_t  epochs;           /* passes over the data when max_steps == 0 (default 1) */
+    uint64_t seed;             /* shuffling seed (default 1234) */
+    float    ranking_weight;   /* weight of ranking/preference records (default 1; 0 = ignore them) */
+    float    label_weight;     /* weight of good/bad label records, logistic loss (default 1) */
+    float    score_weight;     /* weight of scalar score records, squared error (default 1) */
+    float    margin_scale;     /* pair margin m = margin_scale * (rank_l - rank_w) (default 0 = none) */
+    float    center_coef;      /* centering term c * mean(r^2) per prompt (default 0 = off) */
+    const char *user_prefix;       /* ALIGN_REWARD_CHAT only; NULL = "<|user|>\n" (copied) */
+    const char *assistant_prefix;  /* ALIGN_REWARD_CHAT only; NULL = "<|assistant|>\n" (copied) */
+    align_step_fn on_step;     /* as align_sft_params.on_step; may be NULL */
+    void    *on_step_user_data;
+    /* append new members here */
+} align_reward_train_params;
+
+ALIGN_API int align_reward_train_default_params(align_reward_train_params *out, size_t struct_size);
+#define ALIGN_REWARD_TRAIN_DEFAULT_PARAMS(p) align_reward_train_default_params((p), sizeof *(p))
+
+/* A reward-model trainer: m must have a scalar head (ALIGN_MODEL_SCALAR_HEAD).
+ * It learns from every ranking (a preference is K = 2), label and score
+ * record of data (other kinds are skipped; ALIGN_EINVAL if none is usable).
+ * m, t, data and opt are borrowed; opt NULL = evaluation only. Metrics:
+ * "loss", "accuracy" (pairwise), "margin", "pairs", "rewards/mean",
+ * "rewards/std", and "loss/ranking", "loss/label", "loss/score",
+ * "accuracy/label" when such records are present. */
+ALIGN_API int align_trainer_create_reward(align_trainer **out, align_model *m,
+                                          const align_tokenizer *t, align_dataset *data,
+                                          align_optimizer *opt,
+                                          const align_reward_train_params *p);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,4 +1,6 @@
-/* cmd_eval.c — alignctl eval: loss, token accuracy and perplexity on a dataset. */
+/* cmd_eval.c — alignctl eval: loss, token accuracy and perplexity on a dataset;
+ * on a reward model (scalar head) with feedback records: the reward loss,
+ * pairwise accuracy and pairs. */
 #include "alignctl.h"
 
 #include <math.h>
@@ -15,7 +17,44 @@ static const char *const HELP_EVAL =
     "  --full-loss     count prompt tokens too\n"
     "  --lenient       skip malformed data lines\n"
     "  --threads N     CPU threads (default: all)\n"
-    "  --json          {\"loss\", \"accuracy\", \"perplexity\", \"tokens\", \"sequences\"}\n";
+    "  --json          {\"loss\", \"accuracy\", \"perplexity\", \"tokens\", \"sequences\"}\n"
+    "\n"
+    "A model with a scalar head (a reward model) on ranking, preference, label or score\n"
+    "records reports the reward-model loss, pairwise accuracy (ties excluded), pairs,\n"
+    "margin and rewards/mean, rewards/std (--json: {\"loss\", \"accuracy\", \"pairs\", ...}).\n";
+
+/* A reward model and feedback data: the reward trainer's evaluation. */
+static int eval_reward(align_model *m, align_tokenizer *t, align_dataset *d, int32_t batch, int32_t max_len,
+                       int as_json)
+{
+    align_reward_train_params rp;
+    ALIGN_REWARD_TRAIN_DEFAULT_PARAMS(&rp);
+    rp.micro_batch = batch;
+    rp.max_seq_len = max_len;
+    align_trainer *tr = NULL;
+    int rc = align_trainer_create_reward(&tr, m, t, d, NULL, &rp);
+    if (rc < 0)
+        return rt_fail(rc, align_last_errmsg(), "cannot set up evaluation");
+    int r = 0;
+    const char *const *names;
+    const double *values;
+    int32_t n = 0;
+    if ((rc = align_trainer_evaluate(tr, d, NULL)) < 0 ||
+        (rc = align_trainer_metrics(tr, ALIGN_METRICS_EVAL, &names, &values, &n)) < 0) {
+        r = rt_fail(rc, align_trainer_errmsg(tr), "evaluation failed");
+    } else if (as_json) {
+        json_t *o = json_object();
+        for (int32_t i = 0; o && i < n; i++)
+            json_put(o, names[i], json_num(values[i]));
+        if (!o || json_print_line(stdout, o) != 0)
+            r = rt_fail(ALIGN_ENOMEM, NULL, "cannot write the output");
+    } else {
+        for (int32_t i = 0; i < n; i++)
+            printf("%-14s %.6g\n", names[i], values[i]);
+    }
+    align_trainer_free(tr);
+    return r;
+}
 
 int cmd_eval(int argc, char **argv)
 {
@@ -72,6 +111,17 @@ int cmd_eval(int argc, char **argv)
         r = load_dataset(data_path, lenient ? ALIGN_LENIENT : 0, &d);
     if (r)
         goto out;
+    align_model_params cfg;
+    ALIGN_MODEL_DEFAULT_PARAMS(&cfg);
+    int feedback = 0;
+    for (int64_t i = 0; i < align_dataset_size(d) && !feedback; i++) {
+        int k = align_dataset_record_kind(d, i);
+        feedback = k == ALIGN_RECORD_RANKING || k == ALIGN_RECORD_LABEL || k == ALIGN_RECORD_SCORE;
+    }
+    if (feedback && align_model_config(m, &cfg) >= 0 && (cfg.flags & ALIGN_MODEL_SCALAR_HEAD)) {
+        r = eval_reward(m, t, d, sp.micro_batch, sp.max_seq_len, as_json);
+        goto out;
+    }
     /* An evaluation-only trainer: no optimizer, so no moments are allocated. */
     int rc = align_trainer_create_sft(&tr, m, t, d, NULL, &sp);
     if (rc < 0) {

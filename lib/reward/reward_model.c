@@ -95,6 +95,11 @@ int align__reward_build(align__errbuf *eb, const align_tokenizer *t, const align
     return append_ids(eb, &tp->eot, 1, ids, cap, n);
 }
 
+const align__reward_template *align__reward_model_template(const align_reward_model *rm)
+{
+    return rm && rm->m ? &rm->tp : NULL;
+}
+
 /* ---- lifecycle ------------------------------------------------------------- */
 
 ALIGN_API int align_reward_model_from_model(align_reward_model **out, align_model *m,

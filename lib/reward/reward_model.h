@@ -29,6 +29,10 @@ typedef struct align__reward_template {
 int align__reward_build(align__errbuf *eb, const align_tokenizer *t, const align__reward_template *tp,
                         const char *prompt, const char *response, int32_t **ids, size_t *cap, size_t *n);
 
+/* The sequence template of a model-backed scorer (NULL for a callback), so
+ * the reward-model trainer builds exactly the tokens the scorer reads. */
+const align__reward_template *align__reward_model_template(const align_reward_model *rm);
+
 /* Unnormalised scores of n pairs (the model's head or the callback's value). */
 int align__reward_score_raw(align_reward_model *rm, const char *const *prompts,
                             const char *const *responses, int32_t n, float *scores);

@@ -114,6 +114,8 @@ ALIGN_ALGO_SFT = 0
 ALIGN_SFT_FULL_SEQUENCE_LOSS = 0x1
 ALIGN_SFT_PACK = 0x2
 ALIGN_SFT_SEQUENTIAL = 0x4
+ALIGN_ALGO_REWARD = 1
+ALIGN_REWARD_TRAIN_SEQUENTIAL = 0x2
 ALIGN_METRICS_STEP = 0
 ALIGN_METRICS_EVAL = 1
 ALIGN_TRUNCATE_RIGHT = 0
@@ -542,11 +544,35 @@ class align_judge_params(_SizedStruct):
     ]
 
 
+class align_reward_train_params(_SizedStruct):
+    _defaults_fn = "align_reward_train_default_params"
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("flags", c_uint32),
+        ("micro_batch", c_int32),
+        ("grad_accum", c_int32),
+        ("max_seq_len", c_int32),
+        ("truncation", c_int32),
+        ("max_steps", c_int32),
+        ("epochs", c_int32),
+        ("seed", c_uint64),
+        ("ranking_weight", c_float),
+        ("label_weight", c_float),
+        ("score_weight", c_float),
+        ("margin_scale", c_float),
+        ("center_coef", c_float),
+        ("user_prefix", c_char_p),
+        ("assistant_prefix", c_char_p),
+        ("on_step", align_step_fn),
+        ("on_step_user_data", c_void_p),
+    ]
+
+
 STRUCT_TYPES = {cls.__name__: cls for cls in
                 (align_model_params, align_optimizer_params, align_provenance,
                  align_generate_params, align_step_stats, align_sft_params,
                  align_chat_template, align_reward_params, align_collect_params,
-                 align_judge_params)}
+                 align_judge_params, align_reward_train_params)}
 CALLBACK_TYPES = {"align_log_fn": align_log_fn, "align_step_fn": align_step_fn,
                   "align_prompt_fn": align_prompt_fn, "align_score_fn": align_score_fn,
                   "align_rank_fn": align_rank_fn,
@@ -1015,3 +1041,14 @@ def err_name(code: int) -> str:
 def strerror(code: int) -> str:
     """``align_strerror(code)`` as a str."""
     return (align_strerror(code) or b"").decode("utf-8", "replace")
+
+# ---- reward-model trainer ---------------------------------------------------
+align_reward_train_default_params = _fn(
+    "int align_reward_train_default_params(align_reward_train_params *out, size_t struct_size)",
+    c_int, [POINTER(align_reward_train_params), c_size_t])
+align_trainer_create_reward = _fn(
+    "int align_trainer_create_reward(align_trainer **out, align_model *m, "
+    "const align_tokenizer *t, align_dataset *data, align_optimizer *opt, "
+    "const align_reward_train_params *p)",
+    c_int, [POINTER(align_trainer_p), align_model_p, align_tokenizer_p, align_dataset_p,
+            align_optimizer_p, POINTER(align_reward_train_params)])

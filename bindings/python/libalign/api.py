@@ -35,7 +35,7 @@ __all__ = [
     "ClosedError", "RecordKind", "Source", "FinishReason", "Schedule", "Truncation",
     "LogLevel", "Provenance", "ModelConfig", "ForwardOutput", "Generation", "StepStats",
     "ChatTemplate",
-    "Model", "Tokenizer", "Dataset", "Optimizer", "Trainer", "SFTTrainer",
+    "Model", "Tokenizer", "Dataset", "Optimizer", "Trainer", "SFTTrainer", "RewardTrainer",
     "version", "version_string", "blas_info", "set_threads", "get_threads",
     "set_log_handler", "set_log_level", "live_handles",
 ]
@@ -1314,6 +1314,12 @@ class Trainer(_Owned):
         """A supervised fine-tuning trainer; see :class:`SFTTrainer`."""
         return SFTTrainer(model, tokenizer, dataset, optimizer, **params)
 
+    @classmethod
+    def reward(cls, model: Model, tokenizer: Tokenizer, dataset: Dataset, optimizer: Optional[Optimizer],
+               **params: Any) -> "RewardTrainer":
+        """A reward-model trainer; see :class:`RewardTrainer`."""
+        return RewardTrainer(model, tokenizer, dataset, optimizer, **params)
+
     def step(self) -> Optional[StepStats]:
         """Runs one optimiser step; returns its statistics, or None when the
         planned steps or epochs are over (no update made)."""
@@ -1431,6 +1437,67 @@ class SFTTrainer(Trainer):
         _raw.align_trainer_create_sft(byref(h), model._h, tokenizer._h, dataset._h,
                                       optimizer._h if optimizer is not None else None, byref(p))
         # Borrowed objects stay alive as long as the trainer (B5.2).
+        self.model, self.tokenizer, self.dataset, self.optimizer = (model, tokenizer, dataset,
+                                                                    optimizer)
+        self._adopt(h, borrowed=[o for o in (model, tokenizer, dataset, optimizer) if o is not None])
+        if cb is not None:
+            self._state.keep["on_step"] = cb
+            me.append(weakref.ref(self))
+
+
+class RewardTrainer(Trainer):
+    """Reward-model training on ranking, preference, label and score records
+    (docs/reward.md). The model needs a scalar head (``Model(scalar_head=True)``).
+
+    Keyword arguments are the fields of ``align_reward_train_params``:
+    ``micro_batch`` (prompts per forward), ``grad_accum``, ``max_seq_len``,
+    ``truncation``, ``max_steps``, ``epochs``, ``seed``, ``ranking_weight``,
+    ``label_weight``, ``score_weight``, ``margin_scale``, ``center_coef``,
+    ``user_prefix``, ``assistant_prefix``, plus ``chat`` (ALIGN_REWARD_CHAT),
+    ``sequential`` and ``on_step`` (as for :class:`SFTTrainer`). Step and
+    evaluation metrics: ``loss``, ``accuracy`` (pairwise), ``margin``,
+    ``pairs``, ``rewards/mean``, ``rewards/std``, ...
+    """
+
+    _INT_FIELDS = ("micro_batch", "grad_accum", "max_seq_len", "truncation", "max_steps",
+                   "epochs", "seed")
+    _FLOAT_FIELDS = ("ranking_weight", "label_weight", "score_weight", "margin_scale", "center_coef")
+    _STR_FIELDS = ("user_prefix", "assistant_prefix")
+
+    def __init__(self, model: Model, tokenizer: Tokenizer, dataset: Dataset,
+                 optimizer: Optional[Optimizer], *,
+                 on_step: Optional[Callable[[StepStats], Any]] = None,
+                 chat: bool = False, sequential: bool = False, **params: Any) -> None:
+        for name, obj, kind in (("model", model, Model), ("tokenizer", tokenizer, Tokenizer),
+                                ("dataset", dataset, Dataset), ("optimizer", optimizer, Optimizer)):
+            if name == "optimizer" and obj is None:
+                continue
+            if not isinstance(obj, kind):
+                raise TypeError(f"{name} must be a {kind.__name__}, not {type(obj).__name__}")
+        if optimizer is not None and optimizer.model is not model:
+            raise ValueError("the optimizer was created for another model")
+        p = _raw.align_reward_train_params.defaults()
+        for k, v in params.items():
+            if k in self._INT_FIELDS:
+                setattr(p, k, _int(int(v) if isinstance(v, enum.IntEnum) else v, k))
+            elif k in self._FLOAT_FIELDS:
+                setattr(p, k, float(v))
+            elif k in self._STR_FIELDS:
+                setattr(p, k, None if v is None else _text(v, k))
+            else:
+                raise TypeError(f"unknown reward-trainer parameter {k!r}")
+        if chat:
+            p.flags |= _raw.ALIGN_REWARD_CHAT
+        if sequential:
+            p.flags |= _raw.ALIGN_REWARD_TRAIN_SEQUENTIAL
+        cb = None
+        me: List[Any] = []
+        if on_step is not None:
+            cb = _callbacks.Callback(_raw.align_step_fn, on_step, _make_step_adapter(me))
+            p.on_step = cb.pointer
+        h = _raw.align_trainer_p()
+        _raw.align_trainer_create_reward(byref(h), model._h, tokenizer._h, dataset._h,
+                                         optimizer._h if optimizer is not None else None, byref(p))
         self.model, self.tokenizer, self.dataset, self.optimizer = (model, tokenizer, dataset,
                                                                     optimizer)
         self._adopt(h, borrowed=[o for o in (model, tokenizer, dataset, optimizer) if o is not None])
