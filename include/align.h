@@ -868,6 +868,156 @@ ALIGN_API int align_trainer_create_reward(align_trainer **out, align_model *m,
                                           align_optimizer *opt,
                                           const align_reward_train_params *p);
 
+/* ======================================================================== */
+/* online RL: PPO, GRPO, RLOO (docs/rl.md)                                  */
+/* ======================================================================== */
+
+enum { ALIGN_ALGO_PPO = 4 };
+enum { ALIGN_ALGO_GRPO = 5 };
+enum { ALIGN_ALGO_RLOO = 6 };
+
+/* The models an online-RL trainer works with; all borrowed (they must
+ * outlive the trainer). Fill with align_rl_roles_init, then set members. */
+typedef struct align_rl_roles {
+    uint32_t struct_size;
+    align_model        *policy;      /* trained; sampled from */
+    align_optimizer    *policy_opt;  /* optimizer of policy */
+    /* PPO only. NULL = a value head on the policy's trunk: the policy must
+     * have ALIGN_MODEL_SCALAR_HEAD and policy_opt updates both (one model,
+     * one optimizer). Otherwise a separate model with a scalar head, trained
+     * by value_opt. GRPO/RLOO: must be NULL. */
+    align_model        *value;
+    align_optimizer    *value_opt;
+    /* Frozen reference for the KL term (e.g. a frozen clone of the SFT
+     * model). May be NULL only when the KL coefficient is 0. */
+    align_model        *reference;
+    align_reward_model *reward;      /* scores (prompt, response) pairs */
+    const align_tokenizer *tokenizer;
+    /* append new members here */
+} align_rl_roles;
+
+ALIGN_API int align_rl_roles_init(align_rl_roles *out, size_t struct_size);
+#define ALIGN_RL_ROLES_INIT(r) align_rl_roles_init((r), sizeof *(r))
+
+/* Flags shared by align_grpo_params.flags and align_ppo_params.flags */
+#define ALIGN_RL_RAW_PROMPT  0x1u  /* prompts are fed as raw text, not through the chat template */
+#define ALIGN_RL_SEQUENTIAL  0x2u  /* visit prompts in dataset order (no shuffling) */
+/* align_grpo_params.flags */
+#define ALIGN_GRPO_NO_STD    0x100u /* advantages r - mean(group), not scaled (Dr. GRPO) */
+#define ALIGN_GRPO_BATCH_STD 0x200u /* scale by the std over the whole batch, not the group's */
+/* align_ppo_params.flags */
+#define ALIGN_PPO_ADAPTIVE_KL 0x100u /* adaptive KL coefficient (kl_target, kl_horizon) */
+#define ALIGN_PPO_NO_WHITEN   0x200u /* do not whiten the advantages */
+
+/* Loss aggregation over tokens (align_grpo_params.loss_agg) */
+enum { ALIGN_RL_AGG_TOKEN_MEAN = 0, ALIGN_RL_AGG_SEQ_MEAN = 1, ALIGN_RL_AGG_CONSTANT = 2 };
+
+/* GRPO (Shao et al. 2024) and RLOO (Ahmadian et al. 2024). One
+ * align_trainer_step = one optimizer update on one minibatch of the rollout
+ * buffer; a rollout (prompts_per_step prompts x group_size samples) is made
+ * when the buffer is used up (iterations x minibatches steps). */
+typedef struct align_grpo_params {
+    uint32_t struct_size;
+    uint32_t flags;             /* ALIGN_RL_*, ALIGN_GRPO_* */
+    int32_t  group_size;        /* G samples per prompt (GRPO 4, RLOO 2; >= 2) */
+    int32_t  prompts_per_step;  /* prompts per rollout (default 8) */
+    int32_t  iterations;        /* mu: passes over each rollout buffer (default 1) */
+    int32_t  minibatches;       /* optimizer steps per pass (default 1) */
+    int32_t  micro_batch;       /* sequences per forward/backward (default 8) */
+    int32_t  max_steps;         /* ALIGN_DONE after this many steps; 0 = by epochs */
+    int32_t  epochs;            /* passes over the prompts when max_steps == 0 (default 1) */
+    uint64_t seed;              /* prompt order and sampling (default 1234) */
+    /* sampling (as align_generate_params) */
+    int32_t  max_new_tokens;    /* default 64 */
+    float    temperature;       /* default 1.0 (> 0) */
+    int32_t  top_k;             /* 0 = off */
+    float    top_p;             /* 1.0 = off */
+    const char *const *stop;    /* stop strings (copied); may be NULL */
+    int32_t  n_stop;
+    int32_t  max_prompt_len;    /* longer prompts keep their last tokens; 0 = model max - max_new_tokens */
+    /* objective */
+    float    beta;              /* KL coefficient: GRPO k3 in the loss (0.04); RLOO k1 in the reward (0.05) */
+    float    clip_eps;          /* 0.2; RLOO: <= 0 = plain REINFORCE */
+    float    clip_eps_high;     /* upper clip (DAPO 0.28); 0 = clip_eps */
+    int32_t  loss_agg;          /* ALIGN_RL_AGG_* (GRPO; default token mean) */
+    float    score_clip;        /* scores clipped to [-c, c]; <= 0 = off */
+    /* chat template pieces (copied; NULL = default) */
+    const char *system_prefix;
+    const char *user_prefix;
+    const char *assistant_prefix;
+    align_step_fn on_step;      /* as align_sft_params.on_step */
+    void    *on_step_user_data;
+    /* append new members here */
+} align_grpo_params;
+
+ALIGN_API int align_grpo_default_params(align_grpo_params *out, size_t struct_size);
+#define ALIGN_GRPO_DEFAULT_PARAMS(p) align_grpo_default_params((p), sizeof *(p))
+/* The same struct with RLOO's defaults (group_size 2, beta 0.05). */
+ALIGN_API int align_rloo_default_params(align_grpo_params *out, size_t struct_size);
+#define ALIGN_RLOO_DEFAULT_PARAMS(p) align_rloo_default_params((p), sizeof *(p))
+
+/* prompts: records with a prompt (any kind but chat uses its prompt; chat
+ * records are rendered up to their last message); a dataset with a source is
+ * pulled when its prompts run out. roles, prompts and p as documented above;
+ * roles->value must be NULL. */
+ALIGN_API int align_trainer_create_grpo(align_trainer **out, const align_rl_roles *roles,
+                                        align_dataset *prompts, const align_grpo_params *p);
+ALIGN_API int align_trainer_create_rloo(align_trainer **out, const align_rl_roles *roles,
+                                        align_dataset *prompts, const align_grpo_params *p);
+
+/* PPO (Schulman et al. 2017; Ouyang et al. 2022). One align_trainer_step =
+ * one optimizer update on one minibatch; a rollout of rollouts_per_step
+ * responses is made when epochs_per_rollout x minibatches steps used it. */
+typedef struct align_ppo_params {
+    uint32_t struct_size;
+    uint32_t flags;             /* ALIGN_RL_*, ALIGN_PPO_* */
+    int32_t  rollouts_per_step; /* responses per rollout (default 16) */
+    int32_t  ppo_epochs;        /* passes over each rollout buffer (default 4) */
+    int32_t  minibatches;       /* optimizer steps per pass (default 1) */
+    int32_t  micro_batch;       /* sequences per forward/backward (default 8) */
+    int32_t  max_steps;         /* ALIGN_DONE after this many steps; 0 = by epochs */
+    int32_t  epochs;            /* passes over the prompts when max_steps == 0 (default 1) */
+    uint64_t seed;              /* default 1234 */
+    /* sampling */
+    int32_t  max_new_tokens;    /* default 64 */
+    float    temperature;       /* default 1.0 (> 0) */
+    int32_t  top_k;
+    float    top_p;
+    const char *const *stop;
+    int32_t  n_stop;
+    int32_t  max_prompt_len;
+    /* objective */
+    float    kl_coef;           /* beta of the k1 penalty in the reward (0.05) */
+    float    kl_target;         /* ALIGN_PPO_ADAPTIVE_KL: target KL per response (6) */
+    float    kl_horizon;        /* ALIGN_PPO_ADAPTIVE_KL: horizon in responses (10000) */
+    float    clip_eps;          /* 0.2 */
+    float    clip_eps_high;     /* 0 = clip_eps */
+    float    vf_clip;           /* value clipping epsilon (0.2); <= 0 = off */
+    float    vf_coef;           /* value loss coefficient (0.1) */
+    float    gamma;             /* GAE discount (1.0) */
+    float    lam;               /* GAE lambda (0.95) */
+    float    missing_eos_penalty; /* subtracted from the score of a response without end-of-text (0) */
+    float    score_clip;        /* <= 0 = off */
+    const char *system_prefix;
+    const char *user_prefix;
+    const char *assistant_prefix;
+    align_step_fn on_step;
+    void    *on_step_user_data;
+    /* PPO-ptx (Ouyang et al. 2022): each step also adds ptx_coef x the SFT
+     * loss of ptx_batch rows of demonstrations (borrowed; demos and chats,
+     * formatted with the chat template as align_trainer_create_sft does). */
+    align_dataset *ptx_data;    /* NULL = off */
+    float    ptx_coef;          /* gamma (InstructGPT 27.8); default 1 */
+    int32_t  ptx_batch;         /* rows per step (default 8) */
+    /* append new members here */
+} align_ppo_params;
+
+ALIGN_API int align_ppo_default_params(align_ppo_params *out, size_t struct_size);
+#define ALIGN_PPO_DEFAULT_PARAMS(p) align_ppo_default_params((p), sizeof *(p))
+
+ALIGN_API int align_trainer_create_ppo(align_trainer **out, const align_rl_roles *roles,
+                                       align_dataset *prompts, const align_ppo_params *p);
+
 #ifdef __cplusplus
 }
 #endif

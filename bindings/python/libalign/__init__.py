@@ -30,7 +30,7 @@ from ._raw import (AlignBusyError, AlignCallbackError, AlignCanceled, AlignError
 from ._loader import LibraryNotFound, LibraryVersionMismatch, blas_remedy_state
 from .api import (ChatTemplate, ClosedError, Dataset, FinishReason, ForwardOutput, Generation,
                   Judge, LogLevel, Model, ModelConfig, Optimizer, Provenance, RecordKind, RewardModel,
-                  RewardTrainer, Schedule, SFTTrainer, Source, StepStats, Tokenizer, Trainer, Truncation,
+                  RewardTrainer, RLTrainer, Schedule, SFTTrainer, Source, StepStats, Tokenizer, Trainer, Truncation,
                   blas_info, collect, get_threads,
                   live_handles, set_log_handler, set_log_level, set_threads, version,
                   version_string)
@@ -41,7 +41,7 @@ __all__ = [
     "AlignCanceled", "AlignCallbackError", "AlignMisuseError", "AlignInternalError",
     "AlignRangeError", "AlignNonFiniteError", "MissingSymbol", "LibraryNotFound",
     "LibraryVersionMismatch", "ClosedError",
-    "Model", "Tokenizer", "Dataset", "Optimizer", "Trainer", "SFTTrainer", "RewardTrainer", "RewardModel",
+    "Model", "Tokenizer", "Dataset", "Optimizer", "Trainer", "SFTTrainer", "RewardTrainer", "RLTrainer", "RewardModel",
     "Judge", "collect",
     "ModelConfig", "ForwardOutput", "Generation", "StepStats", "Provenance", "ChatTemplate",
     "RecordKind", "Source", "FinishReason", "Schedule", "Truncation", "LogLevel",

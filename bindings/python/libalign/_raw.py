@@ -122,6 +122,20 @@ ALIGN_TRUNCATE_RIGHT = 0
 ALIGN_TRUNCATE_LEFT = 1
 ALIGN_TRUNCATE_DROP = 2
 
+# online RL
+ALIGN_ALGO_PPO = 4
+ALIGN_ALGO_GRPO = 5
+ALIGN_ALGO_RLOO = 6
+ALIGN_RL_RAW_PROMPT = 0x1
+ALIGN_RL_SEQUENTIAL = 0x2
+ALIGN_GRPO_NO_STD = 0x100
+ALIGN_GRPO_BATCH_STD = 0x200
+ALIGN_PPO_ADAPTIVE_KL = 0x100
+ALIGN_PPO_NO_WHITEN = 0x200
+ALIGN_RL_AGG_TOKEN_MEAN = 0
+ALIGN_RL_AGG_SEQ_MEAN = 1
+ALIGN_RL_AGG_CONSTANT = 2
+
 # reward models
 ALIGN_SAVE_HF_SEQUENCE_CLASSIFICATION = 0x1
 ALIGN_REWARD_CHAT = 0x1
@@ -568,11 +582,99 @@ class align_reward_train_params(_SizedStruct):
     ]
 
 
+class align_rl_roles(_SizedStruct):
+    _defaults_fn = "align_rl_roles_init"
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("policy", align_model_p),
+        ("policy_opt", align_optimizer_p),
+        ("value", align_model_p),
+        ("value_opt", align_optimizer_p),
+        ("reference", align_model_p),
+        ("reward", align_reward_model_p),
+        ("tokenizer", align_tokenizer_p),
+    ]
+
+
+_RL_SAMPLING = [
+    ("max_new_tokens", c_int32),
+    ("temperature", c_float),
+    ("top_k", c_int32),
+    ("top_p", c_float),
+    ("stop", POINTER(c_char_p)),
+    ("n_stop", c_int32),
+    ("max_prompt_len", c_int32),
+]
+
+
+class align_grpo_params(_SizedStruct):
+    _defaults_fn = "align_grpo_default_params"
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("flags", c_uint32),
+        ("group_size", c_int32),
+        ("prompts_per_step", c_int32),
+        ("iterations", c_int32),
+        ("minibatches", c_int32),
+        ("micro_batch", c_int32),
+        ("max_steps", c_int32),
+        ("epochs", c_int32),
+        ("seed", c_uint64),
+    ] + _RL_SAMPLING + [
+        ("beta", c_float),
+        ("clip_eps", c_float),
+        ("clip_eps_high", c_float),
+        ("loss_agg", c_int32),
+        ("score_clip", c_float),
+        ("system_prefix", c_char_p),
+        ("user_prefix", c_char_p),
+        ("assistant_prefix", c_char_p),
+        ("on_step", align_step_fn),
+        ("on_step_user_data", c_void_p),
+    ]
+
+
+class align_ppo_params(_SizedStruct):
+    _defaults_fn = "align_ppo_default_params"
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("flags", c_uint32),
+        ("rollouts_per_step", c_int32),
+        ("ppo_epochs", c_int32),
+        ("minibatches", c_int32),
+        ("micro_batch", c_int32),
+        ("max_steps", c_int32),
+        ("epochs", c_int32),
+        ("seed", c_uint64),
+    ] + _RL_SAMPLING + [
+        ("kl_coef", c_float),
+        ("kl_target", c_float),
+        ("kl_horizon", c_float),
+        ("clip_eps", c_float),
+        ("clip_eps_high", c_float),
+        ("vf_clip", c_float),
+        ("vf_coef", c_float),
+        ("gamma", c_float),
+        ("lam", c_float),
+        ("missing_eos_penalty", c_float),
+        ("score_clip", c_float),
+        ("system_prefix", c_char_p),
+        ("user_prefix", c_char_p),
+        ("assistant_prefix", c_char_p),
+        ("on_step", align_step_fn),
+        ("on_step_user_data", c_void_p),
+        ("ptx_data", align_dataset_p),
+        ("ptx_coef", c_float),
+        ("ptx_batch", c_int32),
+    ]
+
+
 STRUCT_TYPES = {cls.__name__: cls for cls in
                 (align_model_params, align_optimizer_params, align_provenance,
                  align_generate_params, align_step_stats, align_sft_params,
                  align_chat_template, align_reward_params, align_collect_params,
-                 align_judge_params, align_reward_train_params)}
+                 align_judge_params, align_reward_train_params, align_rl_roles,
+                 align_grpo_params, align_ppo_params)}
 CALLBACK_TYPES = {"align_log_fn": align_log_fn, "align_step_fn": align_step_fn,
                   "align_prompt_fn": align_prompt_fn, "align_score_fn": align_score_fn,
                   "align_rank_fn": align_rank_fn,
@@ -1030,6 +1132,35 @@ align_collect_judge = _fn(
 # align_collect's details are in align_last_errmsg(), not on a handle argument
 align_collect.errcheck = _make_errcheck("align_collect", "status", None)
 align_collect_judge.errcheck = _make_errcheck("align_collect_judge", "status", None)
+
+
+# ---- online RL ------------------------------------------------------------------------
+align_rl_roles_init = _fn("int align_rl_roles_init(align_rl_roles *out, size_t struct_size)",
+                          c_int, [POINTER(align_rl_roles), c_size_t])
+align_grpo_default_params = _fn(
+    "int align_grpo_default_params(align_grpo_params *out, size_t struct_size)",
+    c_int, [POINTER(align_grpo_params), c_size_t])
+align_rloo_default_params = _fn(
+    "int align_rloo_default_params(align_grpo_params *out, size_t struct_size)",
+    c_int, [POINTER(align_grpo_params), c_size_t])
+align_ppo_default_params = _fn(
+    "int align_ppo_default_params(align_ppo_params *out, size_t struct_size)",
+    c_int, [POINTER(align_ppo_params), c_size_t])
+align_trainer_create_grpo = _fn(
+    "int align_trainer_create_grpo(align_trainer **out, const align_rl_roles *roles, "
+    "align_dataset *prompts, const align_grpo_params *p)",
+    c_int, [POINTER(align_trainer_p), POINTER(align_rl_roles), align_dataset_p,
+            POINTER(align_grpo_params)])
+align_trainer_create_rloo = _fn(
+    "int align_trainer_create_rloo(align_trainer **out, const align_rl_roles *roles, "
+    "align_dataset *prompts, const align_grpo_params *p)",
+    c_int, [POINTER(align_trainer_p), POINTER(align_rl_roles), align_dataset_p,
+            POINTER(align_grpo_params)])
+align_trainer_create_ppo = _fn(
+    "int align_trainer_create_ppo(align_trainer **out, const align_rl_roles *roles, "
+    "align_dataset *prompts, const align_ppo_params *p)",
+    c_int, [POINTER(align_trainer_p), POINTER(align_rl_roles), align_dataset_p,
+            POINTER(align_ppo_params)])
 
 
 

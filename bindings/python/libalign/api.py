@@ -1320,6 +1320,31 @@ class Trainer(_Owned):
         """A reward-model trainer; see :class:`RewardTrainer`."""
         return RewardTrainer(model, tokenizer, dataset, optimizer, **params)
 
+    @classmethod
+    def grpo(cls, policy: "Model", optimizer: "Optimizer", tokenizer: "Tokenizer", prompts: "Dataset",
+             reward: "RewardModel", *, reference: Optional["Model"] = None,
+             **params: Any) -> "RLTrainer":
+        """A GRPO trainer; see :class:`RLTrainer`."""
+        return RLTrainer("grpo", policy, optimizer, tokenizer, prompts, reward, reference=reference,
+                         **params)
+
+    @classmethod
+    def rloo(cls, policy: "Model", optimizer: "Optimizer", tokenizer: "Tokenizer", prompts: "Dataset",
+             reward: "RewardModel", *, reference: Optional["Model"] = None,
+             **params: Any) -> "RLTrainer":
+        """An RLOO trainer; see :class:`RLTrainer`."""
+        return RLTrainer("rloo", policy, optimizer, tokenizer, prompts, reward, reference=reference,
+                         **params)
+
+    @classmethod
+    def ppo(cls, policy: "Model", optimizer: "Optimizer", tokenizer: "Tokenizer", prompts: "Dataset",
+            reward: "RewardModel", *, reference: Optional["Model"] = None,
+            value: Optional["Model"] = None, value_optimizer: Optional["Optimizer"] = None,
+            **params: Any) -> "RLTrainer":
+        """A PPO trainer; see :class:`RLTrainer`."""
+        return RLTrainer("ppo", policy, optimizer, tokenizer, prompts, reward, reference=reference,
+                         value=value, value_optimizer=value_optimizer, **params)
+
     def step(self) -> Optional[StepStats]:
         """Runs one optimiser step; returns its statistics, or None when the
         planned steps or epochs are over (no update made)."""
@@ -1501,6 +1526,114 @@ class RewardTrainer(Trainer):
         self.model, self.tokenizer, self.dataset, self.optimizer = (model, tokenizer, dataset,
                                                                     optimizer)
         self._adopt(h, borrowed=[o for o in (model, tokenizer, dataset, optimizer) if o is not None])
+        if cb is not None:
+            self._state.keep["on_step"] = cb
+            me.append(weakref.ref(self))
+
+
+class RLTrainer(Trainer):
+    """Online RL: GRPO, RLOO or PPO (docs/rl.md). Create with
+    :meth:`Trainer.grpo`, :meth:`Trainer.rloo` or :meth:`Trainer.ppo`.
+
+    ``reward`` is a :class:`RewardModel` (``RewardModel.from_callable(fn)``
+    for a Python function). ``reference`` is a frozen model (e.g.
+    ``policy.clone(frozen=True)``); it may be None when the KL coefficient
+    (``beta`` / ``kl_coef``) is 0. PPO's value function is a scalar head on
+    the policy (``value=None``; the policy needs one) or a separate model with
+    its own optimizer.
+
+    Keyword arguments are the fields of ``align_grpo_params`` (GRPO, RLOO) or
+    ``align_ppo_params`` (PPO), e.g. ``group_size``, ``prompts_per_step``,
+    ``max_new_tokens``, ``temperature``, ``beta``, ``clip_eps``, ``max_steps``;
+    ``stop`` is a list of strings; the flags are ``raw_prompt``,
+    ``sequential``, ``no_std``, ``batch_std`` (GRPO), ``adaptive_kl``,
+    ``no_whiten`` (PPO); ``on_step`` as for :class:`SFTTrainer`. The step
+    statistics' ``metrics`` carry ``objective/scores``, ``objective/kl``, ...
+    """
+
+    _FLAGS = {"raw_prompt": _raw.ALIGN_RL_RAW_PROMPT, "sequential": _raw.ALIGN_RL_SEQUENTIAL,
+              "no_std": _raw.ALIGN_GRPO_NO_STD, "batch_std": _raw.ALIGN_GRPO_BATCH_STD,
+              "adaptive_kl": _raw.ALIGN_PPO_ADAPTIVE_KL, "no_whiten": _raw.ALIGN_PPO_NO_WHITEN}
+    _ALGO_FLAGS = {"grpo": ("no_std", "batch_std"), "rloo": (), "ppo": ("adaptive_kl", "no_whiten")}
+    _STR_FIELDS = ("system_prefix", "user_prefix", "assistant_prefix")
+
+    def __init__(self, algorithm: str, policy: Model, optimizer: Optimizer, tokenizer: Tokenizer,
+                 prompts: Dataset, reward: "RewardModel", *, reference: Optional[Model] = None,
+                 value: Optional[Model] = None, value_optimizer: Optional[Optimizer] = None,
+                 on_step: Optional[Callable[[StepStats], Any]] = None,
+                 stop: Optional[Sequence[str]] = None, **params: Any) -> None:
+        if algorithm not in ("grpo", "rloo", "ppo"):
+            raise ValueError(f"unknown algorithm {algorithm!r}")
+        for name, obj, cl in (("policy", policy, Model), ("optimizer", optimizer, Optimizer),
+                              ("tokenizer", tokenizer, Tokenizer), ("prompts", prompts, Dataset),
+                              ("reward", reward, RewardModel), ("reference", reference, Model),
+                              ("value", value, Model), ("value_optimizer", value_optimizer, Optimizer)):
+            if obj is None and name in ("reference", "value", "value_optimizer"):
+                continue
+            if not isinstance(obj, cl):
+                raise TypeError(f"{name} must be a {cl.__name__}, not {type(obj).__name__}")
+        if algorithm == "ppo":
+            p = _raw.align_ppo_params.defaults()
+        elif algorithm == "grpo":
+            p = _raw.align_grpo_params.defaults()
+        else:
+            p = _raw.align_grpo_params()
+            _raw.align_rloo_default_params(byref(p), ctypes.sizeof(p))
+        names = {f[0]: f[1] for f in type(p)._fields_}
+        keep: Dict[str, Any] = {}
+        ptx = params.pop("ptx_data", None)
+        if ptx is not None:
+            if algorithm != "ppo":
+                raise TypeError("ptx_data is a PPO parameter")
+            if not isinstance(ptx, Dataset):
+                raise TypeError(f"ptx_data must be a Dataset, not {type(ptx).__name__}")
+            p.ptx_data = ptx._h
+        for k, v in params.items():
+            if k in self._FLAGS:
+                if k not in ("raw_prompt", "sequential") and k not in self._ALGO_FLAGS[algorithm]:
+                    raise TypeError(f"{k!r} is not a {algorithm.upper()} flag")
+                if v:
+                    p.flags |= self._FLAGS[k]
+            elif k in self._STR_FIELDS:
+                setattr(p, k, None if v is None else _text(v, k))
+            elif k in names and k not in ("struct_size", "flags", "stop", "n_stop", "on_step",
+                                          "on_step_user_data"):
+                t = names[k]
+                if t is ctypes.c_float:
+                    setattr(p, k, _number(v, k))
+                else:
+                    setattr(p, k, _int(int(v) if isinstance(v, enum.IntEnum) else v, k))
+            else:
+                raise TypeError(f"unknown {algorithm.upper()} parameter {k!r}")
+        if stop:
+            arr = _string_array(list(stop), "stop")
+            keep["stop"] = arr
+            p.stop = arr
+            p.n_stop = len(stop)
+        cb = None
+        me: List[Any] = []
+        if on_step is not None:
+            cb = _callbacks.Callback(_raw.align_step_fn, on_step, _make_step_adapter(me))
+            p.on_step = cb.pointer
+        r = _raw.align_rl_roles.defaults()
+        r.policy = policy._h
+        r.policy_opt = optimizer._h
+        r.value = value._h if value is not None else None
+        r.value_opt = value_optimizer._h if value_optimizer is not None else None
+        r.reference = reference._h if reference is not None else None
+        r.reward = reward._h
+        r.tokenizer = tokenizer._h
+        h = _raw.align_trainer_p()
+        fn = {"grpo": _raw.align_trainer_create_grpo, "rloo": _raw.align_trainer_create_rloo,
+              "ppo": _raw.align_trainer_create_ppo}[algorithm]
+        fn(byref(h), byref(r), prompts._h, byref(p))
+        self.algorithm = algorithm
+        self.model, self.optimizer, self.tokenizer, self.dataset = policy, optimizer, tokenizer, prompts
+        self.reward, self.reference, self.value = reward, reference, value
+        borrowed = [o for o in (policy, optimizer, tokenizer, prompts, reward, reference, value,
+                                value_optimizer, ptx) if o is not None]
+        self._adopt(h, borrowed=borrowed)
+        self._state.keep.update(keep)
         if cb is not None:
             self._state.keep["on_step"] = cb
             me.append(weakref.ref(self))
