@@ -238,7 +238,7 @@ bench: deps-bench lib $(BENCH_BINS)
 
 demo: deps
 	$(MAKE) lib examples
-	BUILD=$(BUILD) bash examples/demo.sh
+	BUILD=$(BUILD) DEMO_FAST=$(DEMO_FAST) bash examples/demo.sh
 
 # ---- install (PREFIX, DESTDIR, LIBDIR, INCLUDEDIR honoured) -----------------------------
 # The .pc holds PREFIX/LIBDIR/INCLUDEDIR: $(BUILD)/pc.vars records the values it was

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# demo.sh — what `make demo` runs: supervised fine-tuning end to end.
+# demo.sh — what `make demo` runs: the whole RLHF pipeline end to end with
+# examples/pipeline.c (docs/pipeline.md walks through it):
 #  1. writes a synthetic instruction data set (shopping lists for dishes),
-#  2. trains a small transformer from scratch (byte tokenizer) with
-#     build/bin/sft, showing greedy samples before and after and the
-#     held-out exact-match accuracy (requests worded in ways the model has
-#     not seen for those dishes). About 2 minutes on 2 cores.
+#  2. (a) SFT of a small transformer from scratch (byte tokenizer),
+#     (b) K = 4 samples per request ranked by a program labeler,
+#     (c) a reward model trained on the rankings,
+#     (d) PPO (DEMO_ALGO=grpo: GRPO) against the reward model,
+#     (e) held-out evaluation by the labeler's rule, SFT vs RL policy,
+#  3. draws the training curves (alignctl plot) as SVG files.
+# DEMO_FAST=1: smaller stages (~1 minute; what CI runs). DEMO_SEED=S.
 set -euo pipefail
 BUILD=${BUILD:-build}
 here=$(cd "$(dirname "$0")" && pwd)
@@ -14,9 +18,20 @@ if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -q avx512f /proc/cpuinfo 2>/dev/null;
   export OPENBLAS_CORETYPE=SkylakeX
 fi
 export OPENBLAS_THREAD_TIMEOUT=${OPENBLAS_THREAD_TIMEOUT:-4}
+algo=${DEMO_ALGO:-ppo}
+seed=${DEMO_SEED:-1}
+fast=()
+[ "${DEMO_FAST:-0}" != 0 ] && fast=(--fast)
 mkdir -p "$out"
 /usr/bin/env python3 "$here/make_shopping_data.py" "$out" --train 4000 --test 100 --seed 1
 echo "example: $(head -n 1 "$out/train.jsonl")"
-"$BUILD/bin/sft" "$out/train.jsonl" --eval "$out/test.jsonl" \
-  --layers 3 --heads 4 --embd 128 --ctx 96 --steps ${DEMO_STEPS:-600} --batch 16 --lr 3e-3 \
-  --samples 4 --seed 1 --save "$out/checkpoint"
+"$BUILD/bin/pipeline" "$out" --algo "$algo" --seed "$seed" "${fast[@]}"
+echo
+ctl="$BUILD/bin/alignctl"
+"$ctl" plot "$out/metrics_sft.jsonl" --out "$out/sft.svg" --series loss,accuracy --title "SFT" >/dev/null
+"$ctl" plot "$out/metrics_rm.jsonl" --out "$out/reward_model.svg" --series loss,accuracy,margin \
+  --title "reward model" >/dev/null
+"$ctl" plot "$out/metrics_rl.jsonl" --out "$out/rl.svg" \
+  --series objective/scores,objective/kl,loss --title "$algo against the reward model" >/dev/null
+echo "table: $out/summary.tsv"
+echo "plots: $out/sft.svg $out/reward_model.svg $out/rl.svg"
