@@ -40,20 +40,26 @@ latest_step() {
 
 KILLS=${CRASH_KILLS:-50}
 RANDOM=7
-kills=0 resumes=0 maxstep=0
+kills=0 resumes=0 maxstep=0 wait_ms=20
 start=$SECONDS
 while [ "$kills" -lt "$KILLS" ]; do
     res=()
     [ -e ck/latest ] && res=(--resume ck)
     "$A" sft "${COMMON[@]}" --steps 100000 --save-every 1 "${res[@]}" 2>>run.err &
     PID=$!
-    # 20..300 ms: startup, resume, several steps and saves
-    sleep "0.$(printf '%03d' $((20 + RANDOM % 280)))"
+    # 20..300 ms after the start: startup, resume, several steps and saves (the
+    # window moves later while no run has reached its first checkpoint, e.g.
+    # under a sanitizer)
+    ms=$((wait_ms + RANDOM % 280))
+    sleep "$((ms / 1000)).$(printf '%03d' $((ms % 1000)))"
     kill -9 "$PID" 2>/dev/null || fail "alignctl exited before the kill: $(tail -3 run.err)"
     wait "$PID" 2>/dev/null || true
     PID=""
     kills=$((kills + 1))
-    [ -e ck/latest ] || continue    # killed before its first checkpoint
+    if [ ! -e ck/latest ]; then     # killed before its first checkpoint
+        [ "$wait_ms" -ge 4000 ] || wait_ms=$((wait_ms * 2))
+        continue
+    fi
     n=$(latest_step)
     [ "$n" -ge "$maxstep" ] || fail "kill $kills: latest went back from step $maxstep to $n"
     maxstep=$n
