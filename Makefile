@@ -24,6 +24,16 @@ INCLUDEDIR ?= $(PREFIX)/include
 BINDIR     ?= $(PREFIX)/bin
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 DESTDIR    ?=
+# The Python binding (bindings/python/libalign) goes to PYTHONDIR: by default the
+# purelib path /usr/bin/python3 uses for PREFIX, with Debian's dist-packages (for
+# PREFIX=/usr/local: /usr/local/lib/python3.X/dist-packages, on Debian's sys.path);
+# without /usr/bin/python3: $(LIBDIR)/python3/dist-packages.
+ifeq ($(origin PYTHONDIR),undefined)
+PYTHONDIR := $(or $(shell /usr/bin/python3 -c 'import sys, sysconfig; \
+  p = sysconfig.get_path("purelib", "posix_prefix", vars={"base": sys.argv[1]}); \
+  print(p.replace("/site-packages", "/dist-packages") if "deb_system" in sysconfig.get_scheme_names() else p)' \
+  '$(PREFIX)' 2>/dev/null),$(LIBDIR)/python3/dist-packages)
+endif
 
 # ---- dependencies --------------------------------------------------------------
 # Any cblas: BLAS_CFLAGS / BLAS_LIBS override; OpenBLAS by default.
@@ -265,11 +275,14 @@ install: lib examples $(BUILD)/libalign.pc
 	@if [ -x $(BUILD)/bin/alignctl ]; then \
 	  $(CC) $(EX_CFLAGS) $(CTL_OBJS) -o $(BUILD)/alignctl.installed -L$(BUILD) -lalign $(CTL_LIBS) -lm -Wl,-rpath,$(LIBDIR) $(LDFLAGS) && \
 	  install -m 755 $(BUILD)/alignctl.installed $(DESTDIR)$(BINDIR)/alignctl; fi
+	install -d $(DESTDIR)$(PYTHONDIR)/libalign
+	install -m 644 $(wildcard bindings/python/libalign/*.py) $(DESTDIR)$(PYTHONDIR)/libalign/
 
 uninstall:
 	rm -f $(DESTDIR)$(INCLUDEDIR)/align.h $(DESTDIR)$(INCLUDEDIR)/align_uv.h $(DESTDIR)$(LIBDIR)/libalign.so.$(VERSION) \
 	      $(DESTDIR)$(LIBDIR)/libalign.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libalign.so \
 	      $(DESTDIR)$(LIBDIR)/libalign.a $(DESTDIR)$(PKGCONFIGDIR)/libalign.pc $(DESTDIR)$(BINDIR)/alignctl
+	rm -rf $(DESTDIR)$(PYTHONDIR)/libalign
 
 clean:
 	rm -rf $(BUILD) $(BUILD)-asan $(BUILD)-tsan $(BUILD)-fuzz
@@ -287,6 +300,6 @@ help:
 	@echo "  examples       example programs and alignctl in $(BUILD)/bin"
 	@echo "  deps           check/install build and test dependencies (apt-get on Debian as root)"
 	@echo "  deps-browser   also chromium, for the browser test of alignctl label (CI runs it)"
-	@echo "  install        PREFIX=$(PREFIX) DESTDIR= LIBDIR= INCLUDEDIR= ; uninstall"
+	@echo "  install        PREFIX=$(PREFIX) DESTDIR= LIBDIR= INCLUDEDIR= PYTHONDIR=$(PYTHONDIR) ; uninstall"
 	@echo "  clean"
 	@echo "Variables: BLAS_PC=openblas|blas  BLAS_CFLAGS=  BLAS_LIBS=  CC=  OPT=  CI=1 (warnings are errors)"

@@ -48,6 +48,32 @@ echo "$out" | grep -q "parameters" || { echo "FAIL: consumer printed '$out'"; ex
 ${CC:-cc} $SAN $(pkg-config --cflags libalign) "$tmp/consumer.c" -o "$tmp/consumer-static" \
   "$root/lib/libalign.a" $(pkg-config --static --libs-only-other --libs-only-l libalign | sed 's/-lalign//')
 "$tmp/consumer-static" | grep -q parameters || { echo "FAIL: static consumer"; exit 1; }
+# the Python binding, installed into PYTHONDIR (the purelib path of /usr/bin/python3
+# for PREFIX), imports with PYTHONPATH and loads the installed library, found through
+# LIBALIGN_LIBRARY or the loader's search (LD_LIBRARY_PATH)
+pydir=$(${MAKE:-make} -s -p -n help PREFIX="$prefix" 2>/dev/null | sed -n 's/^PYTHONDIR := //p')
+[ -n "$pydir" ] || { echo "FAIL: no PYTHONDIR"; exit 1; }
+[ -f "$tmp/root$pydir/libalign/__init__.py" ] && [ -f "$tmp/root$pydir/libalign/_raw.py" ] ||
+  { echo "FAIL: Python binding not installed in $pydir"; exit 1; }
+pyok=skipped
+if [ -n "${SAN:-}" ]; then
+  pyok="skipped (sanitizer build: python3 cannot load it)"
+elif command -v python3 >/dev/null; then
+  pyprog='import libalign, libalign._loader as L, os; L.load(); print(libalign.__file__); print(*sorted({l.split()[-1] for l in open("/proc/self/maps") if "libalign.so" in l}))'
+  for how in LIBALIGN_LIBRARY LD_LIBRARY_PATH; do
+    if [ $how = LIBALIGN_LIBRARY ]; then
+      py=$(cd "$tmp" && env -u LD_LIBRARY_PATH PYTHONPATH="$tmp/root$pydir" LIBALIGN_LIBRARY="$root/lib/libalign.so.0" python3 -c "$pyprog")
+    else
+      py=$(cd "$tmp" && env -u LIBALIGN_LIBRARY PYTHONPATH="$tmp/root$pydir" LD_LIBRARY_PATH="$root/lib" python3 -c "$pyprog")
+    fi
+    echo "$py" | head -1 | grep -q "^$tmp/root$pydir/libalign/__init__.py$" ||
+      { echo "FAIL: ($how) imported libalign from elsewhere: $py"; exit 1; }
+    [ "$(echo "$py" | tail -1)" = "$(readlink -f "$root/lib/libalign.so.0")" ] ||
+      { echo "FAIL: ($how) loaded another library: $py"; exit 1; }
+  done
+  pyok="imports from $pydir and loads the installed library (LIBALIGN_LIBRARY, LD_LIBRARY_PATH)"
+fi
 ${MAKE:-make} -s uninstall BUILD="$BUILD" DESTDIR="$tmp/root" PREFIX="$prefix" > /dev/null
 [ ! -e "$root/lib/libalign.so" ] || { echo "FAIL: uninstall left libalign.so"; exit 1; }
-echo "pkgconfig: installed, consumer built with pkg-config ($out), static link ok, uninstalled"
+[ ! -e "$tmp/root$pydir/libalign" ] || { echo "FAIL: uninstall left the Python binding"; exit 1; }
+echo "pkgconfig: installed, consumer built with pkg-config ($out), static link ok, Python binding $pyok, uninstalled"
