@@ -10,9 +10,11 @@
  * the process half-way and make it exit 130 without a checkpoint. */
 #include "alignctl.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static volatile sig_atomic_t g_signal;
@@ -72,6 +74,26 @@ int signals_caught(void)
     return (int)g_signal;
 }
 
+/* Removes ".latest.PID" links that a process killed between symlink() and
+ * rename() left in ckdir (only symbolic links are touched). */
+static void remove_stale_latest(const char *ckdir)
+{
+    DIR *d = opendir(ckdir);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, ".latest.", 8) != 0)
+            continue;
+        char p[4400];
+        struct stat st;
+        snprintf(p, sizeof p, "%s/%s", ckdir, e->d_name);
+        if (lstat(p, &st) == 0 && S_ISLNK(st.st_mode))
+            unlink(p);
+    }
+    closedir(d);
+}
+
 int checkpoint_save(align_trainer *tr, const char *ckdir, int64_t step, char *dir_out,
                     size_t cap)
 {
@@ -92,6 +114,7 @@ int checkpoint_save(align_trainer *tr, const char *ckdir, int64_t step, char *di
         unlink(tmp);
         msg("warning: could not update '%s' (%s)", link, strerror(errno));
     }
+    remove_stale_latest(ckdir);
     return 0;
 }
 
