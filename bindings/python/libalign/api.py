@@ -286,7 +286,7 @@ def version() -> Tuple[int, int, int]:
 
 
 def version_string() -> str:
-    """The loaded library's version, e.g. ``"0.2.0"``."""
+    """The loaded library's version, e.g. ``"0.3.0"``."""
     return _decode(_raw.align_version_string())
 
 
