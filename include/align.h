@@ -127,10 +127,16 @@ typedef int (*align_step_fn)(const align_step_stats *s, void *user_data);
 /* model                                                                    */
 /* ======================================================================== */
 
-enum { ALIGN_ARCH_GPT2 = 0 };
+/* Architectures (docs/architectures.md). GPT-2: learned positions, LayerNorm,
+ * GELU MLP, tied head. Llama (and Qwen2, Mistral): RMSNorm, rotary positions,
+ * SwiGLU MLP, grouped-query attention, no biases unless asked. */
+enum { ALIGN_ARCH_GPT2 = 0, ALIGN_ARCH_LLAMA = 1 };
 
 /* align_model_params.flags */
 #define ALIGN_MODEL_SCALAR_HEAD 0x1u  /* add a scalar head (reward / value) */
+#define ALIGN_MODEL_UNTIED_HEAD 0x2u  /* Llama: an LM head (lm_head.weight) apart from the
+                                         token embedding (tie_word_embeddings = false) */
+#define ALIGN_MODEL_QKV_BIAS    0x4u  /* Llama: biases on q/k/v projections (Qwen2) */
 
 typedef struct align_model_params {
     uint32_t struct_size;   /* set by align_model_default_params(); do not touch */
@@ -143,6 +149,11 @@ typedef struct align_model_params {
     int32_t  max_seq_len;   /* position table size (default 1024) */
     uint64_t seed;          /* initialisation seed (default 1234) */
     int32_t  n_threads;     /* > 0: calls align_threads_set(); 0: leave as is */
+    /* since 0.3.0; GPT-2 ignores them (0 = the architecture's default) */
+    int32_t  n_kv_head;     /* Llama: key/value heads, dividing n_head (0: n_head) */
+    int32_t  intermediate_size; /* Llama: SwiGLU MLP width (0: 4 x n_embd) */
+    float    rope_theta;    /* Llama: rotary base (0: 10000) */
+    float    norm_eps;      /* Llama: RMSNorm epsilon (0: 1e-6) */
     /* append new members here; never reorder, resize or remove */
 } align_model_params;
 

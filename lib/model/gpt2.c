@@ -147,7 +147,7 @@ struct align__kv_cache {
     int32_t *row_seq, *row_pos, *row_tok;
 };
 
-int align__kv_create(align__kv_cache **out, const align_model *m, int32_t n_seq, int32_t max_len)
+int align__gpt2_kv_create(align__kv_cache **out, const align_model *m, int32_t n_seq, int32_t max_len)
 {
     if (!out)
         return align__error(NULL, ALIGN_EINVAL, "kv cache: out is NULL");
@@ -196,7 +196,7 @@ static void kv_free_rows(align__kv_cache *c)
     c->rows_cap = 0;
 }
 
-void align__kv_free(align__kv_cache *c)
+void align__gpt2_kv_free(align__kv_cache *c)
 {
     if (!c)
         return;
@@ -210,7 +210,7 @@ void align__kv_free(align__kv_cache *c)
     align__free(c);
 }
 
-int32_t align__kv_len(const align__kv_cache *c, int32_t i)
+int32_t align__gpt2_kv_len(const align__kv_cache *c, int32_t i)
 {
     if (!c || i < 0 || i >= c->n_seq)
         return ALIGN_EINVAL;
@@ -359,7 +359,7 @@ static align__range_fn kv_attention_fn(void)
 }
 #endif
 
-int align__model_decode(align_model *m, align__kv_cache *c, const int32_t *tokens, int32_t stride,
+int align__gpt2_decode(align_model *m, align__kv_cache *c, const int32_t *tokens, int32_t stride,
                         const int32_t *n_new, float *logits_last)
 {
     if (!m)

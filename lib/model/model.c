@@ -1,7 +1,9 @@
-/* model.c — align_model: configuration, the tensor table, the flat
- * parameter / gradient arrays, the activation arena, and the public
- * forward / backward entry points (argument checks live here; the
- * architecture's maths lives in gpt2.c). */
+/* model.c — align_model: configuration, the flat parameter / gradient
+ * arrays, the activation arena, and the public forward / backward / decode
+ * entry points (argument checks live here). An architecture is a table of
+ * operations (align__arch_ops): GPT-2's tensor table, initialisation and
+ * activation layout are below, its maths in gpt2.c; the Llama family's are
+ * all in llama.c. */
 #include "model/model_impl.h"
 #include "nn/nn.h"
 
@@ -30,12 +32,26 @@ ALIGN_API int align_model_default_params(align_model_params *out, size_t struct_
                                   "align_model_default_params");
 }
 
+static int gpt2_check_config(const align_model_params *c, align__errbuf *eb)
+{
+    if (c->flags & ~ALIGN_MODEL_SCALAR_HEAD)
+        return align__error(eb, ALIGN_EINVAL, "model: unknown flags 0x%x%s", c->flags,
+                            c->flags & (ALIGN_MODEL_UNTIED_HEAD | ALIGN_MODEL_QKV_BIAS)
+                                ? " (UNTIED_HEAD and QKV_BIAS are Llama options)"
+                                : "");
+    double total = (double)c->vocab_size * c->n_embd + (double)c->max_seq_len * c->n_embd +
+                   (double)c->n_layer * 12.0 * c->n_embd * c->n_embd;
+    if (total > 1e11)
+        return align__error(eb, ALIGN_EINVAL, "model: %.3g parameters is too many", total);
+    return ALIGN_OK;
+}
+
 int align__model_check_config(const align_model_params *c, align__errbuf *eb)
 {
-    if (c->arch != ALIGN_ARCH_GPT2)
-        return align__error(eb, ALIGN_EINVAL, "model: unknown arch %d (only ALIGN_ARCH_GPT2)", c->arch);
-    if (c->flags & ~ALIGN_MODEL_SCALAR_HEAD)
-        return align__error(eb, ALIGN_EINVAL, "model: unknown flags 0x%x", c->flags);
+    const align__arch_ops *ops = align__arch(c->arch);
+    if (!ops)
+        return align__error(eb, ALIGN_EINVAL,
+                            "model: unknown arch %d (ALIGN_ARCH_GPT2 or ALIGN_ARCH_LLAMA)", c->arch);
     if (c->n_layer < 1 || c->n_layer > 1024)
         return align__error(eb, ALIGN_EINVAL, "model: n_layer %d out of range 1..1024", c->n_layer);
     if (c->n_head < 1 || c->n_embd < 1 || c->n_embd % c->n_head != 0)
@@ -52,11 +68,7 @@ int align__model_check_config(const align_model_params *c, align__errbuf *eb)
                             c->max_seq_len);
     if (c->n_threads < 0)
         return align__error(eb, ALIGN_EINVAL, "model: n_threads %d is negative", c->n_threads);
-    double total = (double)c->vocab_size * c->n_embd + (double)c->max_seq_len * c->n_embd +
-                   (double)c->n_layer * 12.0 * c->n_embd * c->n_embd;
-    if (total > 1e11)
-        return align__error(eb, ALIGN_EINVAL, "model: %.3g parameters is too many", total);
-    return ALIGN_OK;
+    return ops->check_config(c, eb);
 }
 
 /* ---- tensor table ------------------------------------------------------------ */
@@ -75,7 +87,9 @@ static void add_tensor(align_model *m, size_t *off, const char *name, int64_t d0
     *off += t->numel;
 }
 
-static void build_tensors(align_model *m)
+static int gpt2_max_tensors(const align_model_params *c) { return 2 + 12 * c->n_layer + 4; }
+
+static void gpt2_build_tensors(align_model *m)
 {
     const align_model_params *c = &m->cfg;
     int64_t C = c->n_embd;
@@ -114,6 +128,15 @@ static void build_tensors(align_model *m)
 }
 
 /* Points w's fields into base, in the tensor table's order. */
+static void point_weights(const align_model *m, align__gpt2_weights *w, float *base);
+
+static void gpt2_point(align_model *m)
+{
+    point_weights(m, &m->w, m->params);
+    if (m->grads)
+        point_weights(m, &m->g, m->grads);
+}
+
 static void point_weights(const align_model *m, align__gpt2_weights *w, float *base)
 {
     const align__tensor *t = m->tensors;
@@ -247,14 +270,15 @@ static int model_alloc(align_model **out, const align_model_params *cfg, int fro
         return align__error(eb, ALIGN_ENOMEM, "model: cannot make a mutex");
     }
     int L = cfg->n_layer;
-    m->tensors = align__calloc((size_t)(2 + 12 * L + 4), sizeof *m->tensors);
+    m->ops = align__arch(cfg->arch);
+    m->tensors = align__calloc((size_t)m->ops->max_tensors(cfg), sizeof *m->tensors);
     m->w.layer = align__calloc((size_t)L, sizeof *m->w.layer);
     m->g.layer = align__calloc((size_t)L, sizeof *m->g.layer);
     if (!frozen)
         m->acts.layer = align__calloc((size_t)L, sizeof *m->acts.layer);
     if (!m->tensors || !m->w.layer || !m->g.layer || (!frozen && !m->acts.layer))
         goto oom;
-    build_tensors(m);
+    m->ops->build_tensors(m);
     if (shared) {
         atomic_fetch_add_explicit(&shared->refs, 1, memory_order_relaxed);
         m->wts = shared;
@@ -262,13 +286,12 @@ static int model_alloc(align_model **out, const align_model_params *cfg, int fro
         goto oom;
     }
     m->params = m->wts->data;
-    point_weights(m, &m->w, m->params);
     if (!frozen) {
         m->grads = align__alloc_aligned(m->n_params * sizeof(float));
         if (!m->grads)
             goto oom;
-        point_weights(m, &m->g, m->grads);
     }
+    m->ops->point(m);
     *out = m;
     return ALIGN_OK;
 oom:
@@ -287,7 +310,7 @@ int align__model_alloc(align_model **out, const align_model_params *cfg, int fro
  * projections scaled by 1/sqrt(2 n_layer), zero biases, unit LayerNorm
  * gains. Each tensor draws from its own Philox stream (its table index), so
  * any tensor's init depends only on (seed, name order), not on the others. */
-void align__model_init_weights(align_model *m)
+static void gpt2_init_weights(align_model *m)
 {
     float resid_std = 0.02f / sqrtf(2.0f * (float)m->cfg.n_layer);
     for (int i = 0; i < m->n_tensors; i++) {
@@ -315,7 +338,7 @@ void align__model_init_weights(align_model *m)
 static size_t rnd(size_t n) { return (n + 15) & ~(size_t)15; }
 
 /* Lays out the arena for (B, T) over base (NULL: only count). */
-static size_t acts_layout(const align_model *m, align__acts *a, int64_t B, int64_t T, float *base)
+static size_t gpt2_acts_layout(const align_model *m, align__acts *a, int64_t B, int64_t T, float *base)
 {
     size_t off = 0;
     int64_t C = m->cfg.n_embd, NH = m->cfg.n_head, V = m->cfg.vocab_size, N = B * T;
@@ -363,6 +386,8 @@ static size_t acts_layout(const align_model *m, align__acts *a, int64_t B, int64
     return off;
 }
 
+void align__model_init_weights(align_model *m) { m->ops->init_weights(m); }
+
 void align__model_acts_free(align__acts *a)
 {
     align__free_aligned(a->mem);
@@ -376,7 +401,7 @@ void align__model_acts_free(align__acts *a)
 int align__model_acts_reserve(const align_model *m, align__acts *a, int64_t B, int64_t T)
 {
     align__acts probe = {0};
-    size_t need = acts_layout(m, &probe, B, T, NULL);
+    size_t need = m->ops->acts_layout(m, &probe, B, T, NULL);
     size_t ineed = (size_t)(2 * B * T + B + B * T);
     if (!a->layer && !(a->layer = align__calloc(1, sizeof *a->layer))) /* a workspace's slot */
         return ALIGN_ENOMEM;
@@ -394,7 +419,7 @@ int align__model_acts_reserve(const align_model *m, align__acts *a, int64_t B, i
         if (!a->imem)
             return ALIGN_ENOMEM;
     }
-    acts_layout(m, a, B, T, a->mem);
+    m->ops->acts_layout(m, a, B, T, a->mem);
     a->tokens = a->imem;
     a->targets = a->imem + B * T;
     a->lengths = a->imem + 2 * B * T;
@@ -569,7 +594,7 @@ int align__model_forward_ex(align_model *m, const int32_t *tokens, const int32_t
             a->tokens[r] = valid ? tokens[r] : 0;
             a->targets[r] = !valid ? -2 : t + 1 < lengths[b] ? tokens[r + 1] : -1;
         }
-    align__gpt2_forward(m, a, token_logprobs, scalar, logits, argmax);
+    m->ops->forward(m, a, token_logprobs, scalar, logits, argmax);
     if (ws)
         workspace_release(m, ws);
     else
@@ -601,7 +626,7 @@ ALIGN_API int align_model_backward(align_model *m, const float *d_token_logprobs
     if (d_scalar && !(m->cfg.flags & ALIGN_MODEL_SCALAR_HEAD))
         return align__error(&m->err, ALIGN_EMISUSE,
                             "align_model_backward: d_scalar given to a model without a scalar head");
-    align__gpt2_backward(m, d_token_logprobs, d_scalar);
+    m->ops->backward(m, d_token_logprobs, d_scalar);
     m->fwd_ready = 0;
     return ALIGN_OK;
 }
@@ -651,8 +676,10 @@ int align__model_copy_weights(align_model *dst, const align_model *src)
     const align_model_params *a = &dst->cfg, *b = &src->cfg;
     if (dst->n_params != src->n_params || dst->n_tensors != src->n_tensors || a->arch != b->arch ||
         a->n_layer != b->n_layer || a->n_head != b->n_head || a->n_embd != b->n_embd ||
-        a->vocab_size != b->vocab_size || a->max_seq_len != b->max_seq_len ||
-        (a->flags & ALIGN_MODEL_SCALAR_HEAD) != (b->flags & ALIGN_MODEL_SCALAR_HEAD))
+        a->vocab_size != b->vocab_size || a->max_seq_len != b->max_seq_len || a->flags != b->flags ||
+        (a->arch == ALIGN_ARCH_LLAMA &&
+         (a->n_kv_head != b->n_kv_head || a->intermediate_size != b->intermediate_size ||
+          a->rope_theta != b->rope_theta || a->norm_eps != b->norm_eps)))
         return align__error(align__model_err(dst), ALIGN_EINVAL,
                             "copy_weights: configurations differ (%zu vs %zu parameters)", src->n_params,
                             dst->n_params);
@@ -665,10 +692,76 @@ int align__model_copy_weights(align_model *dst, const align_model *src)
         weights_release(dst->wts);
         dst->wts = own;
         dst->params = own->data;
-        point_weights(dst, &dst->w, dst->params);
+        dst->ops->point(dst);
     }
     memcpy(dst->params, src->params, dst->n_params * sizeof(float));
     dst->reward_norm = src->reward_norm;
     dst->fwd_ready = 0;
     return ALIGN_OK;
+}
+
+/* ---- architectures ------------------------------------------------------------------ */
+static const align__arch_ops gpt2_ops = {
+    .name = "gpt2",
+    .check_config = gpt2_check_config,
+    .max_tensors = gpt2_max_tensors,
+    .build_tensors = gpt2_build_tensors,
+    .point = gpt2_point,
+    .init_weights = gpt2_init_weights,
+    .acts_layout = gpt2_acts_layout,
+    .forward = align__gpt2_forward,
+    .backward = align__gpt2_backward,
+    .kv_create = align__gpt2_kv_create,
+    .kv_free = align__gpt2_kv_free,
+    .kv_len = align__gpt2_kv_len,
+    .decode = align__gpt2_decode,
+};
+
+const align__arch_ops *align__arch(int32_t arch)
+{
+    switch (arch) {
+    case ALIGN_ARCH_GPT2:
+        return &gpt2_ops;
+    case ALIGN_ARCH_LLAMA:
+        return &align__llama_ops;
+    default:
+        return NULL;
+    }
+}
+
+/* ---- decoding: dispatch on the model, or on the cache's first member ------------------ */
+static int kv_is_llama(const align__kv_cache *c) { return *(const int32_t *)c == ALIGN__LLAMA_KV_TAG; }
+
+int align__kv_create(align__kv_cache **out, const align_model *m, int32_t n_seq, int32_t max_len)
+{
+    if (!m) {
+        if (out)
+            *out = NULL;
+        return align__error(NULL, ALIGN_EINVAL, "kv cache: model is NULL");
+    }
+    return m->ops->kv_create(out, m, n_seq, max_len);
+}
+
+void align__kv_free(align__kv_cache *c)
+{
+    if (c)
+        (kv_is_llama(c) ? align__llama_ops.kv_free : align__gpt2_kv_free)(c);
+}
+
+int32_t align__kv_len(const align__kv_cache *c, int32_t i)
+{
+    if (!c)
+        return ALIGN_EINVAL;
+    return (kv_is_llama(c) ? align__llama_ops.kv_len : align__gpt2_kv_len)(c, i);
+}
+
+int align__model_decode(align_model *m, align__kv_cache *c, const int32_t *tokens, int32_t stride,
+                        const int32_t *n_new, float *logits_last)
+{
+    if (!m)
+        return align__error(NULL, ALIGN_EINVAL, "decode: model is NULL");
+    if (c && kv_is_llama(c) != (m->ops == &align__llama_ops))
+        return align__error(align__model_err(m), ALIGN_EINVAL,
+                            "decode: the cache was made for another architecture");
+    return m->ops->decode(m, c, tokens, stride, n_new, logits_last);
 }

@@ -89,6 +89,10 @@ typedef struct align__acts {
     float  *logprob;         /* [BT] */
     /* backward scratch (trainable only) */
     float  *dres, *dC, *dqkv, *dfch, *att_scratch;
+    /* Llama (llama.c): per-layer activations, slot l at xl + l * xl_stride
+     * (one slot when frozen), and the rotary table [T][head_size/2] x 2 */
+    float  *xl, *rope_cos, *rope_sin;
+    size_t  xl_stride;
 } align__acts;
 
 /* The flat parameter array, shared by reference between frozen models. */
@@ -104,9 +108,32 @@ typedef struct align__workspace {
     struct align__workspace *next; /* in the model's free list */
 } align__workspace;
 
+/* An architecture as data: everything model.c, checkpoint.c and generation
+ * need from one (model.c's align__arch picks the table from cfg.arch). */
+typedef struct align__arch_ops {
+    const char *name;        /* "gpt2", "llama": the checkpoint metadata's libalign.arch */
+    /* the architecture's own settings (the common ones are checked by model.c) */
+    int    (*check_config)(const align_model_params *c, align__errbuf *eb);
+    int    (*max_tensors)(const align_model_params *c);
+    void   (*build_tensors)(align_model *m);      /* fills m->tensors, n_tensors, n_params */
+    void   (*point)(align_model *m);               /* views into params / grads after (re)allocation */
+    void   (*init_weights)(align_model *m);
+    /* lays out the arena for (B, T) over base (NULL: only count floats) */
+    size_t (*acts_layout)(const align_model *m, align__acts *a, int64_t B, int64_t T, float *base);
+    void   (*forward)(const align_model *m, align__acts *a, float *token_logprobs, float *scalar,
+                      float *logits, int32_t *argmax);
+    void   (*backward)(align_model *m, const float *d_token_logprobs, const float *d_scalar);
+    int    (*kv_create)(align__kv_cache **out, const align_model *m, int32_t n_seq, int32_t max_len);
+    void   (*kv_free)(align__kv_cache *c);
+    int32_t (*kv_len)(const align__kv_cache *c, int32_t i);
+    int    (*decode)(align_model *m, align__kv_cache *c, const int32_t *tokens, int32_t stride,
+                     const int32_t *n_new, float *logits_last);
+} align__arch_ops;
+
 struct align_model {
     align__errbuf err;       /* trainable only (see align__model_err) */
     align_model_params cfg;
+    const align__arch_ops *ops; /* cfg.arch's table */
     int     frozen;
     int     n_tensors;
     align__tensor *tensors;
@@ -135,9 +162,23 @@ const align__tensor *align__model_find_tensor(const align_model *m, const char *
 int  align__model_acts_reserve(const align_model *m, align__acts *a, int64_t B, int64_t T);
 void align__model_acts_free(align__acts *a);
 
+/* The table of an architecture (NULL for an unknown one). */
+const align__arch_ops *align__arch(int32_t arch);
+
 /* gpt2.c (a: m->acts when trainable, a workspace's when frozen) */
 void align__gpt2_forward(const align_model *m, align__acts *a, float *token_logprobs,
                          float *scalar, float *logits, int32_t *argmax);
 void align__gpt2_backward(align_model *m, const float *d_token_logprobs, const float *d_scalar);
+int  align__gpt2_kv_create(align__kv_cache **out, const align_model *m, int32_t n_seq, int32_t max_len);
+void align__gpt2_kv_free(align__kv_cache *c);
+int32_t align__gpt2_kv_len(const align__kv_cache *c, int32_t i);
+int  align__gpt2_decode(align_model *m, align__kv_cache *c, const int32_t *tokens, int32_t stride,
+                        const int32_t *n_new, float *logits_last);
+
+/* llama.c: the Llama family's table. Its KV cache starts with an int32_t
+ * equal to ALIGN__LLAMA_KV_TAG, where GPT-2's starts with n_seq >= 1: the
+ * dispatchers of model.c tell the two apart by that first member. */
+#define ALIGN__LLAMA_KV_TAG (-0x11a3a)
+extern const align__arch_ops align__llama_ops;
 
 #endif

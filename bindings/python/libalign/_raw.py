@@ -75,7 +75,10 @@ ALIGN_LOG_DEBUG = 3
 
 # model
 ALIGN_ARCH_GPT2 = 0
+ALIGN_ARCH_LLAMA = 1
 ALIGN_MODEL_SCALAR_HEAD = 0x1
+ALIGN_MODEL_UNTIED_HEAD = 0x2
+ALIGN_MODEL_QKV_BIAS = 0x4
 ALIGN_FROZEN = 0x1
 
 # optimizer
@@ -418,6 +421,10 @@ class align_model_params(_SizedStruct):
         ("max_seq_len", c_int32),
         ("seed", c_uint64),
         ("n_threads", c_int32),
+        ("n_kv_head", c_int32),
+        ("intermediate_size", c_int32),
+        ("rope_theta", c_float),
+        ("norm_eps", c_float),
     ]
 
 
