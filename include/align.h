@@ -592,6 +592,8 @@ ALIGN_API int align_generate_chat(align_model *m, const align_tokenizer *t,
 #define ALIGN_SAVE_HF_SEQUENCE_CLASSIFICATION 0x1u /* transformers' GPT2ForSequenceClassification
                                                       layout: body under "transformer.", score.weight
                                                       [1][n_embd] without bias (needs a scalar head) */
+#define ALIGN_SAVE_BF16 0x2u /* weights as bfloat16 (rounded to nearest even), half the size;
+                                 default float32. Loading reads F32, BF16 and F16. */
 
 /* align_model_save with options. path may name a folder (an existing one, or
  * a path ending in '/', created): model.safetensors and a Hugging Face
