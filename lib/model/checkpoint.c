@@ -65,7 +65,8 @@ static char *dir_of(const char *path)
 
 /* ---- save -------------------------------------------------------------------- */
 
-static int write_config_json(align__errbuf *eb, const align_model *m, const char *path, int seqcls)
+static int write_config_json(align__errbuf *eb, const align_model *m, const char *path, int seqcls,
+                             int bf16)
 {
     const align_model_params *c = &m->cfg;
     json_t *j = json_pack("{s:[s], s:s, s:s, s:f, s:i, s:i, s:i, s:i, s:i, s:i, s:n, s:b, s:s}",
@@ -74,7 +75,7 @@ static int write_config_json(align__errbuf *eb, const align_model *m, const char
                           "n_layer", c->n_layer, "n_head", c->n_head, "n_embd", c->n_embd,
                           "n_positions", c->max_seq_len, "n_ctx", c->max_seq_len,
                           "vocab_size", c->vocab_size, "n_inner", "tie_word_embeddings", 1,
-                          "torch_dtype", "float32");
+                          "torch_dtype", bf16 ? "bfloat16" : "float32");
     if (j && seqcls) {
         /* one label: the scalar reward (transformers' num_labels = 1) */
         if (json_object_set_new(j, "num_labels", json_integer(1)) ||
@@ -104,8 +105,10 @@ ALIGN_API int align_model_save_ex(const align_model *m, const char *path, uint32
     align__errbuf *eb = m->frozen ? NULL : (align__errbuf *)&m->err;
     if (eb)
         align__error_clear(eb);
-    if (flags & ~ALIGN_SAVE_HF_SEQUENCE_CLASSIFICATION)
+    if (flags & ~(ALIGN_SAVE_HF_SEQUENCE_CLASSIFICATION | ALIGN_SAVE_BF16))
         return align__error(eb, ALIGN_EINVAL, "align_model_save_ex: unknown flags 0x%x", flags);
+    if (m->cfg.arch == ALIGN_ARCH_LLAMA)
+        return align__llama_save(m, path, flags, eb);
     int seqcls = (flags & ALIGN_SAVE_HF_SEQUENCE_CLASSIFICATION) != 0;
     if (seqcls && !(m->cfg.flags & ALIGN_MODEL_SCALAR_HEAD))
         return align__error(eb, ALIGN_EINVAL,
@@ -174,9 +177,10 @@ ALIGN_API int align_model_save_ex(const align_model *m, const char *path, uint32
         meta[nm++] = (align__st_meta){"libalign.reward_bias", v[6]};
         meta[nm++] = (align__st_meta){"libalign.reward_scale", v[7]};
     }
-    int rc = align__st_write(eb, folder ? st_path : path, t, n, meta, nm);
+    int rc = align__st_write_dtype(eb, folder ? st_path : path, t, n, meta, nm,
+                                   (flags & ALIGN_SAVE_BF16) != 0);
     if (!rc && folder)
-        rc = write_config_json(eb, m, cfg_path, seqcls);
+        rc = write_config_json(eb, m, cfg_path, seqcls, (flags & ALIGN_SAVE_BF16) != 0);
     align__free(t);
     align__free(names);
     align__free(st_path);
@@ -426,8 +430,7 @@ static int check_name(const char *name, void *ud)
 static int check_tensor(const align__st_file *f, const char *name, int nd, int64_t d0, int64_t d1)
 {
     int64_t sh[2] = {d0, d1};
-    const float *unused;
-    return align__st_get(NULL, f, name, nd, sh, &unused);
+    return align__st_read(NULL, f, name, nd, sh, NULL);
 }
 
 static int validate(const align__st_file *f, const align_model_params *cfg, const char *prefix,
@@ -489,6 +492,12 @@ ALIGN_API int align_model_load(align_model **out, const char *path, const align_
     int rc = align__params_copy(&user, sizeof user, p, "align_model_load");
     if (rc)
         return rc;
+    /* the Llama family (by config.json or the file's metadata) loads in llama_ckpt.c */
+    int llama = align__llama_probe(path);
+    if (llama < 0)
+        return llama;
+    if (llama)
+        return align__llama_load(out, path, &user);
     char *st_path = NULL, *cfg_path = NULL;
     int folder = is_dir(path);
     if (folder) {
@@ -617,12 +626,10 @@ ALIGN_API int align_model_load(align_model **out, const char *path, const align_
             m->params[t->offset] = has_sb ? score_bias : 0.0f;
             continue;
         }
-        const float *src;
-        if ((rc = align__st_get(NULL, &f, nm, t->ndim, t->shape, &src))) {
+        if ((rc = align__st_read(NULL, &f, nm, t->ndim, t->shape, m->params + t->offset))) {
             align_model_free(m);
             goto done;
         }
-        memcpy(m->params + t->offset, src, t->numel * sizeof(float));
     }
     if (has_rb || has_rs) {
         m->reward_norm.set = 1;

@@ -181,4 +181,11 @@ int  align__gpt2_decode(align_model *m, align__kv_cache *c, const int32_t *token
 #define ALIGN__LLAMA_KV_TAG (-0x11a3a)
 extern const align__arch_ops align__llama_ops;
 
+/* llama_ckpt.c: 1 if path is a Llama-family model (a folder or file whose
+ * config.json is not GPT-2's, or a libalign file saved from a Llama model),
+ * 0 if not, < 0 on an unreadable config.json (message set). */
+int align__llama_probe(const char *path);
+int align__llama_load(align_model **out, const char *path, const align_model_params *user);
+int align__llama_save(const align_model *m, const char *path, uint32_t flags, align__errbuf *eb);
+
 #endif

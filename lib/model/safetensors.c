@@ -25,8 +25,96 @@ static uint64_t checksum(const unsigned char *p, size_t n)
     return h;
 }
 
+static int write_impl(align__errbuf *eb, const char *path, const align__st_tensor *t, int n_tensors,
+                      const align__st_meta *meta, int n_meta, size_t es);
+
+uint16_t align__f32_to_bf16(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) /* NaN stays a (quiet) NaN */
+        return (uint16_t)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u); /* round to nearest, ties to even */
+    return (uint16_t)(u >> 16);
+}
+
+static float bf16_to_f32(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float x;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+static float f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, u;
+    if (exp == 0) {
+        if (man == 0) {
+            u = sign;
+        } else { /* subnormal: normalise */
+            int e = -1;
+            do {
+                e++;
+                man <<= 1;
+            } while (!(man & 0x400u));
+            u = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3ffu) << 13);
+        }
+    } else if (exp == 31) {
+        u = sign | 0x7f800000u | (man << 13);
+    } else {
+        u = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    }
+    float x;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
 int align__st_write(align__errbuf *eb, const char *path, const align__st_tensor *t, int n_tensors,
                     const align__st_meta *meta, int n_meta)
+{
+    return align__st_write_dtype(eb, path, t, n_tensors, meta, n_meta, 0);
+}
+
+/* bf16: the tensors converted into one buffer, written as one contiguous F32-less stream. */
+static int write_bf16(align__errbuf *eb, const char *path, const align__st_tensor *t, int n_tensors,
+                      const align__st_meta *meta, int n_meta)
+{
+    size_t total = 0;
+    for (int i = 0; i < n_tensors; i++)
+        total += (size_t)t[i].shape[0] * (size_t)(t[i].ndim == 2 ? t[i].shape[1] : 1);
+    uint16_t *buf = align__malloc(total ? total * 2 : 2);
+    align__st_tensor *v = align__malloc(sizeof *v * (size_t)(n_tensors ? n_tensors : 1));
+    if (!buf || !v) {
+        align__free(buf);
+        align__free(v);
+        return align__error(eb, ALIGN_ENOMEM, "%s: out of memory", path);
+    }
+    size_t o = 0;
+    for (int i = 0; i < n_tensors; i++) {
+        size_t n = (size_t)t[i].shape[0] * (size_t)(t[i].ndim == 2 ? t[i].shape[1] : 1);
+        for (size_t j = 0; j < n; j++)
+            buf[o + j] = align__f32_to_bf16(t[i].data[j]);
+        v[i] = t[i];
+        v[i].data = (const float *)(const void *)(buf + o);
+        o += n;
+    }
+    int rc = write_impl(eb, path, v, n_tensors, meta, n_meta, 2);
+    align__free(buf);
+    align__free(v);
+    return rc;
+}
+
+int align__st_write_dtype(align__errbuf *eb, const char *path, const align__st_tensor *t, int n_tensors,
+                          const align__st_meta *meta, int n_meta, int bf16)
+{
+    return bf16 ? write_bf16(eb, path, t, n_tensors, meta, n_meta)
+                : write_impl(eb, path, t, n_tensors, meta, n_meta, 4);
+}
+
+/* es: bytes per element (4: F32; 2: BF16 already converted, data points at uint16_t). */
+static int write_impl(align__errbuf *eb, const char *path, const align__st_tensor *t, int n_tensors,
+                      const align__st_meta *meta, int n_meta, size_t es)
 {
     json_t *hdr = json_object(), *md = json_object();
     if (!hdr || !md)
@@ -36,11 +124,11 @@ int align__st_write(align__errbuf *eb, const char *path, const align__st_tensor 
         size_t numel = (size_t)t[i].shape[0] * (size_t)(t[i].ndim == 2 ? t[i].shape[1] : 1);
         json_t *shape = t[i].ndim == 2 ? json_pack("[II]", (json_int_t)t[i].shape[0], (json_int_t)t[i].shape[1])
                                        : json_pack("[I]", (json_int_t)t[i].shape[0]);
-        json_t *e = json_pack("{s:s, s:o, s:[II]}", "dtype", "F32", "shape", shape, "data_offsets",
-                              (json_int_t)off, (json_int_t)(off + numel * 4));
+        json_t *e = json_pack("{s:s, s:o, s:[II]}", "dtype", es == 4 ? "F32" : "BF16", "shape", shape,
+                              "data_offsets", (json_int_t)off, (json_int_t)(off + numel * es));
         if (!e || json_object_set_new(hdr, t[i].name, e))
             goto oom;
-        off += numel * 4;
+        off += numel * es;
     }
     /* checksum over the data section exactly as written */
     {
@@ -50,7 +138,7 @@ int align__st_write(align__errbuf *eb, const char *path, const align__st_tensor 
         int contiguous = 1;
         for (int i = 1; i < n_tensors && contiguous; i++) {
             size_t prev = (size_t)t[i - 1].shape[0] * (size_t)(t[i - 1].ndim == 2 ? t[i - 1].shape[1] : 1);
-            contiguous = t[i].data == t[i - 1].data + prev;
+            contiguous = (const char *)t[i].data == (const char *)t[i - 1].data + prev * es;
         }
         if (n_tensors > 0 && contiguous) {
             hh = checksum((const unsigned char *)t[0].data, off);
@@ -60,7 +148,7 @@ int align__st_write(align__errbuf *eb, const char *path, const align__st_tensor 
                 goto oom;
             size_t o = 0;
             for (int i = 0; i < n_tensors; i++) {
-                size_t nb = (size_t)t[i].shape[0] * (size_t)(t[i].ndim == 2 ? t[i].shape[1] : 1) * 4;
+                size_t nb = (size_t)t[i].shape[0] * (size_t)(t[i].ndim == 2 ? t[i].shape[1] : 1) * es;
                 memcpy(tmp + o, t[i].data, nb);
                 o += nb;
             }
@@ -103,7 +191,7 @@ int align__st_write(align__errbuf *eb, const char *path, const align__st_tensor 
     ch[0].len = 8 + padded;
     for (int i = 0; i < n_tensors; i++) {
         ch[i + 1].data = t[i].data;
-        ch[i + 1].len = (size_t)t[i].shape[0] * (size_t)(t[i].ndim == 2 ? t[i].shape[1] : 1) * 4;
+        ch[i + 1].len = (size_t)t[i].shape[0] * (size_t)(t[i].ndim == 2 ? t[i].shape[1] : 1) * es;
     }
     int rc = align__write_atomic(eb, path, ch, n_tensors + 1);
     align__free(ch);
@@ -416,4 +504,48 @@ int align__st_each(const align__st_file *f, int (*fn)(const char *name, void *ud
             return rc;
     }
     return 0;
+}
+
+int align__st_read(align__errbuf *eb, const align__st_file *f, const char *name, int ndim,
+                   const int64_t *shape, float *dst)
+{
+    json_t *e = json_object_get((json_t *)f->hdr, name);
+    if (!e || !strcmp(name, "__metadata__"))
+        return align__error(eb, ALIGN_EFORMAT, "%s: tensor '%s' is missing", f->path, name);
+    const char *dt = json_string_value(json_object_get(e, "dtype"));
+    int kind = !strcmp(dt, "F32") ? 0 : !strcmp(dt, "BF16") ? 1 : !strcmp(dt, "F16") ? 2 : -1;
+    if (kind < 0)
+        return align__error(eb, ALIGN_EFORMAT, "%s: tensor '%s' is %s (libalign reads F32, BF16, F16)",
+                            f->path, name, dt);
+    int nd;
+    int64_t sh[2];
+    align__st_shape(f, name, &nd, sh);
+    if (nd != ndim || sh[0] != shape[0] || (ndim == 2 && sh[1] != shape[1])) {
+        char want[64], got[64];
+        if (ndim == 2)
+            snprintf(want, sizeof want, "[%lld, %lld]", (long long)shape[0], (long long)shape[1]);
+        else
+            snprintf(want, sizeof want, "[%lld]", (long long)shape[0]);
+        if (nd == 2)
+            snprintf(got, sizeof got, "[%lld, %lld]", (long long)sh[0], (long long)sh[1]);
+        else if (nd == 1)
+            snprintf(got, sizeof got, "[%lld]", (long long)sh[0]);
+        else
+            snprintf(got, sizeof got, "%d dimensions", nd);
+        return align__error(eb, ALIGN_EFORMAT, "%s: tensor '%s' has shape %s, expected %s", f->path, name, got, want);
+    }
+    if (!dst)
+        return ALIGN_OK;
+    json_int_t b = json_integer_value(json_array_get(json_object_get(e, "data_offsets"), 0));
+    size_t n = (size_t)shape[0] * (size_t)(ndim == 2 ? shape[1] : 1);
+    const unsigned char *src = (const unsigned char *)f->data + b;
+    if (kind == 0) {
+        memcpy(dst, src, n * 4);
+        return ALIGN_OK;
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint16_t h = (uint16_t)(src[2 * i] | (src[2 * i + 1] << 8)); /* little-endian */
+        dst[i] = kind == 1 ? bf16_to_f32(h) : f16_to_f32(h);
+    }
+    return ALIGN_OK;
 }

@@ -24,6 +24,12 @@ typedef struct align__st_meta {
 int align__st_write(align__errbuf *eb, const char *path, const align__st_tensor *t, int n_tensors,
                     const align__st_meta *meta, int n_meta);
 
+/* The same with the data as BF16 (bf16 != 0: rounded to nearest even) or F32. */
+int align__st_write_dtype(align__errbuf *eb, const char *path, const align__st_tensor *t,
+                          int n_tensors, const align__st_meta *meta, int n_meta, int bf16);
+/* float -> bfloat16, round to nearest even. */
+uint16_t align__f32_to_bf16(float x);
+
 typedef struct align__st_file {
     char *buf;           /* whole file */
     size_t len;
@@ -43,6 +49,10 @@ int  align__st_has(const align__st_file *f, const char *name);
 /* F32 tensor `name` of exactly this shape (shape[1] ignored when ndim == 1). */
 int  align__st_get(align__errbuf *eb, const align__st_file *f, const char *name, int ndim,
                    const int64_t *shape, const float **data);
+/* Tensor `name` of exactly this shape in F32, BF16 or F16, converted to
+ * float into dst[numel] (dst NULL: only checked). */
+int  align__st_read(align__errbuf *eb, const align__st_file *f, const char *name, int ndim,
+                    const int64_t *shape, float *dst);
 /* Shape of tensor name; 0 if absent. */
 int  align__st_shape(const align__st_file *f, const char *name, int *ndim, int64_t shape[2]);
 /* Metadata value, or NULL. */
