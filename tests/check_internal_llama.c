@@ -5,6 +5,7 @@
  * bf16), and configuration refusals. Fidelity against an independent PyTorch
  * implementation is in bindings/python/tests/test_llama_torch.py. */
 #include "model/model_impl.h"
+#include "model/safetensors.h"
 #include "testutil.h"
 
 #include <math.h>
@@ -269,6 +270,65 @@ START_TEST(test_config_refusals)
 }
 END_TEST
 
+/* A Hugging Face folder without libalign metadata: config.json decides. */
+static int load_with_config(const char *dir, const char *cfg_json)
+{
+    char p[300];
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    FILE *f = fopen(p, "w");
+    ck_assert(f != NULL);
+    fputs(cfg_json, f);
+    fclose(f);
+    align_model *m = NULL;
+    int rc = align_model_load(&m, dir, NULL);
+    align_model_free(m);
+    return rc;
+}
+
+START_TEST(test_hf_config_honoured_and_refused)
+{
+    align_model *m = tiny_llama(0, V, T, 2); /* tied, no biases */
+    char dir[] = "/tmp/align_llama_cfg_XXXXXX";
+    ck_assert(mkdtemp(dir) != NULL);
+    align__st_tensor *t = calloc((size_t)m->n_tensors, sizeof *t);
+    for (int i = 0; i < m->n_tensors; i++)
+        t[i] = (align__st_tensor){m->tensors[i].name, m->params + m->tensors[i].offset, m->tensors[i].ndim,
+                                  {m->tensors[i].shape[0], m->tensors[i].shape[1]}};
+    char p[300];
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    ck_assert_int_eq(align__st_write(NULL, p, t, m->n_tensors, NULL, 0), 0);
+    free(t);
+#define BASE "\"hidden_size\": 16, \"intermediate_size\": 24, \"num_hidden_layers\": 2, " \
+             "\"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"vocab_size\": 13, " \
+             "\"max_position_embeddings\": 7, \"rope_theta\": 500.0, \"rms_norm_eps\": 1e-5"
+    /* honoured: Llama and Mistral (no sliding window) configurations load */
+    ck_assert_msg(load_with_config(dir, "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\", "
+                                        "\"tie_word_embeddings\": true, " BASE "}") == 0, "%s", align_last_errmsg());
+    ck_assert_int_eq(load_with_config(dir, "{\"architectures\": [\"MistralForCausalLM\"], \"model_type\": \"mistral\", "
+                                           "\"sliding_window\": null, \"tie_word_embeddings\": true, " BASE "}"), 0);
+    /* refused, each with its reason */
+    static const struct { const char *cfg, *why; } bad[] = {
+        {"{\"architectures\": [\"PhiForCausalLM\"], " BASE "}", "PhiForCausalLM is not supported"},
+        {"{\"model_type\": \"phi3\", " BASE "}", "phi3"},
+        {"{\"model_type\": \"llama\", \"tie_word_embeddings\": true, \"rope_scaling\": {\"type\": \"llama3\"}, " BASE "}", "rope_scaling"},
+        {"{\"model_type\": \"mistral\", \"tie_word_embeddings\": true, \"sliding_window\": 4, " BASE "}", "sliding_window"},
+        {"{\"model_type\": \"llama\", \"tie_word_embeddings\": true, \"hidden_act\": \"gelu\", " BASE "}", "hidden_act"},
+        {"{\"model_type\": \"llama\", \"tie_word_embeddings\": true, \"attention_bias\": true, " BASE "}", "attention_bias"},
+        {"{\"model_type\": \"llama\", " BASE "}", "lm_head.weight"}, /* untied by default: no head in the file */
+        {"{\"model_type\": \"qwen2\", \"tie_word_embeddings\": true, " BASE "}", "q_proj.bias"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ck_assert_int_eq(load_with_config(dir, bad[i].cfg), ALIGN_EFORMAT);
+        ck_assert_msg(strstr(align_last_errmsg(), bad[i].why), "case %zu: %s", i, align_last_errmsg());
+    }
+#undef BASE
+    align_model_free(m);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 Suite *internal_llama_suite(void)
 {
     Suite *s = suite_create("internal_llama");
@@ -278,5 +338,6 @@ Suite *internal_llama_suite(void)
     tcase_add_test(tc, test_decode_and_generate_match_forward);
     tcase_add_test(tc, test_frozen_clone_and_save_load);
     tcase_add_test(tc, test_config_refusals);
+    tcase_add_test(tc, test_hf_config_honoured_and_refused);
     return s;
 }
