@@ -394,6 +394,13 @@ class ModelConfig:
     scalar_head: bool = False
     seed: int = 1234
     n_threads: int = 0
+    #: Llama family (``arch=ALIGN_ARCH_LLAMA``; docs/architectures.md); GPT-2 ignores them
+    n_kv_head: int = 0
+    intermediate_size: int = 0
+    rope_theta: float = 0.0
+    norm_eps: float = 0.0
+    untied_head: bool = False
+    qkv_bias: bool = False
 
 
 @dataclass
@@ -648,11 +655,13 @@ class Tokenizer(_Owned):
 
 
 class Model(_Owned):
-    """A GPT-2 style decoder-only transformer (``align_model``).
+    """A decoder-only transformer (``align_model``): GPT-2, or the Llama
+    family with ``arch="llama"`` (docs/architectures.md).
 
     ``Model(n_layer=2, n_head=2, n_embd=32, vocab_size=257, max_seq_len=64)``
     creates a randomly initialised model; unspecified settings take the
-    library's defaults. :meth:`load` reads safetensors weights.
+    library's defaults. :meth:`load` reads safetensors weights and Hugging
+    Face folders (GPT-2, Llama, Qwen2, Mistral).
     """
 
     _kind = "model"
@@ -662,12 +671,28 @@ class Model(_Owned):
                  n_embd: Optional[int] = None, vocab_size: Optional[int] = None,
                  max_seq_len: Optional[int] = None, scalar_head: bool = False,
                  seed: Optional[int] = None, n_threads: Optional[int] = None,
-                 arch: int = _raw.ALIGN_ARCH_GPT2) -> None:
+                 arch: Union[int, str] = _raw.ALIGN_ARCH_GPT2, n_kv_head: Optional[int] = None,
+                 intermediate_size: Optional[int] = None, rope_theta: Optional[float] = None,
+                 norm_eps: Optional[float] = None, untied_head: bool = False,
+                 qkv_bias: bool = False) -> None:
         p = self._params(scalar_head, seed, n_threads)
         for name, v in (("n_layer", n_layer), ("n_head", n_head), ("n_embd", n_embd),
-                        ("vocab_size", vocab_size), ("max_seq_len", max_seq_len)):
+                        ("vocab_size", vocab_size), ("max_seq_len", max_seq_len),
+                        ("n_kv_head", n_kv_head), ("intermediate_size", intermediate_size)):
             if v is not None:
                 setattr(p, name, _int(v, name))
+        for name, f in (("rope_theta", rope_theta), ("norm_eps", norm_eps)):
+            if f is not None:
+                setattr(p, name, float(f))
+        if untied_head:
+            p.flags |= _raw.ALIGN_MODEL_UNTIED_HEAD
+        if qkv_bias:
+            p.flags |= _raw.ALIGN_MODEL_QKV_BIAS
+        if isinstance(arch, str):  # "gpt2" or "llama"
+            names = {"gpt2": _raw.ALIGN_ARCH_GPT2, "llama": _raw.ALIGN_ARCH_LLAMA}
+            if arch not in names:
+                raise ValueError(f"unknown architecture {arch!r} (gpt2, llama)")
+            arch = names[arch]
         p.arch = _int(arch, "arch")
         h = _raw.align_model_p()
         _raw.align_model_create(byref(h), byref(p))
@@ -706,13 +731,16 @@ class Model(_Owned):
         _raw.align_model_load(byref(h), _path(path), byref(p))
         return cls._wrap(h, False)
 
-    def save(self, path: PathLike, *, hf_sequence_classification: bool = False) -> None:
+    def save(self, path: PathLike, *, hf_sequence_classification: bool = False,
+             bf16: bool = False) -> None:
         """Writes the weights as safetensors, atomically. A folder path (an
         existing folder, or one ending in "/") gets model.safetensors and a
         Hugging Face config.json. ``hf_sequence_classification=True`` writes
         transformers' GPT2ForSequenceClassification layout (needs a scalar
-        head)."""
+        head). ``bf16=True`` stores the weights as bfloat16."""
         flags = _raw.ALIGN_SAVE_HF_SEQUENCE_CLASSIFICATION if hf_sequence_classification else 0
+        if bf16:
+            flags |= _raw.ALIGN_SAVE_BF16
         _raw.align_model_save_ex(self._h, _path(path), flags)
 
     def clone(self, *, frozen: bool = False) -> "Model":
@@ -735,7 +763,11 @@ class Model(_Owned):
         return ModelConfig(n_layer=p.n_layer, n_head=p.n_head, n_embd=p.n_embd,
                            vocab_size=p.vocab_size, max_seq_len=p.max_seq_len, arch=p.arch,
                            scalar_head=bool(p.flags & _raw.ALIGN_MODEL_SCALAR_HEAD),
-                           seed=p.seed, n_threads=p.n_threads)
+                           seed=p.seed, n_threads=p.n_threads, n_kv_head=p.n_kv_head,
+                           intermediate_size=p.intermediate_size, rope_theta=p.rope_theta,
+                           norm_eps=p.norm_eps,
+                           untied_head=bool(p.flags & _raw.ALIGN_MODEL_UNTIED_HEAD),
+                           qkv_bias=bool(p.flags & _raw.ALIGN_MODEL_QKV_BIAS))
 
     @property
     def num_params(self) -> int:
