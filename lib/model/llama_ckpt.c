@@ -318,6 +318,8 @@ static int read_meta(const align__st_file *f, align_model_params *c)
         if (i < 7 && (v[i] < 1 || v[i] > (1 << 30) || v[i] != floor(v[i])))
             return align__error(NULL, ALIGN_EFORMAT, "%s: metadata %s is not a positive integer", f->path, keys[i]);
     }
+    if (v[9] < 0 || v[9] > 0xffff || v[9] != floor(v[9]))
+        return align__error(NULL, ALIGN_EFORMAT, "%s: metadata libalign.flags is not a flag set", f->path);
     c->arch = ALIGN_ARCH_LLAMA;
     c->n_layer = (int32_t)v[0];
     c->n_head = (int32_t)v[1];
