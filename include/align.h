@@ -160,10 +160,13 @@ typedef struct align_model_params {
 ALIGN_API int align_model_default_params(align_model_params *out, size_t struct_size);
 #define ALIGN_MODEL_DEFAULT_PARAMS(p) align_model_default_params((p), sizeof *(p))
 
-/* A randomly initialised model (GPT-2 initialisation). p is copied. */
+/* A randomly initialised model (GPT-2's or transformers' Llama initialisation,
+ * by p->arch). p is copied. */
 ALIGN_API int align_model_create(align_model **out, const align_model_params *p);
-/* Loads safetensors weights with Hugging Face GPT-2 names: a libalign file,
- * a Hugging Face folder (config.json + model.safetensors) or a file with a
+/* Loads safetensors weights with Hugging Face names: a libalign file, a
+ * Hugging Face folder (config.json + model.safetensors, or shards listed in
+ * model.safetensors.index.json; GPT-2, Llama, Qwen2, Mistral: see
+ * docs/architectures.md; F32, BF16 or F16 weights) or a file with a
  * config.json beside it, or a libalign checkpoint folder. The configuration
  * comes from the file's metadata or config.json; a file with neither is
  * refused (the head count is unknown). GPT2ForSequenceClassification files
