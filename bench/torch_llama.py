@@ -3,8 +3,9 @@
 (RMSNorm, rotary embeddings, grouped-query attention 9/3, SwiGLU, tied head),
 same batch, threads and step (forward, backward, clip, AdamW), in fp32.
 Prints one JSON object per measurement, names matching bench_llama's.
-Attention uses F.scaled_dot_product_attention (PyTorch at its best)."""
-import json, os, resource, sys, time
+Attention is written out as in torch_train.py (python3-torch 1.13 has no
+scaled_dot_product_attention)."""
+import json, math, os, resource, sys, time
 
 from blas_kernel import blas_kernel
 
@@ -32,6 +33,7 @@ def main():
     fr = torch.arange(T).float()[:, None] * inv[None, :]
     emb = torch.cat((fr, fr), -1)
     cos, sin = emb.cos(), emb.sin()
+    mask = torch.ones(T, T, dtype=torch.bool).tril()
 
     def rope(x):
         x1, x2 = x[..., : HS // 2], x[..., HS // 2:]
@@ -57,7 +59,9 @@ def main():
             v = self.v(h).view(b, t, KVH, HS).transpose(1, 2)
             k = k.repeat_interleave(H // KVH, dim=1)
             v = v.repeat_interleave(H // KVH, dim=1)
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(HS))
+            att = att.masked_fill(~mask[:t, :t], float("-inf")).softmax(dim=-1)
+            y = att @ v
             x = x + self.o(y.transpose(1, 2).reshape(b, t, C))
             h = self.n2(x)
             return x + self.down(F.silu(self.gate(h)) * self.up(h))
