@@ -11,7 +11,7 @@
  *      by 2^-7 * sum_k |a_k b_k| (plus fp32 accumulation);
  * with blocks small enough to exercise the blocking over K and over the
  * split dimension; bitwise the same on a repeat and per thread count; and the
- * gradients of a whole tiny GPT-2 in bf16 within 3% (relative L2) of fp32.
+ * gradients of a whole tiny GPT-2 in bf16 within 2% (relative L2) of fp32.
  * Everywhere: the mode is refused with a message, and stays fp32, where the
  * CPU (here: pretended) lacks bf16 instructions. */
 #include "nn/bf16.h"
@@ -226,7 +226,8 @@ START_TEST(test_refused_without_bf16)
 END_TEST
 
 /* Gradients of a whole tiny GPT-2 (SFT loss on random tokens) in bf16 within
- * 3% relative L2 of fp32, tensor by tensor; the loss within 1%. */
+ * 2% relative L2 of fp32, tensor by tensor (measured 0.3-0.5%); the loss
+ * within 1%. */
 START_TEST(test_model_gradients_track_fp32)
 {
     if (!align__bf16_available(NULL))
@@ -260,6 +261,8 @@ START_TEST(test_model_gradients_track_fp32)
     }
     ck_assert_int_eq(align_compute_set(ALIGN_COMPUTE_FP32), ALIGN_OK);
     ck_assert_msg(fabs(loss[1] - loss[0]) <= 0.01 * fabs(loss[0]), "loss bf16 %g fp32 %g", loss[1], loss[0]);
+    if (getenv("BF16_TRACE"))
+        fprintf(stderr, "loss bf16 %.6f fp32 %.6f\n", loss[1], loss[0]);
     for (int t = 0; t < m->n_tensors; t++) {
         const align__tensor *te = &m->tensors[t];
         double num = 0, den = 0;
@@ -270,7 +273,9 @@ START_TEST(test_model_gradients_track_fp32)
         }
         if (den == 0)
             continue;
-        ck_assert_msg(sqrt(num / den) <= 0.03, "%s: relative L2 error %.4f of the bf16 gradient", te->name,
+        if (getenv("BF16_TRACE"))
+            fprintf(stderr, "%s: relative L2 error %.5f\n", te->name, sqrt(num / den));
+        ck_assert_msg(sqrt(num / den) <= 0.02, "%s: relative L2 error %.4f of the bf16 gradient", te->name,
                       sqrt(num / den));
     }
     free(g[0]); free(g[1]); free(lp); free(dlp);
