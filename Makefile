@@ -44,6 +44,18 @@ DEP_CFLAGS  := $(shell pkg-config --cflags jansson libpcre2-8 2>/dev/null)
 DEP_LIBS    := $(shell pkg-config --libs jansson libpcre2-8 2>/dev/null || echo -ljansson -lpcre2-8)
 UV_CFLAGS   := $(shell pkg-config --cflags libuv 2>/dev/null)
 UV_LIBS     := $(shell pkg-config --libs libuv 2>/dev/null || echo -luv)
+# oneDNN (Debian libdnnl-dev) for the bf16 compute mode (lib/nn/dnnl.c): DNNL=auto builds it in
+# where the header is found, DNNL=1 requires it, DNNL=0 leaves it out (the mode is then refused).
+DNNL ?= auto
+ifeq ($(DNNL),auto)
+DNNL_FOUND := $(shell printf '\#include <oneapi/dnnl/dnnl.h>\n' | $(CC) -E -x c - >/dev/null 2>&1 && echo 1 || echo 0)
+else
+DNNL_FOUND := $(DNNL)
+endif
+ifeq ($(DNNL_FOUND),1)
+DNNL_CFLAGS := -DALIGN_HAVE_DNNL
+DNNL_LIBS   := -ldnnl -lgomp
+endif
 CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS  := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -lm -lpthread)
 
@@ -57,8 +69,8 @@ WARN    := -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes $(WERROR)
 BASE_CFLAGS := -std=c11 -D_POSIX_C_SOURCE=200809L $(OPT) -g -fno-math-errno \
                -fvisibility=hidden -DALIGN_BUILDING -Iinclude -Ilib $(WARN)
 SAN     ?=
-LIB_CFLAGS  = $(BASE_CFLAGS) -fPIC $(SAN) $(BLAS_CFLAGS) $(DEP_CFLAGS) $(UV_CFLAGS) $(CFLAGS)
-LIB_LIBS    = $(BLAS_LIBS) $(DEP_LIBS) $(UV_LIBS) -lm -lpthread
+LIB_CFLAGS  = $(BASE_CFLAGS) -fPIC $(SAN) $(BLAS_CFLAGS) $(DEP_CFLAGS) $(UV_CFLAGS) $(DNNL_CFLAGS) $(CFLAGS)
+LIB_LIBS    = $(BLAS_LIBS) $(DEP_LIBS) $(UV_LIBS) $(DNNL_LIBS) -lm -lpthread
 SO_LDFLAGS  = -shared -Wl,-soname,libalign.so.$(SOVERSION) \
               -Wl,--version-script=lib/libalign.map -Wl,--no-undefined $(SAN) $(LDFLAGS)
 

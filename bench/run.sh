@@ -6,7 +6,8 @@
 #   {"name", "value", "unit", "kernel", "vs_torch"? (torch ms / libalign ms),
 #    "vs_torch_bf16"? (the same against PyTorch under bf16 autocast)}
 # A new benchmark only has to print such JSON lines (one per measurement) on
-# stdout; a baseline prints lines with the same names and "impl":"torch"
+# stdout ("compare_as": NAME sets a record against the baselines' NAME, e.g.
+# bench_bf16's bf16 step against the training step's baselines); a baseline prints lines with the same names and "impl":"torch"
 # (fp32) or "impl":"torch_bf16" (bf16 autocast).
 # PyTorch runs at its best on 2 cores: OMP_WAIT_POLICY=PASSIVE (its OpenMP
 # pool otherwise spins against OpenBLAS's threads) and the same OpenBLAS
@@ -92,7 +93,7 @@ with open(sys.argv[3], "a") as out:
         rec = dict(o, time=stamp)
         cols = []
         for key, src in (("torch", torch), ("torch_bf16", torch16)):
-            t = src.get(o["name"])
+            t = src.get(o.get("compare_as", o["name"]))
             r = ratio(o, t)
             if t:
                 rec[key + "_value"] = t["value"]

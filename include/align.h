@@ -108,6 +108,25 @@ ALIGN_API int align_threads_get(void);
  * Static storage. Logs a warning once if a slow fallback kernel is detected. */
 ALIGN_API const char *align_blas_info(void);
 
+/* ---- compute precision ---------------------------------------------------
+ * ALIGN_COMPUTE_BF16: the matrix products of training and of forward passes
+ * (not of single-token decoding) take bf16 operands with fp32 accumulation
+ * and fp32 results, through oneDNN's matmul (AMX or AVX512_BF16); weights,
+ * gradients, optimizer state and all other operations stay fp32 (the bf16
+ * copies are made per product, never kept). One process-wide setting, taken
+ * between calls. Refused with ALIGN_EMISUSE (and a message saying why; the
+ * setting stays fp32) when libalign was built without oneDNN or the CPU has
+ * neither AVX512_BF16 nor AMX-BF16. Results are reproducible for a given
+ * thread count in either mode; bf16 results differ from fp32 ones by bf16
+ * rounding (docs/model.md, "bf16 compute"). Default ALIGN_COMPUTE_FP32. */
+enum { ALIGN_COMPUTE_FP32 = 0, ALIGN_COMPUTE_BF16 = 1 };
+ALIGN_API int align_compute_set(int32_t mode);
+ALIGN_API int32_t align_compute_get(void);
+/* The mode in force and what bf16 would run on, or why it cannot, e.g.
+ * "fp32; bf16 available through oneDNN 2.6.3 (avx512_core_bf16) (CPU: avx512_bf16)".
+ * Thread-local storage, valid until the calling thread's next call. */
+ALIGN_API const char *align_compute_info(void);
+
 /* ---- opaque handles ------------------------------------------------------ */
 typedef struct align_model align_model;
 typedef struct align_tokenizer align_tokenizer;

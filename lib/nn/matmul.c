@@ -12,6 +12,7 @@
  * result depends neither on the thread count nor on the other rows, so a
  * sequence decodes to the same bits in any batch. Elsewhere sgemv / sgemm. */
 #include "nn/nn.h"
+#include "nn/bf16.h"
 
 #include <cblas.h>
 #include <string.h>
@@ -207,6 +208,8 @@ static void matmul_blas(float *out, const float *inp, const float *w, int64_t N,
 void align__nn_matmul_forward(float *out, const float *inp, const float *w, const float *bias,
                               int64_t N, int64_t C, int64_t OC, int layout, float beta)
 {
+    if (align__bf16_on() && !align__dnnl_matmul_forward(out, inp, w, bias, N, C, OC, layout, beta))
+        return; /* bf16 compute mode (bf16.h) */
     float sbeta = beta;
     if (bias) { /* out = beta * out + bias first, then sgemm accumulates */
         bias_ctx c = {out, bias, OC, beta};
@@ -284,6 +287,8 @@ void align__nn_matmul_backward(float *dinp, float *dw, float *dbias, const float
                                const float *inp, const float *w, int64_t N, int64_t C, int64_t OC,
                                int layout)
 {
+    if (align__bf16_on() && !align__dnnl_matmul_backward(dinp, dw, dout, inp, w, N, C, OC, layout))
+        dinp = dw = NULL; /* done in the bf16 compute mode (bf16.h); dbias below */
     if (dinp) {
         if (layout == ALIGN__W_IN_OUT) /* dinp[N][C] = dout[N][OC] @ W[C][OC]^T */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)C, (int)OC, 1.0f,

@@ -32,7 +32,7 @@ from .api import (ChatTemplate, ClosedError, Dataset, DPOLoss, DPOTrainer, KTOTr
                   FinishReason, ForwardOutput, Generation,
                   Judge, LogLevel, Model, ModelConfig, Optimizer, Provenance, RecordKind, RewardModel,
                   RLTrainer, RewardTrainer, Schedule, SFTTrainer, Source, StepStats, Tokenizer, Trainer, Truncation,
-                  blas_info, collect, get_threads,
+                  blas_info, collect, compute_info, get_compute, get_threads, set_compute,
                   Journal, FeedbackKind, RequestStatus, FeedbackRequest,
                   live_handles, set_log_handler, set_log_level, set_threads, version,
                   version_string)
@@ -50,6 +50,7 @@ __all__ = [
     "Journal", "FeedbackKind", "RequestStatus", "FeedbackRequest",
     "RecordKind", "Source", "FinishReason", "Schedule", "Truncation", "LogLevel",
     "version", "version_string", "blas_info", "set_threads", "get_threads",
+    "set_compute", "get_compute", "compute_info",
     "set_log_handler", "set_log_level", "live_handles", "blas_remedy_state",
 ]
 

@@ -73,6 +73,10 @@ ALIGN_LOG_WARN = 1
 ALIGN_LOG_INFO = 2
 ALIGN_LOG_DEBUG = 3
 
+# compute precision (align_compute_set)
+ALIGN_COMPUTE_FP32 = 0
+ALIGN_COMPUTE_BF16 = 1
+
 # model
 ALIGN_ARCH_GPT2 = 0
 ALIGN_ARCH_LLAMA = 1
@@ -904,6 +908,9 @@ align_threads_get = _fn("int align_threads_get(void)", c_int, [])
 align_blas_info = _fn("const char *align_blas_info(void)", c_char_p, [])
 align_blas_slow_kernel = _fn("int align_blas_slow_kernel(const char **remedy_out)",
                              c_int, [POINTER(c_char_p)])
+align_compute_set = _fn("int align_compute_set(int32_t mode)", c_int, [c_int32])
+align_compute_get = _fn("int32_t align_compute_get(void)", c_int32, [])
+align_compute_info = _fn("const char *align_compute_info(void)", c_char_p, [])
 
 # ---- model ----------------------------------------------------------------------
 align_model_default_params = _fn(

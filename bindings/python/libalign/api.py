@@ -39,6 +39,7 @@ __all__ = [
     "DPOTrainer", "KTOTrainer", "DPOLoss", "RankingMode",
     "Journal", "FeedbackKind", "RequestStatus", "FeedbackRequest",
     "version", "version_string", "blas_info", "set_threads", "get_threads",
+    "set_compute", "get_compute", "compute_info",
     "set_log_handler", "set_log_level", "live_handles",
 ]
 
@@ -293,6 +294,28 @@ def version_string() -> str:
 def blas_info() -> str:
     """Which BLAS and kernels the library uses."""
     return _decode(_raw.align_blas_info())
+
+
+def set_compute(mode: str) -> None:
+    """Precision of the matrix products: ``"fp32"`` (default) or ``"bf16"``
+    (bf16 operands, fp32 accumulation and weights, through oneDNN). One
+    process-wide setting; ``"bf16"`` raises AlignMisuseError where the library
+    was built without oneDNN or the CPU lacks AVX512_BF16 / AMX-BF16 (the
+    setting then stays ``"fp32"``)."""
+    modes = {"fp32": _raw.ALIGN_COMPUTE_FP32, "bf16": _raw.ALIGN_COMPUTE_BF16}
+    if mode not in modes:
+        raise ValueError(f"compute mode must be 'fp32' or 'bf16', not {mode!r}")
+    _raw.align_compute_set(modes[mode])
+
+
+def get_compute() -> str:
+    """The precision in force: ``"fp32"`` or ``"bf16"``."""
+    return "bf16" if int(_raw.align_compute_get()) == _raw.ALIGN_COMPUTE_BF16 else "fp32"
+
+
+def compute_info() -> str:
+    """The mode in force and what bf16 would run on, or why it cannot."""
+    return _decode(_raw.align_compute_info())
 
 
 def set_threads(n: int) -> None:
