@@ -504,19 +504,28 @@ ALIGN_API const char *align_trainer_errmsg(const align_trainer *tr);
  *       summation order for a given size).
  *   broadcast: bytes from root's buf into every other rank's buf.
  *   allgather: recv[r*bytes .. (r+1)*bytes) := rank r's send (bytes each).
- *   errmsg: optional (NULL): the detail of the last failure. */
+ *   errmsg: optional (NULL): writes the detail of the last failure into
+ *       buf (cap bytes, NUL-terminated); returns 0. */
+typedef int (*align_dist_allreduce_fn)(void *user_data, float *buf, size_t n);
+typedef int (*align_dist_broadcast_fn)(void *user_data, void *buf, size_t bytes, int32_t root);
+typedef int (*align_dist_allgather_fn)(void *user_data, const void *send, void *recv, size_t bytes);
+typedef int (*align_dist_errmsg_fn)(void *user_data, char *buf, size_t cap);
 typedef struct align_dist {
     uint32_t struct_size;
     int32_t  rank;              /* this process, 0..size-1 */
     int32_t  size;              /* number of processes (1 = not distributed) */
     uint32_t flags;             /* reserved, 0 */
     void    *user_data;         /* passed to every callback */
-    int (*allreduce_sum_f32)(void *user_data, float *buf, size_t n);
-    int (*broadcast)(void *user_data, void *buf, size_t bytes, int32_t root);
-    int (*allgather)(void *user_data, const void *send, void *recv, size_t bytes);
-    const char *(*errmsg)(void *user_data);
+    align_dist_allreduce_fn allreduce_sum_f32;
+    align_dist_broadcast_fn broadcast;
+    align_dist_allgather_fn allgather;
+    align_dist_errmsg_fn    errmsg;    /* may be NULL */
     /* append new members here */
 } align_dist;
+
+/* *d := one rank of one (rank 0, size 1, no callbacks), struct_size set.
+ * A host then fills rank, size, user_data and the callbacks. */
+ALIGN_API int align_dist_init(align_dist *d, size_t struct_size);
 
 /* Makes tr data parallel over d (copied; d->user_data must outlive the
  * trainer). Collective: every rank calls it before its first step; the

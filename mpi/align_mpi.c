@@ -147,9 +147,11 @@ static int allgather(void *ud, const void *send, void *recv, size_t bytes)
     return wait_all(st, &q, 1, "allgather");
 }
 
-static const char *errmsg(void *ud)
+static int errmsg(void *ud, char *buf, size_t cap)
 {
-    return ((mpi_state *)ud)->err;
+    if (cap)
+        snprintf(buf, cap, "%s", ((mpi_state *)ud)->err);
+    return ALIGN_OK;
 }
 
 ALIGN_API int align_dist_mpi_create(align_dist *d, MPI_Comm comm, double timeout_sec)

@@ -17,6 +17,7 @@
 #include "model/model.h"
 #include "model/model_impl.h"
 
+#include <stddef.h>
 #include <string.h>
 
 /* Gradient all-reduce in buckets of this many floats (16 MiB): bounds the
@@ -25,9 +26,24 @@
 
 static int comm_error(align_trainer *tr, int rc, const char *what)
 {
-    const char *d = tr->dist.errmsg ? tr->dist.errmsg(tr->dist.user_data) : NULL;
+    char d[256] = "";
+    if (tr->dist.errmsg)
+        tr->dist.errmsg(tr->dist.user_data, d, sizeof d);
+    d[sizeof d - 1] = '\0';
     return align__error(&tr->err, rc < 0 ? rc : ALIGN_EIO, "distributed %s failed on rank %d of %d: %s", what,
-                        (int)tr->dist.rank, (int)tr->dist.size, d && *d ? d : align_strerror(rc));
+                        (int)tr->dist.rank, (int)tr->dist.size, *d ? d : align_strerror(rc));
+}
+
+ALIGN_API int align_dist_init(align_dist *d, size_t struct_size)
+{
+    if (!d || struct_size < sizeof(uint32_t))
+        return align__error(NULL, ALIGN_EINVAL, "align_dist_init: d is NULL or struct_size too small");
+    size_t n = struct_size < sizeof *d ? struct_size : sizeof *d;
+    memset(d, 0, n);
+    d->struct_size = (uint32_t)n;
+    if (n >= offsetof(align_dist, size) + sizeof d->size)
+        d->size = 1;
+    return ALIGN_OK;
 }
 
 void align__dist_share(const align_trainer *tr, int64_t n, int64_t *lo, int64_t *hi)
