@@ -11,7 +11,7 @@ A="$(cd "$BUILD" && pwd)/bin/alignctl"
 [ -x "$A" ] || { echo "mpi_sft.sh: $A is not built (make examples)" >&2; exit 1; }
 if ! command -v mpirun >/dev/null 2>&1; then echo "mpi_sft.sh: skipped (no mpirun)"; exit 0; fi
 if [ -n "${SAN:-}" ]; then echo "mpi_sft.sh: skipped under sanitizers"; exit 0; fi
-if ! ldd "$A" | grep -q libalign_mpi; then echo "mpi_sft.sh: skipped (alignctl built without MPI)"; exit 0; fi
+case "$(ldd "$A")" in *libalign_mpi*) ;; *) echo "mpi_sft.sh: skipped (alignctl built without MPI)"; exit 0 ;; esac
 mkdir -p "$BUILD/tmp"
 T=$(mktemp -d "$BUILD/tmp/mpi_sft.XXXXXX")
 cd "$T"
