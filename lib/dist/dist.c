@@ -247,8 +247,12 @@ int align__dist_agree_rc(align_trainer *tr, int rc, const char *what)
     int bad = crc < 0 ? crc : first_failure(tr, v, sizeof *v, &who);
     if (v != stack)
         align__free(v);
-    if (crc < 0 || bad == ALIGN_OK || who == tr->dist.rank)
-        return crc < 0 ? crc : bad;
+    if (crc < 0)
+        return crc;
+    if (bad == ALIGN_OK)
+        return rc; /* ALIGN_OK or ALIGN_DONE: the same on every rank */
+    if (who == tr->dist.rank)
+        return bad;
     return align__error(&tr->err, bad, "%s failed on rank %d (%s)", what, (int)who, align_strerror(bad));
 }
 

@@ -323,6 +323,8 @@ int align__trainer_step(align_trainer *tr, align_step_stats *stats)
         if ((rc = begin(tr)) < 0)
             return rc;
         rc = tr->vt->rollout(tr, &ctx);
+        if (tr->dist_on) /* a rank that failed or stopped stops every rank */
+            rc = align__dist_agree_rc(tr, rc, "rollout");
         if (rc != ALIGN_OK) {
             rollback(tr);
             if (rc == ALIGN_DONE)
