@@ -272,6 +272,9 @@ ALIGN_API int align_trainer_set_dist(align_trainer *tr, const align_dist *d)
         tr->dist_on = 0;
         return ALIGN_OK;
     }
+    if (!tr->vt->finish)
+        return align__error(&tr->err, ALIGN_EMISUSE, "align_trainer_set_dist: the %s trainer is not data parallel "
+                            "(run it on one rank)", tr->vt->name);
     if (d->struct_size < sizeof *d)
         return align__error(&tr->err, ALIGN_EVERSION, "align_trainer_set_dist: struct_size %u, expected %zu",
                             (unsigned)d->struct_size, sizeof *d);

@@ -74,7 +74,7 @@
 #define ALIGN__MAX_ROLES 8
 #define ALIGN__MAX_METRICS 64
 #define ALIGN__ROLE_NAME_CAP 24
-#define ALIGN__DIST_SUMS 16
+#define ALIGN__DIST_SUMS 32
 
 /* A role as the algorithm's constructor declares it. */
 typedef struct align__role {
