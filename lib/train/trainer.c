@@ -411,7 +411,7 @@ int align__trainer_step(align_trainer *tr, align_step_stats *stats)
     int finish_after = 0;
     if (tr->on_step) {
         tr->m_pending = &ctx.metrics;
-        int cb = tr->on_step(s, tr->on_step_ud);
+        int cb = tr->on_step(s, tr->on_step_ud), mine = cb;
         tr->m_pending = NULL;
         if (tr->dist_on && (rc = align__dist_agree_verdict(tr, cb, &cb)) < 0) {
             rollback(tr);
@@ -420,8 +420,8 @@ int align__trainer_step(align_trainer *tr, align_step_stats *stats)
         if (cb < 0) {
             rollback(tr);
             return align__error(&tr->err, ALIGN_ECALLBACK,
-                                "on_step callback returned %d at step %lld; the update was discarded", cb,
-                                (long long)s->step);
+                                "on_step callback %sreturned %d at step %lld; the update was discarded",
+                                mine < 0 ? "" : "of another rank ", cb, (long long)s->step);
         }
         if (cb == ALIGN_DONE)
             finish_after = 1;
