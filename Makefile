@@ -151,6 +151,11 @@ $(MPI_SO): mpi/align_mpi.c include/align_mpi.h include/align.h Makefile
 $(BUILD)/alignctl-obj/dist.o: EX_CFLAGS += -DALIGN_WITH_MPI $(MPI_CFLAGS)
 $(BUILD)/bin/alignctl: CTL_LIBS += -lalign_mpi $(MPI_LIBS)
 $(BUILD)/bin/alignctl: $(MPI_SO)
+$(BUILD)/bench/bench_dist: bench/bench_dist.c include/align.h include/align_mpi.h $(ARCHIVE) $(MPI_SO)
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_POSIX_C_SOURCE=200809L -O2 -g -fno-math-errno -Iinclude -Ilib $(WARN) $(BLAS_CFLAGS) \
+	  -DALIGN_WITH_MPI -DALIGN_STATIC $(MPI_CFLAGS) $(CFLAGS) $< -o $@ $(ARCHIVE) -L$(BUILD) -lalign_mpi \
+	  -Wl,-rpath,'$$ORIGIN/..' $(MPI_LIBS) $(LIB_LIBS) $(LDFLAGS)
 .PHONY: install-mpi
 install: install-mpi
 install-mpi: $(MPI_SO)
