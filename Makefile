@@ -142,6 +142,40 @@ $(BUILD)/bin/alignctl: $(CTL_OBJS) $(SO_DEV)
 	@mkdir -p $(dir $@)
 	$(CC) $(EX_CFLAGS) $(CTL_OBJS) -o $@ $(EX_LIBS) $(CTL_LIBS) $(LDFLAGS)
 
+# ---- MPI (docs/distributed.md) ---------------------------------------------------------
+# libalign_mpi.so: the align_dist communicator over MPI (include/align_mpi.h), a
+# library of its own so libalign.so never links MPI. Built with MPI=1, or by
+# default where $(MPICC) is found (MPI=0 turns it off); alignctl then links it
+# for `--dist mpi` (examples/alignctl/dist.c).
+MPICC ?= mpicc
+ifeq ($(origin MPI),undefined)
+MPI := $(if $(shell command -v $(MPICC) 2>/dev/null),1,0)
+endif
+MPI_SO := $(BUILD)/libalign_mpi.so
+ifeq ($(MPI),1)
+MPI_CFLAGS := $(shell $(MPICC) --showme:compile 2>/dev/null)
+MPI_LIBS   := $(shell $(MPICC) --showme:link 2>/dev/null || echo -lmpi)
+lib: $(MPI_SO)
+$(MPI_SO): mpi/align_mpi.c include/align_mpi.h include/align.h Makefile
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) -fPIC $(SAN) $(MPI_CFLAGS) $(CFLAGS) -shared -Wl,-soname,libalign_mpi.so \
+	  -Wl,--no-undefined $< -o $@ $(MPI_LIBS) $(LDFLAGS)
+$(BUILD)/alignctl-obj/dist.o: EX_CFLAGS += -DALIGN_WITH_MPI $(MPI_CFLAGS)
+$(BUILD)/bin/alignctl: CTL_LIBS += -lalign_mpi $(MPI_LIBS)
+$(BUILD)/bin/alignctl: $(MPI_SO)
+$(BUILD)/bench/bench_dist: bench/bench_dist.c include/align.h include/align_mpi.h $(ARCHIVE) $(MPI_SO)
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_POSIX_C_SOURCE=200809L -O2 -g -fno-math-errno -Iinclude -Ilib $(WARN) $(BLAS_CFLAGS) \
+	  -DALIGN_WITH_MPI -DALIGN_STATIC $(MPI_CFLAGS) $(CFLAGS) $< -o $@ $(ARCHIVE) -L$(BUILD) -lalign_mpi \
+	  -Wl,-rpath,'$$ORIGIN/..' $(MPI_LIBS) $(LIB_LIBS) $(LDFLAGS)
+.PHONY: install-mpi
+install: install-mpi
+install-mpi: $(MPI_SO)
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR)
+	install -m 755 $(MPI_SO) $(DESTDIR)$(LIBDIR)/
+	install -m 644 include/align_mpi.h $(DESTDIR)$(INCLUDEDIR)/
+endif
+
 # ---- tests ----------------------------------------------------------------------------
 # tests/check_<module>.c exports Suite *<module>_suite(void). Files named
 # check_internal_*.c may use align__ internals and link the static archive;

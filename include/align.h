@@ -524,6 +524,57 @@ ALIGN_API void align_trainer_free(align_trainer *tr);
 ALIGN_API const char *align_trainer_errmsg(const align_trainer *tr);
 
 /* ======================================================================== */
+/* data-parallel training (docs/distributed.md)                             */
+/* ======================================================================== */
+/* A communicator the host implements (or align_dist_mpi_create in
+ * align_mpi.h, a separate library, so libalign itself never links MPI).
+ * One process per rank; every rank builds the same trainer from the same
+ * data and calls the same functions in the same order. Every callback is
+ * collective, returns 0 or a negative ALIGN_E* code, and must return (an
+ * error, e.g. ALIGN_EIO) rather than wait forever when a peer is gone.
+ *   allreduce_sum_f32: buf[0..n) := the sum over ranks, IDENTICAL bits on
+ *       every rank and the same bits for the same inputs (a fixed
+ *       summation order for a given size).
+ *   broadcast: bytes from root's buf into every other rank's buf.
+ *   allgather: recv[r*bytes .. (r+1)*bytes) := rank r's send (bytes each).
+ *   errmsg: optional (NULL): writes the detail of the last failure into
+ *       buf (cap bytes, NUL-terminated); returns 0. */
+typedef int (*align_dist_allreduce_fn)(void *user_data, float *buf, size_t n);
+typedef int (*align_dist_broadcast_fn)(void *user_data, void *buf, size_t bytes, int32_t root);
+typedef int (*align_dist_allgather_fn)(void *user_data, const void *send, void *recv, size_t bytes);
+typedef int (*align_dist_errmsg_fn)(void *user_data, char *buf, size_t cap);
+typedef struct align_dist {
+    uint32_t struct_size;
+    int32_t  rank;              /* this process, 0..size-1 */
+    int32_t  size;              /* number of processes (1 = not distributed) */
+    uint32_t flags;             /* reserved, 0 */
+    void    *user_data;         /* passed to every callback */
+    align_dist_allreduce_fn allreduce_sum_f32;
+    align_dist_broadcast_fn broadcast;
+    align_dist_allgather_fn allgather;
+    align_dist_errmsg_fn    errmsg;    /* may be NULL */
+    /* append new members here */
+} align_dist;
+
+/* *d := one rank of one (rank 0, size 1, no callbacks), struct_size set.
+ * A host then fills rank, size, user_data and the callbacks. */
+ALIGN_API int align_dist_init(align_dist *d, size_t struct_size);
+
+/* Makes tr data parallel over d (copied; d->user_data must outlive the
+ * trainer). Collective: every rank calls it before its first step; the
+ * weights of every trainable role are broadcast from rank 0, so all ranks
+ * start identical. Then each rank runs its share of every global batch
+ * (the batch the params describe, whatever the number of ranks), the
+ * gradients are summed over ranks before the norm, the clipping, the
+ * non-finite guard and the optimizer step (the same on every rank), and
+ * the step's loss metrics are global. An error or a stop on one rank
+ * makes the step fail on every rank (nothing applied anywhere).
+ * align_trainer_save writes on rank 0 only (the others wait for its
+ * result); align_trainer_resume reads on every rank. d == NULL or
+ * d->size == 1: local training again. ALIGN_EMISUSE after the first step. */
+ALIGN_API int align_trainer_set_dist(align_trainer *tr, const align_dist *d);
+
+/* ======================================================================== */
 /* introspection for tools (alignctl info, the BLAS re-run)                 */
 /* ======================================================================== */
 

@@ -124,6 +124,7 @@ int metrics_write_eval(FILE *f, int64_t step, const align_step_stats *eval);
 /* ---- train_loop.c: what every training subcommand shares ------------------ */
 typedef struct train_opts {
     const char *out, *eval_path, *resume, *metrics_path, *ckdir_arg;
+    const char *dist;        /* --dist mpi|none|auto (dist.c) */
     int steps, epochs, threads, eval_every, save_every, quiet, log_every, lenient;
     align_optimizer_params op;
     char ckdir[4096];        /* checkpoint folder (train_opts_finish) */
@@ -142,6 +143,15 @@ int train_opts_finish(train_opts *o);
  * 130), and saves save_model to --out. opt_main counts the steps done. */
 int train_run(train_opts *o, int argc, char **argv, align_trainer *tr, align_optimizer *opt_main,
               align_dataset *evald, align_model *save_model, int64_t total);
+
+/* dist.c: --dist (docs/distributed.md). dist_start joins the MPI job when
+ * asked or launched by mpirun (0 or an exit status); rank 0 alone reports
+ * and writes files. dist_end(status) finalises, or aborts every rank when
+ * this one failed. */
+int  dist_start(train_opts *o, align_trainer *tr);
+int  dist_rank(void);
+int  dist_active(void);
+void dist_end(int status);
 
 int metrics_write_step_tr(FILE *f, const align_trainer *tr, const align_step_stats *st, double time,
                           const align_step_stats *eval);

@@ -73,6 +73,7 @@ const char *const RL_COMMON_HELP =
     "  --log-every N       plain progress line every N steps when stderr is not a terminal\n"
     "                      (default 10)\n"
     "  --quiet             no progress output\n"
+    "  --dist mpi|none     data parallel under mpirun (default: auto; docs/distributed.md)\n"
     "Exit status: 0 done, 1 error (a failing reward command included: the message names\n"
     "the command and the offending line; the last checkpoint is left as it was), 2 bad\n"
     "usage, 130 Ctrl-C (a checkpoint is saved and the command to resume is printed).\n";
@@ -355,6 +356,8 @@ int rl_run(rl_cli *c, int argc, char **argv, const rl_algo *al)
         r = rt_fail(rc, align_last_errmsg(), "cannot create the %s trainer", al->name);
         goto out;
     }
+    if ((r = dist_start(&c->t, tr)) != 0) /* --dist: before resume (set_dist precedes the first step) */
+        goto out;
     if (resume && (rc = align_trainer_resume(tr, resume)) < 0) {
         r = rt_fail(rc, align_trainer_errmsg(tr),
                     "cannot resume from '%s' (was it saved by a run with the same policy, "
@@ -387,7 +390,7 @@ int rl_run(rl_cli *c, int argc, char **argv, const rl_algo *al)
     int nonfinite = 0, interrupted_run = 0;
     signals_attach(tr);
     for (;;) {
-        if (signals_caught()) {
+        if (!dist_active() && signals_caught()) { /* distributed: the step stops every rank */
             interrupted_run = 1;
             break;
         }
@@ -479,7 +482,7 @@ int rl_run(rl_cli *c, int argc, char **argv, const rl_algo *al)
         if (!c->t.quiet)
             fprintf(stderr, "checkpoint: %s\n", dir);
     }
-    if ((rc = align_model_save(policy, c->t.out)) < 0) {
+    if (dist_rank() == 0 && (rc = align_model_save(policy, c->t.out)) < 0) {
         r = rt_fail(rc, align_model_errmsg(policy), "cannot save the policy to '%s'", c->t.out);
         goto out;
     }
@@ -494,6 +497,7 @@ out:
     }
     signals_restore();
     align_trainer_free(tr);
+    dist_end(r);
     align_reward_model_free(rm);
     extproc_close(w.ep); /* after the trainer: nothing scores any more */
     reward_forget(&w);

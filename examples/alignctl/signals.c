@@ -105,6 +105,8 @@ int checkpoint_save(align_trainer *tr, const char *ckdir, int64_t step, char *di
     int rc = align_trainer_save(tr, dir_out);
     if (rc < 0)
         return rt_fail(rc, align_trainer_errmsg(tr), "cannot save checkpoint '%s'", dir_out);
+    if (dist_rank() != 0)
+        return 0; /* rank 0 wrote it and keeps the 'latest' link */
     char link[4200], tmp[4300], target[64];
     snprintf(link, sizeof link, "%s/latest", ckdir);
     snprintf(tmp, sizeof tmp, "%s/.latest.%ld", ckdir, (long)getpid());

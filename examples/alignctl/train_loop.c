@@ -66,6 +66,10 @@ int train_opt(int argc, char **argv, int *i, train_opts *o)
         o->threads = parse_int("--threads", v, 1, 4096);
     } else if (opt(argc, argv, i, "--log-every", &v)) {
         o->log_every = parse_int("--log-every", v, 0, INT32_MAX);
+    } else if (opt(argc, argv, i, "--dist", &v)) {
+        if (strcmp(v, "mpi") && strcmp(v, "none") && strcmp(v, "auto"))
+            usage_die("--dist expects mpi, none or auto, got '%s'", v);
+        o->dist = v;
     } else if (flag(a, "--quiet")) {
         o->quiet = 1;
     } else {
@@ -108,8 +112,22 @@ static void print_eval(const train_opts *o, int64_t step, const align_step_stats
             es->accuracy);
 }
 
+static int train_steps(train_opts *o, int argc, char **argv, align_trainer *tr, align_optimizer *opt_main,
+                       align_dataset *evald, align_model *save_model, int64_t total);
+
 int train_run(train_opts *o, int argc, char **argv, align_trainer *tr, align_optimizer *opt_main,
               align_dataset *evald, align_model *save_model, int64_t total)
+{
+    int r;
+    if ((r = dist_start(o, tr)) != 0)
+        return r;
+    r = train_steps(o, argc, argv, tr, opt_main, evald, save_model, total);
+    dist_end(r);
+    return r;
+}
+
+static int train_steps(train_opts *o, int argc, char **argv, align_trainer *tr, align_optimizer *opt_main,
+                       align_dataset *evald, align_model *save_model, int64_t total)
 {
     int r = 0, rc;
     FILE *mf = NULL;
@@ -140,7 +158,9 @@ int train_run(train_opts *o, int argc, char **argv, align_trainer *tr, align_opt
     float last_loss = NAN;
     signals_attach(tr);
     for (;;) {
-        if (signals_caught()) {
+        /* Distributed: a signal stops the step on every rank through the
+         * trainer (signals_attach), never one rank alone. */
+        if (!dist_active() && signals_caught()) {
             interrupted = 1;
             break;
         }
@@ -248,7 +268,7 @@ int train_run(train_opts *o, int argc, char **argv, align_trainer *tr, align_opt
         if (!o->quiet)
             fprintf(stderr, "checkpoint: %s\n", dir);
     }
-    rc = align_model_save(save_model, o->out);
+    rc = dist_rank() == 0 ? align_model_save(save_model, o->out) : ALIGN_OK;
     if (rc < 0) {
         r = rt_fail(rc, align_model_errmsg(save_model), "cannot save the model to '%s'", o->out);
         goto out;

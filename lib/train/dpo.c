@@ -36,6 +36,7 @@
  * cached as for DPO.
  */
 #include "train/trainer.h"
+#include "dist/dist.h"
 #include "train/pref_loss.h"
 #include "data/dataset.h"
 #include "data/template.h"
@@ -638,11 +639,15 @@ static int dpo_accumulate(align_trainer *tr, align__step_ctx *ctx)
     dpo_acc acc;
     memset(&acc, 0, sizeof acc);
     double t_fwd = 0, t_bwd = 0;
-    for (int32_t i0 = 0; i0 < n; i0 += s->mb) {
+    /* Data parallel: every rank reads the step's records, runs its share
+     * (the gradient is still divided by the step's n). */
+    int64_t lo, hi;
+    align__dist_share(tr, n, &lo, &hi);
+    for (int32_t i0 = (int32_t)lo; i0 < (int32_t)hi; i0 += s->mb) {
         int rc = align__trainer_poll_stop(tr);
         if (rc < 0)
             return rc;
-        int32_t m = ALIGN__MIN(s->mb, n - i0);
+        int32_t m = ALIGN__MIN(s->mb, (int32_t)hi - i0);
         rc = dpo_micro(tr, s, &s->d, s->step_recs + i0, m, n, 1, uses_cache(s), tr->policy, &acc, ctx, &t_fwd,
                        &t_bwd);
         if (rc < 0)
@@ -650,12 +655,27 @@ static int dpo_accumulate(align_trainer *tr, align__step_ctx *ctx)
     }
     ctx->stats.time_forward_ms = (float)(t_fwd * 1e3);
     ctx->stats.time_backward_ms = (float)(t_bwd * 1e3);
-    dpo_report(ctx, s, &acc);
+    /* Statistics in dpo_finish, from sums the trainer adds over ranks. */
+    const double part[] = {acc.loss, acc.rc, acc.rr, acc.margin, acc.acc, acc.lpc, acc.lpr, acc.nll,
+                           (double)acc.pairs, (double)acc.records, (double)ctx->stats.tokens,
+                           (double)ctx->stats.sequences};
+    ctx->n_sums = (int32_t)(sizeof part / sizeof part[0]);
+    memcpy(ctx->sums, part, sizeof part);
     if (uses_cache(s)) {
         align__metric(ctx, "ref_cache/fill", (double)s->n_cached / (double)s->d.n_rec);
         maybe_release(s);
     }
     return ALIGN_OK;
+}
+
+static void dpo_finish(align_trainer *tr, align__step_ctx *ctx)
+{
+    const double *v = ctx->sums;
+    dpo_acc acc = {.loss = v[0], .rc = v[1], .rr = v[2], .margin = v[3], .acc = v[4], .lpc = v[5], .lpr = v[6],
+                   .nll = v[7], .pairs = (int64_t)v[8], .records = (int64_t)v[9]};
+    ctx->stats.tokens = (int64_t)v[10];
+    ctx->stats.sequences = (int64_t)v[11];
+    dpo_report(ctx, tr->algo, &acc);
 }
 
 /* ---- KTO ------------------------------------------------------------------- */
@@ -862,6 +882,10 @@ static int kto_accumulate(align_trainer *tr, align__step_ctx *ctx)
     }
     if (n == 0)
         return ALIGN_DONE;
+    /* The reference point is a statistic of the whole step's batch, taken
+     * inside it: not split over ranks (yet). */
+    if (tr->dist_on)
+        return align__error(&tr->err, ALIGN_EMISUSE, "KTO is not data parallel (run it on one rank)");
     kto_acc acc;
     memset(&acc, 0, sizeof acc);
     int rc = kto_batch(tr, s, s->step_recs, n, 1, uses_cache(s), &acc, ctx, 1);
@@ -1135,6 +1159,7 @@ static const align__trainer_vtable dpo_vtable = {
     .name = "dpo",
     .algorithm = ALIGN_ALGO_DPO,
     .accumulate = dpo_accumulate,
+    .finish = dpo_finish,
     .evaluate = pref_evaluate,
     .progress = pref_progress,
     .epoch = pref_epoch,

@@ -35,6 +35,7 @@
  * saved with the checkpoint, so a run stopped anywhere resumes bitwise.
  */
 #include "train/trainer.h"
+#include "dist/dist.h"
 #include "train/rl_math.h"
 #include "train/rollout.h"
 #include "data/batch.h"
@@ -99,6 +100,9 @@ typedef struct rl {
     align__rollout *buf;
     int pending;                         /* buf holds minibatches not yet trained on */
     double rmv[RM_N];
+    /* the step being finished (rl_finish): minibatch rows, update time */
+    int32_t fin_cnt;
+    double  fin_update_ms;
     rl_snap snap;
     /* micro-batch scratch, sized for the current buffer */
     int32_t sc_rows, sc_len, sc_T;
@@ -786,10 +790,18 @@ static int rl_accumulate(align_trainer *tr, align__step_ctx *ctx)
     const double vstart = align__now_sec();
     double vtime = 0.0;
     int64_t processed = 0;
-    for (int32_t k0 = 0; k0 < cnt; k0 += s->c.micro) {
+    /* Data parallel: every rank holds the whole rollout buffer (the rollout
+     * is made identically everywhere) and runs its contiguous share of the
+     * minibatch's rows; the loss normalisers above are the minibatch's. */
+    int64_t lo64, hi64;
+    align__dist_share(tr, cnt, &lo64, &hi64);
+    const int32_t hi = (int32_t)hi64;
+    if (s->ptx && tr->dist_on)
+        return align__error(eb, ALIGN_EMISUSE, "PPO-ptx is not data parallel (run it on one rank)");
+    for (int32_t k0 = (int32_t)lo64; k0 < hi; k0 += s->c.micro) {
         if ((rc = align__trainer_poll_stop(tr)) < 0)
             return rc;
-        const int32_t m = ALIGN__MIN(s->c.micro, cnt - k0);
+        const int32_t m = ALIGN__MIN(s->c.micro, hi - k0);
         const int32_t *ix = idx + k0;
         int32_t L = 0;
         if ((rc = mb_rows(s, ix, m, &L)) < 0)
@@ -909,15 +921,33 @@ static int rl_accumulate(align_trainer *tr, align__step_ctx *ctx)
     if (b->iter.epoch >= b->iter.n_epochs)
         s->pending = 0;
 
-    double tk = toks > 0 ? toks : 1.0;
-    ctx->stats.tokens = (int64_t)toks;
-    ctx->stats.sequences = cnt;
-    ctx->stats.loss = (float)(ploss + (ppo ? s->c.vf_coef * vloss / tk + s->c.ptx_coef * ptx_nll : 0.0));
     ctx->stats.time_forward_ms = (float)(t_fwd * 1e3);
     ctx->stats.time_backward_ms = (float)(t_bwd * 1e3);
     ctx->tokens_processed += processed;
     if (toks == 0)
         ctx->empty = 1;
+    /* Statistics in rl_finish, from sums the trainer adds over ranks. */
+    const double part[] = {ploss, vloss, clipw, akl, vclip, toks, ratio, klsum, ptx_nll};
+    ctx->n_sums = (int32_t)(sizeof part / sizeof part[0]);
+    memcpy(ctx->sums, part, sizeof part);
+    s->fin_cnt = cnt;
+    s->fin_update_ms = (t_fwd + t_bwd + vtime) * 1e3;
+    return ALIGN_OK;
+}
+
+static void rl_finish(align_trainer *tr, align__step_ctx *ctx)
+{
+    const rl *s = tr->algo;
+    const align__rollout *b = s->buf;
+    const int ppo = s->c.algo == ALIGN_ALGO_PPO, rloo = s->c.algo == ALIGN_ALGO_RLOO;
+    const double ploss = ctx->sums[0], vloss = ctx->sums[1], clipw = ctx->sums[2], akl = ctx->sums[3],
+                 vclip = ctx->sums[4], toks = ctx->sums[5], ratio = ctx->sums[6], klsum = ctx->sums[7],
+                 ptx_nll = ctx->sums[8];
+    const int32_t cnt = s->fin_cnt;
+    double tk = toks > 0 ? toks : 1.0;
+    ctx->stats.tokens = (int64_t)toks;
+    ctx->stats.sequences = cnt;
+    ctx->stats.loss = (float)(ploss + (ppo ? s->c.vf_coef * vloss / tk + s->c.ptx_coef * ptx_nll : 0.0));
     align__metric(ctx, "loss", (double)ctx->stats.loss);
     align__metric(ctx, "tokens", toks);
     align__metric(ctx, "sequences", cnt);
@@ -940,8 +970,7 @@ static int rl_accumulate(align_trainer *tr, align__step_ctx *ctx)
             continue;
         align__metric(ctx, rm_names[k], s->rmv[k]);
     }
-    align__metric(ctx, "time/update_ms", (t_fwd + t_bwd + vtime) * 1e3);
-    return ALIGN_OK;
+    align__metric(ctx, "time/update_ms", s->fin_update_ms);
 }
 
 /* ---- progress, transaction ---------------------------------------------------------- */
@@ -1227,6 +1256,7 @@ static void rl_free(align_trainer *tr)
 #define RL_VTABLE(NAME, ALGO)                                                                            \
     static const align__trainer_vtable NAME##_vtable = {                                                 \
         .name = #NAME, .algorithm = ALGO, .rollout = rl_rollout, .accumulate = rl_accumulate,            \
+        .finish = rl_finish,                                                                             \
         .progress = rl_progress, .epoch = rl_epoch, .begin = rl_begin, .rollback = rl_rollback,          \
         .save_state = rl_save_state, .load_state = rl_load_state, .apply_state = rl_apply_state,         \
         .free_staged = rl_free_staged, .setup_json = rl_setup_json, .free = rl_free,                     \

@@ -30,6 +30,7 @@
  * epoch are visited after the shuffled ones, in arrival order.
  */
 #include "train/trainer.h"
+#include "dist/dist.h"
 #include "train/reward_loss.h"
 #include "reward/reward_model.h"
 #include "data/dataset.h"
@@ -512,15 +513,54 @@ static int rm_accumulate(align_trainer *tr, align__step_ctx *ctx)
     memset(&S, 0, sizeof S);
     double t_fwd = 0.0, t_bwd = 0.0;
     const float dscale = 1.0f / (float)G;
-    for (int32_t g0 = 0; g0 < G; g0 += s->p.micro_batch) {
+    /* Data parallel: every rank reads the step's records, runs its share. */
+    int64_t lo, hi;
+    align__dist_share(tr, G, &lo, &hi);
+    for (int32_t g0 = (int32_t)lo; g0 < (int32_t)hi; g0 += s->p.micro_batch) {
         if ((rc = align__trainer_poll_stop(tr)) < 0)
             return rc;
-        int32_t n = ALIGN__MIN(s->p.micro_batch, G - g0);
+        int32_t n = ALIGN__MIN(s->p.micro_batch, (int32_t)hi - g0);
         if ((rc = run_micro(tr, s, tr->policy, s->step_rec + g0, n, dscale, &S, &t_fwd, &t_bwd)) < 0)
             return rc;
     }
-    report(ctx, &S, t_fwd, t_bwd);
+    /* Statistics in rm_finish, from sums the trainer adds over ranks. */
+    const double part[] = {S.loss, S.loss_kind[0], S.loss_kind[1], S.loss_kind[2], S.margin, S.r_sum, S.r_sq,
+                           (double)S.groups, (double)S.kind_n[0], (double)S.kind_n[1], (double)S.kind_n[2],
+                           (double)S.pairs, (double)S.correct, (double)S.labels, (double)S.label_correct,
+                           (double)S.seqs, (double)S.tokens};
+    ctx->n_sums = (int32_t)(sizeof part / sizeof part[0]);
+    memcpy(ctx->sums, part, sizeof part);
+    ctx->stats.time_forward_ms = (float)(t_fwd * 1e3);
+    ctx->stats.time_backward_ms = (float)(t_bwd * 1e3);
+    ctx->tokens_processed = S.tokens;
+    if (S.nonfinite)
+        ctx->nonfinite = 1;
     return ALIGN_OK;
+}
+
+static void rm_finish(align_trainer *tr, align__step_ctx *ctx)
+{
+    (void)tr;
+    const double *v = ctx->sums;
+    rm_sums S;
+    memset(&S, 0, sizeof S);
+    S.loss = v[0];
+    for (int k = 0; k < 3; k++) {
+        S.loss_kind[k] = v[1 + k];
+        S.kind_n[k] = (int64_t)v[8 + k];
+    }
+    S.margin = v[4];
+    S.r_sum = v[5];
+    S.r_sq = v[6];
+    S.groups = (int64_t)v[7];
+    S.pairs = (int64_t)v[11];
+    S.correct = (int64_t)v[12];
+    S.labels = (int64_t)v[13];
+    S.label_correct = (int64_t)v[14];
+    S.seqs = (int64_t)v[15];
+    S.tokens = (int64_t)v[16];
+    S.nonfinite = ctx->nonfinite;
+    report(ctx, &S, ctx->stats.time_forward_ms * 1e-3, ctx->stats.time_backward_ms * 1e-3);
 }
 
 static int rm_evaluate(align_trainer *tr, align_dataset *eval, align__step_ctx *ctx)
@@ -753,6 +793,7 @@ static const align__trainer_vtable rm_vtable = {
     .name = "reward",
     .algorithm = ALIGN_ALGO_REWARD,
     .accumulate = rm_accumulate,
+    .finish = rm_finish,
     .evaluate = rm_evaluate,
     .progress = rm_progress,
     .epoch = rm_epoch,

@@ -10,6 +10,7 @@
  * as one big batch (up to float summation order).
  */
 #include "train/trainer.h"
+#include "dist/dist.h"
 #include "data/batch.h"
 #include "data/dataset.h"
 #include "model/model.h"
@@ -27,6 +28,8 @@ typedef struct sft {
     align__batcher *batcher;
     int32_t L;                  /* row length */
     int32_t rows;               /* micro_batch * grad_accum */
+    int64_t step_N;             /* loss tokens of the step's rows (all ranks' shares) */
+    int32_t step_rows;          /* rows of the step */
     /* step rows [rows][L], lengths [rows], mask [rows][L-1] */
     int32_t *tokens, *lengths;
     uint8_t *mask;
@@ -212,11 +215,16 @@ static int sft_accumulate(align_trainer *tr, align__step_ctx *ctx)
     double loss_sum = 0.0, t_fwd = 0.0, t_bwd = 0.0;
     int64_t correct = 0, processed = 0;
     const int32_t mb = s->p.micro_batch;
+    /* Data parallel: every rank reads the whole step (so N is global
+     * without a message) and runs its contiguous share of the rows. */
+    int64_t lo64, hi64;
+    align__dist_share(tr, n_rows, &lo64, &hi64);
+    const int32_t lo = (int32_t)lo64, hi = (int32_t)hi64;
 
-    for (int32_t r0 = 0; r0 < n_rows && N > 0; r0 += mb) {
+    for (int32_t r0 = lo; r0 < hi && N > 0; r0 += mb) {
         if ((rc = align__trainer_poll_stop(tr)) < 0)
             return rc;
-        int32_t n = ALIGN__MIN(mb, n_rows - r0);
+        int32_t n = ALIGN__MIN(mb, hi - r0);
         int32_t T = compact(s, r0, n);
         double t0 = align__now_sec();
         rc = align__model_forward_ex(tr->policy, s->mb_tokens, s->mb_lengths, n, T, s->mb_logp, NULL, NULL,
@@ -248,19 +256,31 @@ static int sft_accumulate(align_trainer *tr, align__step_ctx *ctx)
             return align__error(&tr->err, rc, "sft: backward failed: %s", align_model_errmsg(tr->policy));
     }
     if (N == 0) {
-        for (int32_t r = 0; r < n_rows; r++)
+        for (int32_t r = lo; r < hi; r++)
             processed += s->lengths[r];
         ctx->empty = 1;
     }
-    ctx->stats.tokens = N;
-    ctx->stats.sequences = n_rows;
-    ctx->stats.loss = N > 0 ? (float)(loss_sum / (double)N) : 0.0f;
-    ctx->stats.accuracy = N > 0 ? (float)((double)correct / (double)N) : 0.0f;
+    /* Statistics in sft_finish, from sums the trainer adds over ranks. */
+    s->step_N = N;
+    s->step_rows = n_rows;
+    ctx->n_sums = 2;
+    ctx->sums[0] = loss_sum;
+    ctx->sums[1] = (double)correct;
     ctx->stats.time_forward_ms = (float)(t_fwd * 1e3);
     ctx->stats.time_backward_ms = (float)(t_bwd * 1e3);
     ctx->tokens_processed = processed;
-    report(ctx);
     return ALIGN_OK;
+}
+
+static void sft_finish(align_trainer *tr, align__step_ctx *ctx)
+{
+    const sft *s = tr->algo;
+    const int64_t N = s->step_N;
+    ctx->stats.tokens = N;
+    ctx->stats.sequences = s->step_rows;
+    ctx->stats.loss = N > 0 ? (float)(ctx->sums[0] / (double)N) : 0.0f;
+    ctx->stats.accuracy = N > 0 ? (float)(ctx->sums[1] / (double)N) : 0.0f;
+    report(ctx);
 }
 
 static int sft_evaluate(align_trainer *tr, align_dataset *eval, align__step_ctx *ctx)
@@ -510,6 +530,7 @@ static const align__trainer_vtable sft_vtable = {
     .name = "sft",
     .algorithm = ALIGN_ALGO_SFT,
     .accumulate = sft_accumulate,
+    .finish = sft_finish,
     .evaluate = sft_evaluate,
     .progress = sft_progress,
     .epoch = sft_epoch,

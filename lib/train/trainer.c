@@ -18,6 +18,7 @@
  */
 #define _GNU_SOURCE /* renameat2 */
 #include "train/trainer.h"
+#include "dist/dist.h"
 #include "model/model.h"
 #include "optim/optim.h"
 
@@ -322,6 +323,8 @@ int align__trainer_step(align_trainer *tr, align_step_stats *stats)
         if ((rc = begin(tr)) < 0)
             return rc;
         rc = tr->vt->rollout(tr, &ctx);
+        if (tr->dist_on) /* a rank that failed or stopped stops every rank */
+            rc = align__dist_agree_rc(tr, rc, "rollout");
         if (rc != ALIGN_OK) {
             rollback(tr);
             if (rc == ALIGN_DONE)
@@ -343,11 +346,26 @@ int align__trainer_step(align_trainer *tr, align_step_stats *stats)
         }
     }
     rc = tr->vt->accumulate(tr, &ctx);
+    if (tr->dist_on) {
+        /* Data parallel: a stop seen by one rank stops all; the outcome and
+         * the partial sums are agreed before anything is applied. */
+        if (rc == ALIGN_OK)
+            rc = align__trainer_poll_stop(tr);
+        rc = align__dist_after_accumulate(tr, rc, &ctx);
+    }
     if (rc == ALIGN_DONE) {
         rollback(tr);
         return step_done(tr, &ctx, stats);
     }
     if (rc < 0) {
+        rollback(tr);
+        return rc;
+    }
+    if (tr->vt->finish)
+        tr->vt->finish(tr, &ctx);
+    /* The gradients of every rank's share summed: what follows (norm, clip,
+     * guard, step) sees the global gradient, identically on every rank. */
+    if (tr->dist_on && !ctx.nonfinite && !ctx.empty && (rc = align__dist_reduce_grads(tr)) < 0) {
         rollback(tr);
         return rc;
     }
@@ -381,8 +399,9 @@ int align__trainer_step(align_trainer *tr, align_step_stats *stats)
     }
     align__metric(&ctx, "epoch", (double)s->epoch);
 
-    /* A stop that arrived during the last micro-batch still prevents the update. */
-    rc = align__trainer_poll_stop(tr);
+    /* A stop that arrived during the last micro-batch still prevents the
+     * update (distributed: it was polled before the agreement). */
+    rc = tr->dist_on ? ALIGN_OK : align__trainer_poll_stop(tr);
     if (rc < 0) {
         rollback(tr);
         return rc;
@@ -392,16 +411,34 @@ int align__trainer_step(align_trainer *tr, align_step_stats *stats)
     int finish_after = 0;
     if (tr->on_step) {
         tr->m_pending = &ctx.metrics;
-        int cb = tr->on_step(s, tr->on_step_ud);
+        int cb = tr->on_step(s, tr->on_step_ud), mine = cb;
         tr->m_pending = NULL;
+        if (tr->dist_on && (rc = align__dist_agree_verdict(tr, cb, &cb)) < 0) {
+            rollback(tr);
+            return rc;
+        }
         if (cb < 0) {
             rollback(tr);
             return align__error(&tr->err, ALIGN_ECALLBACK,
-                                "on_step callback returned %d at step %lld; the update was discarded", cb,
-                                (long long)s->step);
+                                "on_step callback %sreturned %d at step %lld; the update was discarded",
+                                mine < 0 ? "" : "of another rank ", cb, (long long)s->step);
         }
         if (cb == ALIGN_DONE)
             finish_after = 1;
+    } else if (tr->dist_on) {
+        /* Another rank's on_step may still say no or stop. */
+        int cb = 0;
+        if ((rc = align__dist_agree_verdict(tr, 0, &cb)) < 0) {
+            rollback(tr);
+            return rc;
+        }
+        if (cb < 0) {
+            rollback(tr);
+            return align__error(&tr->err, ALIGN_ECALLBACK,
+                                "on_step callback of another rank returned %d at step %lld; the update was discarded",
+                                cb, (long long)s->step);
+        }
+        finish_after = cb == ALIGN_DONE;
     }
 
     /* 5. Apply to every trainable role, or to none. */
@@ -1143,7 +1180,7 @@ static int commit_folder(align__errbuf *eb, const ckpt_path *cp, const char *tmp
     return ALIGN_OK;
 }
 
-ALIGN_API int align_trainer_save(const align_trainer *ctr, const char *dir)
+static int trainer_save(const align_trainer *ctr, const char *dir)
 {
     if (!ctr)
         return align__error(NULL, ALIGN_EINVAL, "align_trainer_save: trainer is NULL");
@@ -1324,7 +1361,7 @@ done:
     return rc;
 }
 
-ALIGN_API int align_trainer_resume(align_trainer *tr, const char *dir)
+static int trainer_resume(align_trainer *tr, const char *dir)
 {
     if (!tr)
         return align__error(NULL, ALIGN_EINVAL, "align_trainer_resume: trainer is NULL");
@@ -1485,5 +1522,48 @@ done:
     align__free(text);
     align__free(tpath);
     ckpt_path_free(&cp);
+    return rc;
+}
+
+/* ---- data parallel (lib/dist): one writer, every rank reads ----------------- */
+
+/* Rank 0 writes (the ranks hold identical state); the others wait for its
+ * result so that a failed save fails everywhere. */
+ALIGN_API int align_trainer_save(const align_trainer *ctr, const char *dir)
+{
+    if (!ctr || !ctr->dist_on)
+        return trainer_save(ctr, dir);
+    ALIGN__TRAINER_NOT_BUSY(ctr, "align_trainer_save");
+    align_trainer *tr = (align_trainer *)ctr; /* errbuf only, as in trainer_save */
+    int32_t rc = tr->dist.rank == 0 ? trainer_save(ctr, dir) : ALIGN_OK;
+    int brc = align__dist_bcast(tr, &rc, sizeof rc);
+    if (brc < 0)
+        return brc;
+    if (rc < 0 && tr->dist.rank != 0)
+        return align__error(&tr->err, rc, "align_trainer_save: rank 0 failed to write %s (%s)", dir ? dir : "(null)",
+                            align_strerror(rc));
+    return rc;
+}
+
+/* Every rank reads the checkpoint (a shared file system or a copy per
+ * machine); a rank that cannot fails the call on every rank. */
+ALIGN_API int align_trainer_resume(align_trainer *tr, const char *dir)
+{
+    if (!tr || !tr->dist_on)
+        return trainer_resume(tr, dir);
+    ALIGN__TRAINER_NOT_BUSY(tr, "align_trainer_resume");
+    int rc = trainer_resume(tr, dir);
+    rc = align__dist_agree_rc(tr, rc, "align_trainer_resume");
+    if (rc == ALIGN_OK) {
+        /* The same checkpoint everywhere: rank 0's step count must match. */
+        int64_t steps = tr->steps;
+        if ((rc = align__dist_bcast(tr, &steps, sizeof steps)) < 0)
+            return rc;
+        rc = align__dist_agree_rc(tr, steps == tr->steps ? ALIGN_OK
+                                      : align__error(&tr->err, ALIGN_EINVAL,
+                                                     "align_trainer_resume: %s holds step %lld here, %lld on rank 0",
+                                                     dir, (long long)tr->steps, (long long)steps),
+                                  "align_trainer_resume");
+    }
     return rc;
 }

@@ -74,6 +74,7 @@
 #define ALIGN__MAX_ROLES 8
 #define ALIGN__MAX_METRICS 64
 #define ALIGN__ROLE_NAME_CAP 24
+#define ALIGN__DIST_SUMS 32
 
 /* A role as the algorithm's constructor declares it. */
 typedef struct align__role {
@@ -99,6 +100,11 @@ typedef struct align__step_ctx {
     int     nonfinite;         /* a loss was NaN/inf: the update is skipped */
     int     empty;             /* nothing to learn (no loss token): skipped */
     align__metrics metrics;    /* the algorithm's named metrics */
+    /* Data parallel (lib/dist): partial sums of this rank's share that
+     * vt->finish turns into the step's statistics. The trainer sums them
+     * over the ranks (in rank order) before it calls finish. */
+    double  sums[ALIGN__DIST_SUMS];
+    int32_t n_sums;
 } align__step_ctx;
 
 /* Adds or replaces the metric `name` (static storage). ALIGN_ERANGE when
@@ -160,6 +166,10 @@ typedef struct align__trainer_vtable {
      * members of obj. The trainer adds every role's model shape. */
     int (*setup_json)(const align_trainer *tr, json_t *obj);
     void (*free)(align_trainer *tr);
+    /* Optional: after a successful accumulate, turns ctx->sums (summed over
+     * the ranks when distributed) into ctx->stats and the metrics. An
+     * algorithm that has it reports its loss statistics only through it. */
+    void (*finish)(align_trainer *tr, align__step_ctx *ctx);
 } align__trainer_vtable;
 
 typedef struct align__trainer_role {
@@ -191,6 +201,9 @@ struct align_trainer {
     atomic_int       busy;         /* align_trainer_step_async in flight: other calls get ALIGN_EBUSY */
     int              free_pending; /* align_trainer_free came while busy: freed when the step ends */
     void            *async;        /* the request in flight */
+    /* data parallel (lib/dist/dist.c): dist_on when dist.size > 1 */
+    align_dist       dist;
+    int              dist_on;
     align__errbuf    err;
 };
 

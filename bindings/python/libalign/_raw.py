@@ -774,17 +774,47 @@ class align_kto_params(_SizedStruct):
     ]
 
 
+# Data parallel (docs/distributed.md): a host communicator's callbacks.
+# typedef int (*align_dist_allreduce_fn)(void *user_data, float *buf, size_t n);
+align_dist_allreduce_fn = CFUNCTYPE(c_int, c_void_p, POINTER(c_float), c_size_t)
+# typedef int (*align_dist_broadcast_fn)(void *user_data, void *buf, size_t bytes, int32_t root);
+align_dist_broadcast_fn = CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t, c_int32)
+# typedef int (*align_dist_allgather_fn)(void *user_data, const void *send, void *recv, size_t bytes);
+align_dist_allgather_fn = CFUNCTYPE(c_int, c_void_p, c_void_p, c_void_p, c_size_t)
+# typedef int (*align_dist_errmsg_fn)(void *user_data, char *buf, size_t cap);
+align_dist_errmsg_fn = CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t)
+
+
+class align_dist(_SizedStruct):
+    _defaults_fn = "align_dist_init"
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("rank", c_int32),
+        ("size", c_int32),
+        ("flags", c_uint32),
+        ("user_data", c_void_p),
+        ("allreduce_sum_f32", align_dist_allreduce_fn),
+        ("broadcast", align_dist_broadcast_fn),
+        ("allgather", align_dist_allgather_fn),
+        ("errmsg", align_dist_errmsg_fn),
+    ]
+
+
 STRUCT_TYPES = {cls.__name__: cls for cls in
                 (align_model_params, align_optimizer_params, align_provenance,
                  align_generate_params, align_step_stats, align_sft_params,
                  align_chat_template, align_reward_params, align_collect_params,
                  align_judge_params, align_feedback_request, align_rl_roles, align_grpo_params,
                  align_ppo_params, align_reward_train_params, align_dpo_params,
-                 align_kto_params)}
+                 align_kto_params, align_dist)}
 CALLBACK_TYPES = {"align_log_fn": align_log_fn, "align_step_fn": align_step_fn,
                   "align_prompt_fn": align_prompt_fn, "align_score_fn": align_score_fn,
                   "align_rank_fn": align_rank_fn,
-                  "align_collect_progress_fn": align_collect_progress_fn}
+                  "align_collect_progress_fn": align_collect_progress_fn,
+                  "align_dist_allreduce_fn": align_dist_allreduce_fn,
+                  "align_dist_broadcast_fn": align_dist_broadcast_fn,
+                  "align_dist_allgather_fn": align_dist_allgather_fn,
+                  "align_dist_errmsg_fn": align_dist_errmsg_fn}
 
 # ============================================================================
 # declarations
@@ -1144,6 +1174,10 @@ align_trainer_request_stop = _fn("int align_trainer_request_stop(align_trainer *
 align_trainer_free = _fn("void align_trainer_free(align_trainer *tr)", None, [align_trainer_p])
 align_trainer_errmsg = _fn("const char *align_trainer_errmsg(const align_trainer *tr)",
                            c_char_p, [align_trainer_p])
+align_dist_init = _fn("int align_dist_init(align_dist *d, size_t struct_size)", c_int,
+                      [POINTER(align_dist), c_size_t])
+align_trainer_set_dist = _fn("int align_trainer_set_dist(align_trainer *tr, const align_dist *d)",
+                             c_int, [align_trainer_p, POINTER(align_dist)])
 align_trainer_metrics = _fn(
     "int align_trainer_metrics(const align_trainer *tr, int32_t which, const char *const **names, "
     "const double **values, int32_t *n)",
