@@ -2,9 +2,8 @@
  * pre-LN blocks of causal multi-head attention and a tanh-GELU MLP, a final
  * LayerNorm, the LM head tied to the token embedding, and an optional scalar
  * head on the final LayerNorm's output. Forward, backward, and incremental
- * decoding with a KV cache. A Llama-style block (RMSNorm, RoPE, SwiGLU, GQA,
- * untied head) would be a sibling file with its own weights struct, calling
- * the same nn kernels (matmul takes both weight layouts). */
+ * decoding with a KV cache. model.c's GPT-2 table (align__arch_ops) points
+ * here; the Llama family is the sibling llama.c. */
 #include "model/model_impl.h"
 #include "nn/nn.h"
 
