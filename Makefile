@@ -301,14 +301,14 @@ demo: deps
 # made with and is rewritten (so the .pc regenerates) whenever one changes; a
 # `make check` (which installs under a test PREFIX) followed by `make install`
 # must not install the test's paths.
-PC_VARS := prefix=$(PREFIX) libdir=$(LIBDIR) includedir=$(INCLUDEDIR) version=$(VERSION) blas=$(BLAS_PC)
+PC_VARS := prefix=$(PREFIX) libdir=$(LIBDIR) includedir=$(INCLUDEDIR) version=$(VERSION) blas=$(BLAS_PC) dnnl=$(DNNL_FOUND)
 $(BUILD)/pc.vars: FORCE
 	@mkdir -p $(BUILD)
 	@echo '$(PC_VARS)' | cmp -s - $@ || echo '$(PC_VARS)' > $@
 FORCE:
 $(BUILD)/libalign.pc: pkgconfig/libalign.pc.in Makefile $(BUILD)/pc.vars
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
-	    -e 's|@VERSION@|$(VERSION)|' -e 's|@BLAS_PC@|$(BLAS_PC)|' $< > $@
+	    -e 's|@VERSION@|$(VERSION)|' -e 's|@BLAS_PC@|$(BLAS_PC)|' -e 's|@DNNL_LIBS@ |$(if $(DNNL_LIBS),$(DNNL_LIBS) ,)|' $< > $@
 
 install: lib examples $(BUILD)/libalign.pc
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(BINDIR)
@@ -348,4 +348,4 @@ help:
 	@echo "  deps-browser   also chromium, for the browser test of alignctl label (CI runs it)"
 	@echo "  install        PREFIX=$(PREFIX) DESTDIR= LIBDIR= INCLUDEDIR= PYTHONDIR=$(PYTHONDIR) ; uninstall"
 	@echo "  clean"
-	@echo "Variables: BLAS_PC=openblas|blas  BLAS_CFLAGS=  BLAS_LIBS=  CC=  OPT=  CI=1 (warnings are errors)"
+	@echo "Variables: BLAS_PC=openblas|blas  BLAS_CFLAGS=  BLAS_LIBS=  DNNL=auto|1|0 (oneDNN, bf16 mode)  CC=  OPT=  CI=1 (warnings are errors)"
