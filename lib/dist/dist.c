@@ -191,6 +191,18 @@ int align__dist_after_accumulate(align_trainer *tr, int rc, align__step_ctx *ctx
     return ALIGN_OK;
 }
 
+int align__dist_sum_f32(align_trainer *tr, float *v, size_t n)
+{
+    if (!tr->dist_on)
+        return ALIGN_OK;
+    for (size_t o = 0; o < n; o += GRAD_BUCKET) {
+        int rc = tr->dist.allreduce_sum_f32(tr->dist.user_data, v + o, n - o < GRAD_BUCKET ? n - o : GRAD_BUCKET);
+        if (rc < 0)
+            return comm_error(tr, rc, "all-reduce");
+    }
+    return ALIGN_OK;
+}
+
 int align__dist_reduce_grads(align_trainer *tr)
 {
     if (!tr->dist_on)

@@ -42,6 +42,11 @@ int align__dist_sum_f64(align_trainer *tr, double *v, int32_t n);
 /* Every rank's n doubles into all[size][n] (rank order). */
 int align__dist_allgather_f64(align_trainer *tr, const double *v, double *all, int32_t n);
 
+/* v[0..n) := the sum over the ranks (allreduce_sum_f32, in buckets). With
+ * every rank filling only its own entries and zeros elsewhere, this is an
+ * exact all-gather of float rows. */
+int align__dist_sum_f32(align_trainer *tr, float *v, size_t n);
+
 /* Broadcast of bytes from rank 0. */
 int align__dist_bcast(align_trainer *tr, void *buf, size_t bytes);
 

@@ -403,6 +403,27 @@ static uint64_t mix64(uint64_t x)
     return x ^ (x >> 31);
 }
 
+/* Data parallel: the rollout agrees ROLLOUT_AGREEMENTS times, whatever
+ * happens, so no rank waits in a collective for a rank that gave up: a
+ * failure jumps to the end, which makes the agreements not yet made. */
+#define ROLLOUT_AGREEMENTS 2
+static int rollout_agree(align_trainer *tr, int rc, int *agreed)
+{
+    if (!tr->dist_on)
+        return rc;
+    (*agreed)++;
+    return align__dist_agree_rc(tr, rc, "rollout");
+}
+
+/* A failure before anything was allocated: the agreements, then rc. */
+static int rollout_fail_early(align_trainer *tr, int rc)
+{
+    int agreed = 0;
+    while (tr->dist_on && agreed < ROLLOUT_AGREEMENTS)
+        rollout_agree(tr, rc, &agreed);
+    return rc;
+}
+
 static int rl_rollout(align_trainer *tr, align__step_ctx *ctx)
 {
     (void)ctx;
@@ -412,9 +433,10 @@ static int rl_rollout(align_trainer *tr, align__step_ctx *ctx)
         return ALIGN_OK;
     if (s->c.max_steps > 0 && tr->steps >= s->c.max_steps)
         return ALIGN_DONE;
+    int agreed = 0;
     int rc = align__trainer_poll_stop(tr);
     if (rc < 0)
-        return rc;
+        return rollout_fail_early(tr, rc);
 
     const int32_t G = s->c.G;
     int64_t *recs = s->recs;
@@ -423,13 +445,13 @@ static int rl_rollout(align_trainer *tr, align__step_ctx *ctx)
     while (P < s->c.n_prompts) {
         rc = next_prompt(s, &recs[P], eb);
         if (rc < 0)
-            return rc;
+            return rollout_fail_early(tr, rc);
         if (rc == ALIGN_DONE)
             break;
         P++;
     }
     if (P == 0)
-        return ALIGN_DONE;
+        return ALIGN_DONE; /* the same on every rank: the data order is */
     const int32_t n = P * G;
 
     /* Encode the prompts. */
@@ -531,13 +553,17 @@ static int rl_rollout(align_trainer *tr, align__step_ctx *ctx)
         s->rmv[RM_ENDED] = (double)ended / (double)n;
     }
 
-    /* Score. */
-    rc = align_reward_model_score(s->rm, ptext, rtext, n, scores);
+    /* Score: data parallel, each rank scores its share of the samples
+     * (the host scorer runs on every rank) and the scores are combined. */
+    int64_t slo, shi;
+    align__dist_share(tr, n, &slo, &shi);
+    rc = shi > slo ? align_reward_model_score(s->rm, ptext + slo, rtext + slo, (int32_t)(shi - slo), scores + slo)
+                   : ALIGN_OK;
     double t2 = align__now_sec();
-    if (rc < 0) {
+    if (rc < 0)
         rc = align__error(eb, rc, "rollout: scoring failed: %s", align_reward_model_errmsg(s->rm));
+    if ((rc = rollout_agree(tr, rc, &agreed)) < 0 || (rc = align__dist_sum_f32(tr, scores, (size_t)n)) < 0)
         goto out;
-    }
     for (int32_t i = 0; i < n; i++) {
         if (!isfinite(scores[i])) {
             rc = align__error(eb, ALIGN_ENONFINITE, "rollout: score %d is not finite", (int)i);
@@ -548,10 +574,9 @@ static int rl_rollout(align_trainer *tr, align__step_ctx *ctx)
             sc = sc < -s->c.score_clip ? -s->c.score_clip : sc > s->c.score_clip ? s->c.score_clip : sc;
         b->scores[i] = sc;
     }
-    if ((rc = align__trainer_poll_stop(tr)) < 0)
-        goto out;
-
-    /* Old log-probs, values and reference log-probs in the first pass's layout. */
+    /* Old log-probs, values and reference log-probs in the first pass's
+     * layout (data parallel: each rank its share of each minibatch, as the
+     * training pass will split it; the rows are combined afterwards). */
     {
         align__rollout *keep = s->buf;
         s->buf = b;
@@ -567,8 +592,10 @@ static int rl_rollout(align_trainer *tr, align__step_ctx *ctx)
             int32_t cnt = 0;
             if ((rc = align__rollout_iter_next(b, idx, &cnt)) != ALIGN_OK)
                 break;
-            for (int32_t k0 = 0; k0 < cnt && rc >= 0; k0 += s->c.micro) {
-                int32_t m = ALIGN__MIN(s->c.micro, cnt - k0);
+            int64_t lo, hi;
+            align__dist_share(tr, cnt, &lo, &hi);
+            for (int32_t k0 = (int32_t)lo; k0 < (int32_t)hi && rc >= 0; k0 += s->c.micro) {
+                int32_t m = ALIGN__MIN(s->c.micro, (int32_t)hi - k0);
                 if ((rc = align__trainer_poll_stop(tr)) < 0)
                     break;
                 double a = align__now_sec();
@@ -599,6 +626,15 @@ static int rl_rollout(align_trainer *tr, align__step_ctx *ctx)
         if (rc >= 0)
             rc = align__rollout_iter_set(b, &start);
         s->buf = keep;
+        rc = rollout_agree(tr, rc, &agreed);
+        if (rc >= 0 && tr->dist_on) { /* rows of the other ranks are zeros here: the sum is exact */
+            const size_t R = (size_t)n * (size_t)b->max_resp;
+            rc = align__dist_sum_f32(tr, b->logp_old, R);
+            if (rc >= 0 && s->c.algo == ALIGN_ALGO_PPO)
+                rc = align__dist_sum_f32(tr, b->values, R);
+            if (rc >= 0 && s->ref)
+                rc = align__dist_sum_f32(tr, b->logp_ref, R);
+        }
         if (rc < 0)
             goto out;
         s->rmv[RM_T_VALUE] = tv * 1e3;
@@ -692,6 +728,8 @@ static int rl_rollout(align_trainer *tr, align__step_ctx *ctx)
     s->rollouts++;
     rc = ALIGN_OK;
 out:
+    while (tr->dist_on && agreed < ROLLOUT_AGREEMENTS) /* a rank that gave up still agrees */
+        rollout_agree(tr, rc < 0 ? rc : ALIGN_EINTERNAL, &agreed);
     align__rollout_free(b);
     align_generation_free(gen);
     align__tokbuf_free(&tb);
