@@ -68,6 +68,15 @@ static int allgather(align_trainer *tr, const void *send, void *recv, size_t byt
     return rc < 0 ? comm_error(tr, rc, "allgather") : ALIGN_OK;
 }
 
+int align__dist_allgather(align_trainer *tr, const void *send, void *recv, size_t bytes)
+{
+    if (!tr->dist_on) {
+        memmove(recv, send, bytes);
+        return ALIGN_OK;
+    }
+    return allgather(tr, send, recv, bytes);
+}
+
 int align__dist_allgather_f64(align_trainer *tr, const double *v, double *all, int32_t n)
 {
     if (!tr->dist_on) {

@@ -406,7 +406,7 @@ static uint64_t mix64(uint64_t x)
 /* Data parallel: the rollout agrees ROLLOUT_AGREEMENTS times, whatever
  * happens, so no rank waits in a collective for a rank that gave up: a
  * failure jumps to the end, which makes the agreements not yet made. */
-#define ROLLOUT_AGREEMENTS 2
+#define ROLLOUT_AGREEMENTS 3
 static int rollout_agree(align_trainer *tr, int rc, int *agreed)
 {
     if (!tr->dist_on)
@@ -467,6 +467,7 @@ static int rl_rollout(align_trainer *tr, align__step_ctx *ctx)
     float *seqw = align__calloc((size_t)n, sizeof(float));
     align_generation *gen = NULL;
     align__rollout *b = NULL;
+    int32_t *resp_all = NULL, **resp_at = NULL; /* data parallel: every rank's responses */
     if (!plen || !pstart || !ptext || !rtext || !scores || !seqv || !seqw) {
         rc = align__error(eb, ALIGN_ENOMEM, "out of memory");
         goto out;
@@ -517,21 +518,74 @@ static int rl_rollout(align_trainer *tr, align__step_ctx *ctx)
     gp.seed = mix64(s->c.seed ^ mix64(s->rollouts + 1));
     gp.stop = (const char *const *)s->stop;
     gp.n_stop = s->c.n_stop;
-    rc = align_generate_tokens(s->policy, s->tok, ptoks, plen, n, &gp, &gen);
-    if (rc < 0) {
-        rc = align__error(eb, rc, "rollout: generation failed: %s", align_model_errmsg(s->policy));
-        goto out;
+    /* Data parallel: each rank generates its share [glo, ghi) of the
+     * samples with the sampling streams of those samples, i.e. exactly what
+     * one process generating all of them draws (decoding is batch
+     * independent); the responses are then exchanged. */
+    int64_t glo = 0, ghi = n;
+    align__dist_share(tr, n, &glo, &ghi);
+    if (!tr->dist_on) {
+        rc = align_generate_tokens(s->policy, s->tok, ptoks, plen, n, &gp, &gen);
+    } else if (ghi > glo) {
+        size_t poff = 0;
+        for (int64_t i = 0; i < glo; i++)
+            poff += (size_t)plen[i];
+        rc = align__generate_tokens_from(s->policy, s->tok, ptoks + poff, plen + glo, (int32_t)(ghi - glo), &gp,
+                                         (uint64_t)glo, &gen);
     }
+    if (rc < 0)
+        rc = align__error(eb, rc, "rollout: generation failed: %s", align_model_errmsg(s->policy));
     double t1 = align__now_sec();
-    if ((rc = align__trainer_poll_stop(tr)) < 0)
+    if (rc >= 0)
+        rc = align__trainer_poll_stop(tr);
+    if ((rc = rollout_agree(tr, rc, &agreed)) < 0)
         goto out;
+    /* Every sample's response: from gen (one rank), or gathered into rows
+     * of W int32 (length, ended, tokens) per sample, rank blocks of smax. */
+    const int32_t W = 2 + s->c.max_new;
+    int32_t smax = 0;
+    if (tr->dist_on) {
+        const int32_t Pn = tr->dist.size;
+        smax = (n + Pn - 1) / Pn;
+        const size_t blk = (size_t)smax * (size_t)W;
+        int32_t *mine = align__calloc(blk + 1, sizeof(int32_t));
+        resp_all = align__calloc((size_t)Pn * blk + 1, sizeof(int32_t));
+        resp_at = align__calloc((size_t)n, sizeof(int32_t *));
+        if (!mine || !resp_all || !resp_at) {
+            align__free(mine);
+            rc = align__error(eb, ALIGN_ENOMEM, "out of memory");
+        } else {
+            for (int64_t i = glo; i < ghi; i++) {
+                int32_t k = 0, *row = mine + (size_t)(i - glo) * (size_t)W;
+                const int32_t *rt = align_generation_tokens(gen, (int32_t)(i - glo), &k);
+                int fin = align_generation_finish_reason(gen, (int32_t)(i - glo));
+                row[0] = k;
+                row[1] = fin == ALIGN_FINISH_EOT || fin == ALIGN_FINISH_STOP;
+                memcpy(row + 2, rt, (size_t)k * sizeof(int32_t));
+            }
+            rc = align__dist_allgather(tr, mine, resp_all, blk * sizeof(int32_t));
+            align__free(mine);
+            const int64_t q = n / Pn, rem = n % Pn;
+            for (int32_t r = 0; r < Pn; r++) {
+                int64_t lo = r * q + (r < rem ? r : rem), hi = lo + q + (r < rem ? 1 : 0);
+                for (int64_t i = lo; i < hi; i++)
+                    resp_at[i] = resp_all + (size_t)r * blk + (size_t)(i - lo) * (size_t)W;
+            }
+        }
+        if (rc < 0)
+            goto out;
+    }
 
     int32_t max_resp = 1;
     for (int32_t i = 0; i < n; i++) {
         int32_t k = 0;
-        align_generation_tokens(gen, i, &k);
+        if (tr->dist_on)
+            k = resp_at[i][0];
+        else
+            align_generation_tokens(gen, i, &k);
         max_resp = ALIGN__MAX(max_resp, k);
-        rtext[i] = align_generation_text(gen, i, NULL);
+        if (i >= glo && i < ghi) /* this rank scores its own samples */
+            rtext[i] = align_generation_text(gen, (int32_t)(i - glo), NULL);
     }
     if ((rc = align__rollout_create(&b, n, max_plen, max_resp, eb)) < 0)
         goto out;
@@ -539,10 +593,17 @@ static int rl_rollout(align_trainer *tr, align__step_ctx *ctx)
         size_t o = 0;
         int64_t ended = 0, tokens = 0;
         for (int32_t i = 0; i < n; i++) {
-            int32_t k = 0;
-            const int32_t *rt = align_generation_tokens(gen, i, &k);
-            int fin = align_generation_finish_reason(gen, i);
-            int end = fin == ALIGN_FINISH_EOT || fin == ALIGN_FINISH_STOP;
+            int32_t k = 0, end;
+            const int32_t *rt;
+            if (tr->dist_on) {
+                k = resp_at[i][0];
+                end = resp_at[i][1];
+                rt = resp_at[i] + 2;
+            } else {
+                rt = align_generation_tokens(gen, i, &k);
+                int fin = align_generation_finish_reason(gen, i);
+                end = fin == ALIGN_FINISH_EOT || fin == ALIGN_FINISH_STOP;
+            }
             ended += end;
             tokens += k;
             if ((rc = align__rollout_set_sample(b, i, ptoks + o, plen[i], rt, k, i / G, end, eb)) < 0)
@@ -732,6 +793,8 @@ out:
         rollout_agree(tr, rc < 0 ? rc : ALIGN_EINTERNAL, &agreed);
     align__rollout_free(b);
     align_generation_free(gen);
+    align__free(resp_all);
+    align__free(resp_at);
     align__tokbuf_free(&tb);
     align__free(plen);
     align__free(pstart);
