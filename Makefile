@@ -174,6 +174,10 @@ install-mpi: $(MPI_SO)
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR)
 	install -m 755 $(MPI_SO) $(DESTDIR)$(LIBDIR)/
 	install -m 644 include/align_mpi.h $(DESTDIR)$(INCLUDEDIR)/
+.PHONY: uninstall-mpi
+uninstall: uninstall-mpi
+uninstall-mpi:
+	rm -f $(DESTDIR)$(LIBDIR)/libalign_mpi.so $(DESTDIR)$(INCLUDEDIR)/align_mpi.h
 endif
 
 # ---- tests ----------------------------------------------------------------------------

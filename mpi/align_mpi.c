@@ -154,7 +154,7 @@ static int errmsg(void *ud, char *buf, size_t cap)
     return ALIGN_OK;
 }
 
-ALIGN_API int align_dist_mpi_create(align_dist *d, MPI_Comm comm, double timeout_sec)
+ALIGN_MPI_API int align_dist_mpi_create(align_dist *d, MPI_Comm comm, double timeout_sec)
 {
     if (!d)
         return ALIGN_EINVAL;
@@ -190,7 +190,7 @@ ALIGN_API int align_dist_mpi_create(align_dist *d, MPI_Comm comm, double timeout
     return ALIGN_OK;
 }
 
-ALIGN_API void align_dist_mpi_free(align_dist *d)
+ALIGN_MPI_API void align_dist_mpi_free(align_dist *d)
 {
     if (!d || !d->user_data)
         return;

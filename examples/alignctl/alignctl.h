@@ -149,6 +149,8 @@ int train_run(train_opts *o, int argc, char **argv, align_trainer *tr, align_opt
  * and writes files. dist_end(status) finalises, or aborts every rank when
  * this one failed. */
 int  dist_start(train_opts *o, align_trainer *tr);
+/* signals.c: checkpoint_save keeps the 'latest' link (0 on ranks > 0). */
+extern int g_ckpt_links;
 int  dist_rank(void);
 int  dist_active(void);
 void dist_end(int status);

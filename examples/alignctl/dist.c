@@ -48,6 +48,7 @@ int dist_start(train_opts *o, align_trainer *tr)
         MPI_Abort(MPI_COMM_WORLD, EXIT_RUNTIME);
     }
     g_on = 1;
+    g_ckpt_links = g_dist.rank == 0;
     if (g_dist.rank != 0) {
         o->quiet = 1;
         o->metrics_path = NULL;

@@ -94,6 +94,8 @@ static void remove_stale_latest(const char *ckdir)
     closedir(d);
 }
 
+int g_ckpt_links = 1;
+
 int checkpoint_save(align_trainer *tr, const char *ckdir, int64_t step, char *dir_out,
                     size_t cap)
 {
@@ -105,8 +107,8 @@ int checkpoint_save(align_trainer *tr, const char *ckdir, int64_t step, char *di
     int rc = align_trainer_save(tr, dir_out);
     if (rc < 0)
         return rt_fail(rc, align_trainer_errmsg(tr), "cannot save checkpoint '%s'", dir_out);
-    if (dist_rank() != 0)
-        return 0; /* rank 0 wrote it and keeps the 'latest' link */
+    if (!g_ckpt_links)
+        return 0; /* --dist: rank 0 wrote it and keeps the 'latest' link */
     char link[4200], tmp[4300], target[64];
     snprintf(link, sizeof link, "%s/latest", ckdir);
     snprintf(tmp, sizeof tmp, "%s/.latest.%ld", ckdir, (long)getpid());

@@ -68,6 +68,15 @@ static int allgather(align_trainer *tr, const void *send, void *recv, size_t byt
     return rc < 0 ? comm_error(tr, rc, "allgather") : ALIGN_OK;
 }
 
+int align__dist_allgather(align_trainer *tr, const void *send, void *recv, size_t bytes)
+{
+    if (!tr->dist_on) {
+        memmove(recv, send, bytes);
+        return ALIGN_OK;
+    }
+    return allgather(tr, send, recv, bytes);
+}
+
 int align__dist_allgather_f64(align_trainer *tr, const double *v, double *all, int32_t n)
 {
     if (!tr->dist_on) {
@@ -188,6 +197,18 @@ int align__dist_after_accumulate(align_trainer *tr, int rc, align__step_ctx *ctx
     ctx->empty = empty;
     ctx->tokens_processed = processed;
     align__free(all);
+    return ALIGN_OK;
+}
+
+int align__dist_sum_f32(align_trainer *tr, float *v, size_t n)
+{
+    if (!tr->dist_on)
+        return ALIGN_OK;
+    for (size_t o = 0; o < n; o += GRAD_BUCKET) {
+        int rc = tr->dist.allreduce_sum_f32(tr->dist.user_data, v + o, n - o < GRAD_BUCKET ? n - o : GRAD_BUCKET);
+        if (rc < 0)
+            return comm_error(tr, rc, "all-reduce");
+    }
     return ALIGN_OK;
 }
 

@@ -42,6 +42,22 @@ int align__dist_sum_f64(align_trainer *tr, double *v, int32_t n);
 /* Every rank's n doubles into all[size][n] (rank order). */
 int align__dist_allgather_f64(align_trainer *tr, const double *v, double *all, int32_t n);
 
+/* v[0..n) := the sum over the ranks (allreduce_sum_f32, in buckets). With
+ * every rank filling only its own entries and zeros elsewhere, this is an
+ * exact all-gather of float rows. */
+int align__dist_sum_f32(align_trainer *tr, float *v, size_t n);
+
+/* Every rank's `bytes` bytes into recv[size][bytes] (rank order). */
+int align__dist_allgather(align_trainer *tr, const void *send, void *recv, size_t bytes);
+
+/* lib/gen/generate.c: align_generate_tokens for samples [stream0, stream0+n)
+ * of a larger batch — sequence i samples from Philox stream stream0 + i, so
+ * a rank generating its share draws what one process generating the whole
+ * batch draws (decoding is batch independent). */
+int align__generate_tokens_from(align_model *m, const align_tokenizer *t, const int32_t *tokens,
+                                const int32_t *lengths, int32_t n, const align_generate_params *p, uint64_t stream0,
+                                align_generation **out);
+
 /* Broadcast of bytes from rank 0. */
 int align__dist_bcast(align_trainer *tr, void *buf, size_t bytes);
 

@@ -418,6 +418,7 @@ typedef struct gen_prompts {
     const align_chat_template *tmpl;
     const char *const *roles, *const *contents;
     const int32_t *n_messages;
+    uint64_t stream0;                 /* sequence i samples from stream stream0 + i */
 } gen_prompts;
 
 /* Checks the prompt arguments that need no tokenizer. */
@@ -739,7 +740,7 @@ static int generate(align_model *m, const align_tokenizer *t, const gen_prompts 
         goto fail;
     }
     for (int32_t i = 0; i < n; i++)
-        align__rng_init(&rngs[i], prm.seed, (uint64_t)i);
+        align__rng_init(&rngs[i], prm.seed, pr->stream0 + (uint64_t)i);
 
     for (;;) {
         int32_t active = 0;
@@ -823,6 +824,18 @@ ALIGN_API int align_generate_tokens(align_model *m, const align_tokenizer *t, co
                                     align_generation **out)
 {
     gen_prompts pr = { .fn = "align_generate_tokens", .what = "lengths", .ids = tokens, .lengths = lengths };
+    return generate(m, t, &pr, n, p, out);
+}
+
+/* lib/dist/dist.h: samples [stream0, stream0 + n) of a larger batch, drawn
+ * as one align_generate_tokens call over the whole batch would draw them
+ * (decoding is batch independent), for a rank's share of a rollout. */
+int align__generate_tokens_from(align_model *m, const align_tokenizer *t, const int32_t *tokens,
+                                const int32_t *lengths, int32_t n, const align_generate_params *p, uint64_t stream0,
+                                align_generation **out)
+{
+    gen_prompts pr = { .fn = "align_generate_tokens", .what = "lengths", .ids = tokens, .lengths = lengths,
+                       .stream0 = stream0 };
     return generate(m, t, &pr, n, p, out);
 }
 

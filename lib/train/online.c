@@ -403,6 +403,27 @@ static uint64_t mix64(uint64_t x)
     return x ^ (x >> 31);
 }
 
+/* Data parallel: the rollout agrees ROLLOUT_AGREEMENTS times, whatever
+ * happens, so no rank waits in a collective for a rank that gave up: a
+ * failure jumps to the end, which makes the agreements not yet made. */
+#define ROLLOUT_AGREEMENTS 3
+static int rollout_agree(align_trainer *tr, int rc, int *agreed)
+{
+    if (!tr->dist_on)
+        return rc;
+    (*agreed)++;
+    return align__dist_agree_rc(tr, rc, "rollout");
+}
+
+/* A failure before anything was allocated: the agreements, then rc. */
+static int rollout_fail_early(align_trainer *tr, int rc)
+{
+    int agreed = 0;
+    while (tr->dist_on && agreed < ROLLOUT_AGREEMENTS)
+        rollout_agree(tr, rc, &agreed);
+    return rc;
+}
+
 static int rl_rollout(align_trainer *tr, align__step_ctx *ctx)
 {
     (void)ctx;
@@ -412,9 +433,10 @@ static int rl_rollout(align_trainer *tr, align__step_ctx *ctx)
         return ALIGN_OK;
     if (s->c.max_steps > 0 && tr->steps >= s->c.max_steps)
         return ALIGN_DONE;
+    int agreed = 0;
     int rc = align__trainer_poll_stop(tr);
     if (rc < 0)
-        return rc;
+        return rollout_fail_early(tr, rc);
 
     const int32_t G = s->c.G;
     int64_t *recs = s->recs;
@@ -423,13 +445,13 @@ static int rl_rollout(align_trainer *tr, align__step_ctx *ctx)
     while (P < s->c.n_prompts) {
         rc = next_prompt(s, &recs[P], eb);
         if (rc < 0)
-            return rc;
+            return rollout_fail_early(tr, rc);
         if (rc == ALIGN_DONE)
             break;
         P++;
     }
     if (P == 0)
-        return ALIGN_DONE;
+        return ALIGN_DONE; /* the same on every rank: the data order is */
     const int32_t n = P * G;
 
     /* Encode the prompts. */
@@ -445,6 +467,7 @@ static int rl_rollout(align_trainer *tr, align__step_ctx *ctx)
     float *seqw = align__calloc((size_t)n, sizeof(float));
     align_generation *gen = NULL;
     align__rollout *b = NULL;
+    int32_t *resp_all = NULL, **resp_at = NULL; /* data parallel: every rank's responses */
     if (!plen || !pstart || !ptext || !rtext || !scores || !seqv || !seqw) {
         rc = align__error(eb, ALIGN_ENOMEM, "out of memory");
         goto out;
@@ -495,21 +518,74 @@ static int rl_rollout(align_trainer *tr, align__step_ctx *ctx)
     gp.seed = mix64(s->c.seed ^ mix64(s->rollouts + 1));
     gp.stop = (const char *const *)s->stop;
     gp.n_stop = s->c.n_stop;
-    rc = align_generate_tokens(s->policy, s->tok, ptoks, plen, n, &gp, &gen);
-    if (rc < 0) {
-        rc = align__error(eb, rc, "rollout: generation failed: %s", align_model_errmsg(s->policy));
-        goto out;
+    /* Data parallel: each rank generates its share [glo, ghi) of the
+     * samples with the sampling streams of those samples, i.e. exactly what
+     * one process generating all of them draws (decoding is batch
+     * independent); the responses are then exchanged. */
+    int64_t glo = 0, ghi = n;
+    align__dist_share(tr, n, &glo, &ghi);
+    if (!tr->dist_on) {
+        rc = align_generate_tokens(s->policy, s->tok, ptoks, plen, n, &gp, &gen);
+    } else if (ghi > glo) {
+        size_t poff = 0;
+        for (int64_t i = 0; i < glo; i++)
+            poff += (size_t)plen[i];
+        rc = align__generate_tokens_from(s->policy, s->tok, ptoks + poff, plen + glo, (int32_t)(ghi - glo), &gp,
+                                         (uint64_t)glo, &gen);
     }
+    if (rc < 0)
+        rc = align__error(eb, rc, "rollout: generation failed: %s", align_model_errmsg(s->policy));
     double t1 = align__now_sec();
-    if ((rc = align__trainer_poll_stop(tr)) < 0)
+    if (rc >= 0)
+        rc = align__trainer_poll_stop(tr);
+    if ((rc = rollout_agree(tr, rc, &agreed)) < 0)
         goto out;
+    /* Every sample's response: from gen (one rank), or gathered into rows
+     * of W int32 (length, ended, tokens) per sample, rank blocks of smax. */
+    const int32_t W = 2 + s->c.max_new;
+    int32_t smax = 0;
+    if (tr->dist_on) {
+        const int32_t Pn = tr->dist.size;
+        smax = (n + Pn - 1) / Pn;
+        const size_t blk = (size_t)smax * (size_t)W;
+        int32_t *mine = align__calloc(blk + 1, sizeof(int32_t));
+        resp_all = align__calloc((size_t)Pn * blk + 1, sizeof(int32_t));
+        resp_at = align__calloc((size_t)n, sizeof(int32_t *));
+        if (!mine || !resp_all || !resp_at) {
+            align__free(mine);
+            rc = align__error(eb, ALIGN_ENOMEM, "out of memory");
+        } else {
+            for (int64_t i = glo; i < ghi; i++) {
+                int32_t k = 0, *row = mine + (size_t)(i - glo) * (size_t)W;
+                const int32_t *rt = align_generation_tokens(gen, (int32_t)(i - glo), &k);
+                int fin = align_generation_finish_reason(gen, (int32_t)(i - glo));
+                row[0] = k;
+                row[1] = fin == ALIGN_FINISH_EOT || fin == ALIGN_FINISH_STOP;
+                memcpy(row + 2, rt, (size_t)k * sizeof(int32_t));
+            }
+            rc = align__dist_allgather(tr, mine, resp_all, blk * sizeof(int32_t));
+            align__free(mine);
+            const int64_t q = n / Pn, rem = n % Pn;
+            for (int32_t r = 0; r < Pn; r++) {
+                int64_t lo = r * q + (r < rem ? r : rem), hi = lo + q + (r < rem ? 1 : 0);
+                for (int64_t i = lo; i < hi; i++)
+                    resp_at[i] = resp_all + (size_t)r * blk + (size_t)(i - lo) * (size_t)W;
+            }
+        }
+        if (rc < 0)
+            goto out;
+    }
 
     int32_t max_resp = 1;
     for (int32_t i = 0; i < n; i++) {
         int32_t k = 0;
-        align_generation_tokens(gen, i, &k);
+        if (tr->dist_on)
+            k = resp_at[i][0];
+        else
+            align_generation_tokens(gen, i, &k);
         max_resp = ALIGN__MAX(max_resp, k);
-        rtext[i] = align_generation_text(gen, i, NULL);
+        if (i >= glo && i < ghi) /* this rank scores its own samples */
+            rtext[i] = align_generation_text(gen, (int32_t)(i - glo), NULL);
     }
     if ((rc = align__rollout_create(&b, n, max_plen, max_resp, eb)) < 0)
         goto out;
@@ -517,10 +593,17 @@ static int rl_rollout(align_trainer *tr, align__step_ctx *ctx)
         size_t o = 0;
         int64_t ended = 0, tokens = 0;
         for (int32_t i = 0; i < n; i++) {
-            int32_t k = 0;
-            const int32_t *rt = align_generation_tokens(gen, i, &k);
-            int fin = align_generation_finish_reason(gen, i);
-            int end = fin == ALIGN_FINISH_EOT || fin == ALIGN_FINISH_STOP;
+            int32_t k = 0, end;
+            const int32_t *rt;
+            if (tr->dist_on) {
+                k = resp_at[i][0];
+                end = resp_at[i][1];
+                rt = resp_at[i] + 2;
+            } else {
+                rt = align_generation_tokens(gen, i, &k);
+                int fin = align_generation_finish_reason(gen, i);
+                end = fin == ALIGN_FINISH_EOT || fin == ALIGN_FINISH_STOP;
+            }
             ended += end;
             tokens += k;
             if ((rc = align__rollout_set_sample(b, i, ptoks + o, plen[i], rt, k, i / G, end, eb)) < 0)
@@ -531,13 +614,17 @@ static int rl_rollout(align_trainer *tr, align__step_ctx *ctx)
         s->rmv[RM_ENDED] = (double)ended / (double)n;
     }
 
-    /* Score. */
-    rc = align_reward_model_score(s->rm, ptext, rtext, n, scores);
+    /* Score: data parallel, each rank scores its share of the samples
+     * (the host scorer runs on every rank) and the scores are combined. */
+    int64_t slo, shi;
+    align__dist_share(tr, n, &slo, &shi);
+    rc = shi > slo ? align_reward_model_score(s->rm, ptext + slo, rtext + slo, (int32_t)(shi - slo), scores + slo)
+                   : ALIGN_OK;
     double t2 = align__now_sec();
-    if (rc < 0) {
+    if (rc < 0)
         rc = align__error(eb, rc, "rollout: scoring failed: %s", align_reward_model_errmsg(s->rm));
+    if ((rc = rollout_agree(tr, rc, &agreed)) < 0 || (rc = align__dist_sum_f32(tr, scores, (size_t)n)) < 0)
         goto out;
-    }
     for (int32_t i = 0; i < n; i++) {
         if (!isfinite(scores[i])) {
             rc = align__error(eb, ALIGN_ENONFINITE, "rollout: score %d is not finite", (int)i);
@@ -548,10 +635,9 @@ static int rl_rollout(align_trainer *tr, align__step_ctx *ctx)
             sc = sc < -s->c.score_clip ? -s->c.score_clip : sc > s->c.score_clip ? s->c.score_clip : sc;
         b->scores[i] = sc;
     }
-    if ((rc = align__trainer_poll_stop(tr)) < 0)
-        goto out;
-
-    /* Old log-probs, values and reference log-probs in the first pass's layout. */
+    /* Old log-probs, values and reference log-probs in the first pass's
+     * layout (data parallel: each rank its share of each minibatch, as the
+     * training pass will split it; the rows are combined afterwards). */
     {
         align__rollout *keep = s->buf;
         s->buf = b;
@@ -567,8 +653,10 @@ static int rl_rollout(align_trainer *tr, align__step_ctx *ctx)
             int32_t cnt = 0;
             if ((rc = align__rollout_iter_next(b, idx, &cnt)) != ALIGN_OK)
                 break;
-            for (int32_t k0 = 0; k0 < cnt && rc >= 0; k0 += s->c.micro) {
-                int32_t m = ALIGN__MIN(s->c.micro, cnt - k0);
+            int64_t lo, hi;
+            align__dist_share(tr, cnt, &lo, &hi);
+            for (int32_t k0 = (int32_t)lo; k0 < (int32_t)hi && rc >= 0; k0 += s->c.micro) {
+                int32_t m = ALIGN__MIN(s->c.micro, (int32_t)hi - k0);
                 if ((rc = align__trainer_poll_stop(tr)) < 0)
                     break;
                 double a = align__now_sec();
@@ -599,6 +687,15 @@ static int rl_rollout(align_trainer *tr, align__step_ctx *ctx)
         if (rc >= 0)
             rc = align__rollout_iter_set(b, &start);
         s->buf = keep;
+        rc = rollout_agree(tr, rc, &agreed);
+        if (rc >= 0 && tr->dist_on) { /* rows of the other ranks are zeros here: the sum is exact */
+            const size_t R = (size_t)n * (size_t)b->max_resp;
+            rc = align__dist_sum_f32(tr, b->logp_old, R);
+            if (rc >= 0 && s->c.algo == ALIGN_ALGO_PPO)
+                rc = align__dist_sum_f32(tr, b->values, R);
+            if (rc >= 0 && s->ref)
+                rc = align__dist_sum_f32(tr, b->logp_ref, R);
+        }
         if (rc < 0)
             goto out;
         s->rmv[RM_T_VALUE] = tv * 1e3;
@@ -692,8 +789,12 @@ static int rl_rollout(align_trainer *tr, align__step_ctx *ctx)
     s->rollouts++;
     rc = ALIGN_OK;
 out:
+    while (tr->dist_on && agreed < ROLLOUT_AGREEMENTS) /* a rank that gave up still agrees */
+        rollout_agree(tr, rc < 0 ? rc : ALIGN_EINTERNAL, &agreed);
     align__rollout_free(b);
     align_generation_free(gen);
+    align__free(resp_all);
+    align__free(resp_at);
     align__tokbuf_free(&tb);
     align__free(plen);
     align__free(pstart);

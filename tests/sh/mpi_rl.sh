@@ -18,6 +18,8 @@ fail() { cat run.log >&3; echo "FAIL: $*" >&3; exit 1; }
 ok() { echo "ok - $*"; }
 trap 'rc=$?; [ $rc = 0 ] || cat run.log >&3; rm -rf "$T"; exit $rc' EXIT
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+# containers often forbid the cross-memory attach of the shared-memory transport
+export OMPI_MCA_btl_vader_single_copy_mechanism=none
 MPIRUN=(mpirun -np 2 --oversubscribe)
 
 cat > count_a.py << 'PY'

@@ -1490,6 +1490,38 @@ class Trainer(_Owned):
         safe from any thread, e.g. a signal handler or an ``on_step``."""
         _raw.align_trainer_request_stop(self._h)
 
+    def use_mpi(self, timeout: float = 0.0, library: Optional[PathLike] = None) -> Tuple[int, int]:
+        """Data parallel over Open MPI's ``MPI_COMM_WORLD`` (docs/distributed.md):
+        run the script under ``mpirun -np N``, build the same trainer on every
+        rank and call this before the first step (and before :meth:`resume`).
+        Loads ``libalign_mpi.so`` (next to libalign, or ``library``) and
+        ``libmpi``, initialises MPI if nobody did (finalised at exit), and
+        calls ``align_trainer_set_dist``. Returns ``(rank, size)``; rank 0
+        alone should save the model. ``timeout``: seconds a collective waits
+        for the other ranks (0: ``$ALIGN_DIST_TIMEOUT`` or 300)."""
+        import atexit
+        import ctypes.util
+        mpi = ctypes.CDLL(ctypes.util.find_library("mpi") or "libmpi.so.40", mode=ctypes.RTLD_GLOBAL)
+        path = os.fspath(library) if library is not None else os.path.join(
+            os.path.dirname(os.path.realpath(_raw.lib._name)), "libalign_mpi.so")
+        amp = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+        flag = ctypes.c_int(0)
+        mpi.MPI_Initialized(byref(flag))
+        if not flag.value:
+            if mpi.MPI_Init(None, None) != 0:
+                raise RuntimeError("MPI_Init failed")
+            atexit.register(mpi.MPI_Finalize)
+        # Open MPI: MPI_COMM_WORLD is the address of ompi_mpi_comm_world
+        comm = ctypes.addressof(c_char.in_dll(mpi, "ompi_mpi_comm_world"))
+        d = _raw.align_dist()
+        amp.align_dist_mpi_create.argtypes = [POINTER(_raw.align_dist), c_void_p, ctypes.c_double]
+        rc = amp.align_dist_mpi_create(byref(d), c_void_p(comm), float(timeout))
+        if rc != 0:
+            raise RuntimeError(f"align_dist_mpi_create failed ({rc})")
+        _raw.align_trainer_set_dist(self._h, byref(d))
+        self._dist = (mpi, amp, d)  # the communicator lives as long as the trainer
+        return d.rank, d.size
+
 
 class SFTTrainer(Trainer):
     """Supervised fine-tuning on demonstrations and chats.
