@@ -234,6 +234,63 @@ START_TEST(test_eos_from_config)
 }
 END_TEST
 
+/* The prefixes of docs/chat-templates.md give, for a ChatML model (Qwen2,
+ * SmolLM2) whose tokenizer_config.json names <|im_end|> as eos_token, the
+ * ids of the model's own template rendered as one string: header tokens in
+ * the prefixes are those tokens, contents stay text. */
+START_TEST(test_chatml_prefixes)
+{
+    char *dir = test_tmpdir("tok-chatml");
+    char path[4200], cfg[4200];
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    snprintf(cfg, sizeof cfg, "%s/tokenizer_config.json", dir);
+    FILE *in = fopen(fixture("bytelevel_split.json"), "rb"), *out = fopen(path, "wb");
+    ck_assert(in && out);
+    char buf[4096];
+    size_t k;
+    while ((k = fread(buf, 1, sizeof buf, in)) > 0)
+        ck_assert_uint_eq(fwrite(buf, 1, k, out), k);
+    fclose(in);
+    fclose(out);
+    write_file(cfg, "{\"eos_token\": \"<|im_end|>\"}");
+    align_tokenizer *t = NULL;
+    ck_assert_int_eq(align_tokenizer_load(&t, dir), ALIGN_OK);
+    align_chat_template ct;
+    ALIGN_CHAT_TEMPLATE_DEFAULT_PARAMS(&ct);
+    ct.system_prefix = "<|im_start|>system\n";
+    ct.user_prefix = "\n<|im_start|>user\n";
+    ct.assistant_prefix = "\n<|im_start|>assistant\n";
+    const char *roles[] = { "system", "user", "assistant", "user" };
+    const char *contents[] = { "You are helpful.", "hello world", "Hello! 12 caf\xc3\xa9s", "don't stop" };
+    const char *rendered = "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\nhello world<|im_end|>\n"
+                           "<|im_start|>assistant\nHello! 12 caf\xc3\xa9s<|im_end|>\n<|im_start|>user\ndon't stop"
+                           "<|im_end|>\n<|im_start|>assistant\n";
+    int32_t ids[256], want[256];
+    uint8_t mask[256];
+    size_t n = 0;
+    ck_assert_int_eq(align_chat_tokenize(t, &ct, roles, contents, 4, ALIGN_CHAT_GENERATION_PROMPT, ids, mask, 256, &n),
+                     ALIGN_OK);
+    size_t w = enc(t, rendered, strlen(rendered), ALIGN_TOKENIZE_SPECIAL, want, 256);
+    ck_assert_uint_eq(n, w);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_msg(ids[i] == want[i], "id %zu: %d, the rendered template %d", i, (int)ids[i], (int)want[i]);
+    /* the assistant's content and its <|im_end|> are the SFT targets */
+    int32_t eot = align_tokenizer_eot(t);
+    size_t targets = 0;
+    for (size_t i = 0; i < n; i++)
+        targets += mask[i];
+    ck_assert_uint_gt(targets, 2);
+    for (size_t i = 0; i < n; i++)
+        if (mask[i] && (i + 1 == n || !mask[i + 1]))
+            ck_assert_int_eq(ids[i], eot);
+    align_tokenizer_free(t);
+    remove(cfg);
+    remove(path);
+    rmdir(dir);
+    free(dir);
+}
+END_TEST
+
 /* Unsupported features are refused, naming what is not supported. */
 START_TEST(test_refusals)
 {
@@ -323,6 +380,7 @@ Suite *internal_tokenizer_hf_suite(void)
     tcase_add_test(tc, test_roundtrip);
     tcase_add_test(tc, test_special_tokens);
     tcase_add_test(tc, test_eos_from_config);
+    tcase_add_test(tc, test_chatml_prefixes);
     tcase_add_test(tc, test_refusals);
     return s;
 }
