@@ -258,6 +258,8 @@ static int parse_norm(align_tokenizer *t, json_t *n, const char *path, int depth
         }
         return ALIGN_OK;
     }
+    if (!strcmp(ty, "NFC")) /* a check (tok_nfc.c) */
+        return add_norm(t, NORM_NFC, "", 0, NULL, 0);
     if (!strcmp(ty, "Prepend")) {
         json_t *p = json_object_get(n, "prepend");
         if (!json_is_string(p) || !json_string_length(p))
@@ -587,9 +589,6 @@ static int load_root(tok_builder *bd, json_t *root)
     memset(&d, 0, sizeof d);
     if (!rc)
         rc = parse_dec(t, &d, json_object_get(root, "decoder"), path, 0);
-    if (!rc && t->byte_level && (t->n_norm || t->byte_fallback))
-        return align__error(NULL, ALIGN_EFORMAT, "%s: a byte-level tokenizer with a %s is not supported", path,
-                            t->n_norm ? "normalizer" : "byte_fallback model");
     if (rc)
         return rc;
     /* added tokens: their ids may lie beyond model.vocab */

@@ -29,7 +29,7 @@ enum { TOK_BYTES = 0, TOK_BPE = 1 };
 #define TOKF_RSTRIP  0x08u /* swallows the whitespace after it */
 
 /* normalizer steps (applied in order to each stretch of text between added tokens) */
-enum { NORM_PREPEND = 1, NORM_REPLACE = 2 };
+enum { NORM_PREPEND = 1, NORM_REPLACE = 2, NORM_NFC = 3 };
 typedef struct tok_norm {
     int type;
     char *a, *b; /* PREPEND: a; REPLACE: a -> b */
@@ -137,6 +137,12 @@ int align__bpe_reserve(bpe_ctx *c, size_t n);
  * (follow c->next until -1). */
 int32_t align__bpe_merge(bpe_ctx *c, const align_tokenizer *t, size_t n);
 void align__bpe_free(bpe_ctx *c);
+
+/* ---- tok_nfc.c ---- */
+
+/* ALIGN_OK if NFC leaves s[0..n) (valid UTF-8) unchanged; else ALIGN_EFORMAT
+ * naming the first code point it could change. */
+int align__tok_nfc_check(const char *s, size_t n);
 
 /* ---- tok_hfjson.c ---------------------------------------------------------------- */
 

@@ -8,7 +8,7 @@
  *      invalid byte is a piece of its own (Hugging Face never sees invalid
  *      UTF-8: its input is a Rust/Python string; keeping the stray byte as a
  *      byte token keeps every byte, so decode(encode(x)) == x for any bytes);
- *   3. the normalizer (Prepend, Replace) rewrites each run;
+ *   3. the normalizer (Prepend, Replace) rewrites each run (NFC checks it);
  *   4. the pre-tokenizer steps (regex splits, ByteLevel's prefix space,
  *      Metaspace) cut it into pieces;
  *   5. the BPE model encodes each piece: byte-level symbols (ByteLevel) or
@@ -337,7 +337,9 @@ static int normalize(enc_ctx *c, const char *s, size_t n, int seg_start)
     int rc = buf_append(c, s, n);
     for (int k = 0; k < t->n_norm && !rc; k++) {
         const tok_norm *m = &t->norm[k];
-        if (m->type == NORM_PREPEND) {
+        if (m->type == NORM_NFC) {
+            rc = align__tok_nfc_check(c->buf, c->blen);
+        } else if (m->type == NORM_PREPEND) {
             if (!seg_start || !c->blen)
                 continue;
             rc = grow((void **)&c->buf, &c->bcap, c->blen + m->alen, 1);
