@@ -255,6 +255,43 @@ START_TEST(test_eos_from_config)
 }
 END_TEST
 
+/* Metaspace with split: true cuts before every replacement character
+ * (MergedWithNext), so no merge crosses a space: "▁▁" never forms. */
+START_TEST(test_metaspace_split)
+{
+    json_error_t e;
+    json_t *root = json_load_file(fixture("spm_metaspace.json"), 0, &e);
+    ck_assert_ptr_ne(root, NULL);
+    json_object_set_new(json_object_get(root, "pre_tokenizer"), "split", json_true());
+    char *dir = test_tmpdir("tok-split");
+    char path[4200];
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    ck_assert_int_eq(json_dump_file(root, path, 0), 0);
+    int32_t two = (int32_t)json_integer_value(
+        json_object_get(json_object_get(json_object_get(root, "model"), "vocab"), "\xe2\x96\x81\xe2\x96\x81"));
+    json_decref(root);
+    align_tokenizer *t = NULL, *u = load("spm_metaspace.json");
+    ck_assert_int_eq(align_tokenizer_load(&t, path), ALIGN_OK);
+    const char *text = "hello    world\n  cat";
+    int32_t ids[64], idu[64];
+    size_t n = enc(t, text, strlen(text), 0, ids, 64), nu = enc(u, text, strlen(text), 0, idu, 64), blen = 0;
+    int with_two = 0;
+    for (size_t i = 0; i < nu; i++)
+        with_two += idu[i] == two;
+    ck_assert_int_gt(with_two, 0); /* without split the spaces merge */
+    for (size_t i = 0; i < n; i++)
+        ck_assert_int_ne(ids[i], two);
+    char back[128];
+    ck_assert_int_eq(align_detokenize(t, ids, n, back, sizeof back, &blen), ALIGN_OK);
+    ck_assert_str_eq(back, text);
+    align_tokenizer_free(t);
+    align_tokenizer_free(u);
+    remove(path);
+    rmdir(dir);
+    free(dir);
+}
+END_TEST
+
 /* The prefixes of docs/chat-templates.md give, for a ChatML model (Qwen2,
  * SmolLM2) whose tokenizer_config.json names <|im_end|> as eos_token, the
  * ids of the model's own template rendered as one string: header tokens in
@@ -401,6 +438,7 @@ Suite *internal_tokenizer_hf_suite(void)
     tcase_add_test(tc, test_special_tokens);
     tcase_add_test(tc, test_eos_from_config);
     tcase_add_test(tc, test_chatml_prefixes);
+    tcase_add_test(tc, test_metaspace_split);
     tcase_add_test(tc, test_refusals);
     return s;
 }

@@ -207,9 +207,10 @@ static int parse_pre(align_tokenizer *t, json_t *pre, const char *path, int dept
         p->repl_len = strlen(r);
         memcpy(p->repl, r, p->repl_len);
         if (get_bool(pre, "split", 1)) {
-            /* MergedWithNext on the replacement: each piece starts with it */
-            char pat[64];
-            snprintf(pat, sizeof pat, "\\Q%s\\E(?:(?!\\Q%s\\E).)*|(?:(?!\\Q%s\\E).)+", r, r, r);
+            /* MergedWithNext on the replacement: each piece starts with it
+             * ((?s): a newline is an ordinary character here) */
+            char pat[80];
+            snprintf(pat, sizeof pat, "(?s)\\Q%s\\E(?:(?!\\Q%s\\E).)*|(?:(?!\\Q%s\\E).)+", r, r, r);
             return align__tok_add_split(t, pat, strlen(pat), 0);
         }
         return ALIGN_OK;
