@@ -10,7 +10,8 @@
 # lib/data/tok*.c (about 800 texts), must give identical ids (special
 # tokens recognised on both sides) and the same decoded text, and without
 # ALIGN_TOKENIZE_SPECIAL, decode(encode(s)) == s for texts that start with a
-# non-space (the SentencePiece decoder drops one leading space).
+# non-space (the SentencePiece decoder drops one leading space) and do not
+# hold U+2581 (which SentencePiece vocabularies cannot tell from a space).
 #
 # Installed once into $BUILD/npm-cache-hf/ (about 100 MB unpacked). Without npm,
 # node or the registry this test is SKIPPED, saying so.
@@ -114,8 +115,10 @@ int main(int argc, char **argv)
             for (size_t i = 0; i < got && rc == 0; i++) fprintf(stderr, " %d", (int)out[i]);
             fprintf(stderr, "\n");
         }
-        /* without the flag: plain text round trip (skipped for a leading space) */
-        if (len && s[0] != ' ' && align_tokenize(t, s, len, 0, out, cap_ids, &got) == 0 &&
+        /* without the flag: plain text round trip (skipped for a leading
+         * space and for text holding U+2581 itself, which SentencePiece
+         * vocabularies cannot tell from a space) */
+        if (len && s[0] != ' ' && !strstr(s, "\xe2\x96\x81") && align_tokenize(t, s, len, 0, out, cap_ids, &got) == 0 &&
             (align_detokenize(t, out, got, back, bcap, &blen) != 0 || blen != len || memcmp(back, s, len))) {
             rt++;
             fprintf(stderr, "%s ROUND TRIP line %d: %.200s\n", argv[3], n + 1, s);
