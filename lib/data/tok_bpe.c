@@ -343,6 +343,7 @@ int align__tok_finish(tok_builder *bd, const char *eos, align_tokenizer **out)
                     j--;
                 }
                 t->specials[j] = id;
+                t->n_plain_added += !(t->is_special[id] & TOKF_SPECIAL);
                 t->special_first[(unsigned char)t->bytes[t->tok_off[id]]] = 1;
             }
         }

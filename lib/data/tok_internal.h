@@ -79,6 +79,7 @@ struct align_tokenizer {
     /* added tokens, longest first */
     int32_t *specials;
     int32_t n_specials;
+    int32_t n_plain_added; /* of them, not special: recognised without ALIGN_TOKENIZE_SPECIAL */
     uint8_t special_first[256]; /* first bytes of added tokens, a quick filter */
     /* the encode pipeline (docs/tokenizer.md) */
     int byte_level;        /* symbols are bytes (ByteLevel); else UTF-8 characters */

@@ -199,6 +199,10 @@ static int model_piece(enc_ctx *c, const unsigned char *s, size_t n)
     const align_tokenizer *t = c->t;
     if (!n)
         return ALIGN_OK;
+    if (n == 1 && t->byte_level && t->byte_id[s[0]] >= 0) { /* spaces, punctuation: no merge to try */
+        emit(c, t->byte_id[s[0]]);
+        return ALIGN_OK;
+    }
     if (t->ignore_merges) { /* Llama-3: a whole piece in the vocabulary is that token */
         int32_t id = align__tok_map_find(t, (const char *)s, n);
         if (id >= 0) {
@@ -238,9 +242,19 @@ static int model_piece(enc_ctx *c, const unsigned char *s, size_t n)
     return ALIGN_OK;
 }
 
+
+/* A piece out of a step: kept for the next step, or (last: the common case
+ * of GPT-2 and Llama-3, one regex) handed to the model at once. */
+static int out_piece(enc_ctx *c, size_t off, size_t len, int first, int last)
+{
+    if (last)
+        return len ? model_piece(c, (const unsigned char *)c->buf + off, len) : ALIGN_OK;
+    return push_piece(c, off, len, first);
+}
+
 /* Isolated split of every piece in pa by re: matches and the text between
  * them become pieces (empty ones dropped), as Hugging Face's Split. */
-static int step_split(enc_ctx *c, const tok_pre *p)
+static int step_split(enc_ctx *c, const tok_pre *p, int last_step)
 {
     for (size_t k = 0; k < c->na; k++) {
         piece pc = c->pa[k];
@@ -259,14 +273,14 @@ static int step_split(enc_ctx *c, const tok_pre *p)
                 off = b + ALIGN__MAX(align__utf8_seq(s + b, pc.len - b), 1);
                 continue;
             }
-            int rc = push_piece(c, pc.off + last, b - last, pc.first && last == 0);
+            int rc = out_piece(c, pc.off + last, b - last, pc.first && last == 0, last_step);
             if (!rc)
-                rc = push_piece(c, pc.off + b, e - b, pc.first && b == 0);
+                rc = out_piece(c, pc.off + b, e - b, pc.first && b == 0, last_step);
             if (rc)
                 return rc;
             off = last = e;
         }
-        int rc = push_piece(c, pc.off + last, pc.len - last, pc.first && last == 0);
+        int rc = out_piece(c, pc.off + last, pc.len - last, pc.first && last == 0, last_step);
         if (rc)
             return rc;
     }
@@ -397,9 +411,10 @@ static int encode_run(enc_ctx *c, const char *s, size_t n, int at_start, int seg
         c->pbcap = swc;
         c->nb = 0;
         const tok_pre *p = &t->pre[k];
-        rc = p->type == PRE_SPLIT ? step_split(c, p) : p->type == PRE_PREFIX_SPACE ? step_prefix_space(c)
-                                                                                   : step_metaspace(c, p);
-        if (rc)
+        const int last = k == t->n_pre - 1 && p->type == PRE_SPLIT;
+        rc = p->type == PRE_SPLIT ? step_split(c, p, last) : p->type == PRE_PREFIX_SPACE ? step_prefix_space(c)
+                                                                                         : step_metaspace(c, p);
+        if (rc || last)
             return rc;
     }
     for (size_t k = 0; k < c->nb && !rc; k++)
@@ -480,7 +495,10 @@ ALIGN_API int align_tokenize(const align_tokenizer *t, const char *text, size_t 
     const unsigned char *s = (const unsigned char *)text;
     int rc = ALIGN_OK;
     size_t start = 0;
-    for (size_t i = 0; i < len && !rc;) {
+    /* the scan for added tokens only when one could match */
+    const int scan = (flags & ALIGN_TOKENIZE_SPECIAL) ? (t->kind == TOK_BYTES || t->n_specials > 0)
+                                                      : t->n_plain_added > 0;
+    for (size_t i = 0; scan && i < len && !rc;) {
         int32_t id = match_added(t, s + i, len - i, flags);
         if (id < 0) {
             i++;
