@@ -275,8 +275,12 @@ ALIGN_API int align_optimizer_load(align_optimizer *o, const char *path);
 /* tokenizer                                                                */
 /* ======================================================================== */
 
-/* path: a Hugging Face tokenizer.json (byte-level BPE), or a folder holding
- * GPT-2's encoder.json and vocab.bpe. */
+/* path: a Hugging Face tokenizer.json (BPE: byte-level as GPT-2, Llama-3,
+ * Qwen2, SmolLM2, or SentencePiece-style with byte fallback as Llama-2,
+ * TinyLlama; unsupported features are refused, docs/tokenizer.md), or a
+ * folder holding it or GPT-2's encoder.json and vocab.bpe. A
+ * tokenizer_config.json beside tokenizer.json names the end-of-text token
+ * (eos_token). */
 ALIGN_API int align_tokenizer_load(align_tokenizer **out, const char *path);
 ALIGN_API int align_tokenizer_load_gpt2(align_tokenizer **out, const char *encoder_json,
                                         const char *vocab_bpe);
@@ -284,7 +288,9 @@ ALIGN_API int align_tokenizer_load_gpt2(align_tokenizer **out, const char *encod
 ALIGN_API int align_tokenizer_bytes(align_tokenizer **out);
 ALIGN_API void align_tokenizer_free(align_tokenizer *t);
 ALIGN_API int32_t align_tokenizer_vocab_size(const align_tokenizer *t);
-/* End-of-text id (GPT-2's <|endoftext|>, 50256), also the end-of-turn token. */
+/* End-of-text id (GPT-2's <|endoftext|>, 50256; else tokenizer_config.json's
+ * eos_token, else <|endoftext|>, </s> or <|end_of_text|>; -1 if none), also
+ * the end-of-turn token. */
 ALIGN_API int32_t align_tokenizer_eot(const align_tokenizer *t);
 
 /* align_tokenize flags */
@@ -610,8 +616,9 @@ ALIGN_API int align_blas_slow_kernel(const char **remedy_out);
  * message is <role prefix><content><end-of-turn>, the end-of-turn token being
  * the tokenizer's end-of-text; roles other than system/user/assistant are
  * written "<|role|>\n". The defaults are those of align_sft_params, so a model
- * trained by SFT with default prefixes is prompted as it was trained. Text
- * is never scanned for special tokens. */
+ * trained by SFT with default prefixes is prompted as it was trained.
+ * Contents are never scanned for special tokens; prefixes are, so that they
+ * can hold a model's header tokens (docs/chat-templates.md). */
 typedef struct align_chat_template {
     uint32_t struct_size;
     uint32_t flags;                /* none defined yet: must be 0 */

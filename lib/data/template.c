@@ -39,12 +39,13 @@ void align__tokbuf_free(align__tokbuf *b)
     memset(b, 0, sizeof *b);
 }
 
-/* Tokenizes text into tp->scratch (grown as needed); *n receives the count. */
-static int tokenize(align__template *tp, const char *text, size_t len, size_t *n, align__errbuf *eb)
+/* Tokenizes text into tp->scratch (grown as needed); *n receives the count.
+ * flags: ALIGN_TOKENIZE_SPECIAL for the role prefixes only. */
+static int tokenize(align__template *tp, const char *text, size_t len, uint32_t flags, size_t *n, align__errbuf *eb)
 {
     for (;;) {
         uint64_t mark = align__error_mark();
-        int rc = align_tokenize(tp->t, text, len, 0, tp->scratch, tp->scratch_cap, n);
+        int rc = align_tokenize(tp->t, text, len, flags, tp->scratch, tp->scratch_cap, n);
         if (rc == ALIGN_OK)
             return ALIGN_OK;
         if (rc != ALIGN_ERANGE)
@@ -85,7 +86,11 @@ int align__template_init(align__template *tp, const align_tokenizer *t, const ch
     for (int r = 0; r < 3 && !rc; r++) {
         const char *s = prefixes[r] ? prefixes[r] : default_prefix[r];
         size_t cnt = 0;
-        rc = tokenize(tp, s, strlen(s), &cnt, eb);
+        /* Prefixes are the developer's configuration, not data: special
+         * tokens written in them ("<|im_start|>", "<|start_header_id|>") are
+         * those tokens, as in the model's own chat template
+         * (docs/chat-templates.md). Contents never are. */
+        rc = tokenize(tp, s, strlen(s), ALIGN_TOKENIZE_SPECIAL, &cnt, eb);
         if (!rc) {
             tp->prefix_tok[r] = align__malloc((cnt ? cnt : 1) * sizeof(int32_t));
             if (!tp->prefix_tok[r])
@@ -114,7 +119,7 @@ int align__template_encode_text(align__template *tp, align__tokbuf *out, const c
                                 align__errbuf *eb)
 {
     size_t n = 0;
-    int rc = tokenize(tp, text, len, &n, eb);
+    int rc = tokenize(tp, text, len, 0, &n, eb);
     return rc ? rc : append_ids(out, tp->scratch, n, target, eb);
 }
 

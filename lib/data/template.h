@@ -15,8 +15,10 @@
  *   generation prompt: a chat followed by the assistant prefix, which is
  *                 exactly what the model saw before each assistant turn.
  * The end-of-turn token is the tokenizer's end-of-text. Text (contents,
- * prompts, prefixes) is tokenized without ALIGN_TOKENIZE_SPECIAL, so an
- * "<|endoftext|>" written inside a message stays text and cannot end a turn.
+ * prompts) is tokenized without ALIGN_TOKENIZE_SPECIAL, so an
+ * "<|endoftext|>" written inside a message stays text and cannot end a turn;
+ * the role prefixes (configuration, not data) are tokenized with it, so a
+ * prefix can hold a model's header tokens ("<|im_start|>user\n").
  *
  * Users: the SFT batcher (lib/data/batch.c), generation (lib/gen/generate.c),
  * and every trainer that builds prompt + response sequences (reward model,

@@ -1,8 +1,13 @@
 /* fuzz_tokenizer_json.c — the Hugging Face tokenizer.json loader; a file
- * that loads must tokenize and detokenize a fixed text. */
+ * that loads must tokenize (with and without special tokens) and detokenize
+ * a fixed text that touches every pipeline step: added tokens, spaces for
+ * Prepend/Replace/Metaspace, digits, UTF-8 of 2-4 bytes for byte fallback,
+ * and invalid UTF-8. The corpus holds the fixtures of
+ * tests/fixtures/tokenizers/ (one per supported model family). */
 #include "fuzz_util.h"
 
-static const char text[] = "Hello, world! It's 2024 <|endoftext|> caf\xc3\xa9  \n\tx";
+static const char text[] = "Hello, world! It's 2024 <|endoftext|> caf\xc3\xa9  \n\tx<s> </s>hello<tool>  "
+                           "\xe4\xb8\x96\xe7\x95\x8c \xf0\x9f\x98\x80 <|im_start|>\xff\xc3 <pad>\xe2\x96\x81x";
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -17,11 +22,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (t) {
         int32_t ids[256];
         size_t n = 0;
-        rc = align_tokenize(t, text, sizeof text - 1, ALIGN_TOKENIZE_SPECIAL, ids, 256, &n);
-        if (rc == ALIGN_OK) {
-            char buf[1024];
-            size_t blen = 0;
-            (void)align_detokenize(t, ids, n, buf, sizeof buf, &blen);
+        for (uint32_t flags = 0; flags <= ALIGN_TOKENIZE_SPECIAL; flags++) {
+            rc = align_tokenize(t, text, sizeof text - 1, flags, ids, 256, &n);
+            if (rc == ALIGN_OK) {
+                char buf[2048];
+                size_t blen = 0;
+                (void)align_detokenize(t, ids, n, buf, sizeof buf, &blen);
+            }
         }
         align_tokenizer_free(t);
     }
