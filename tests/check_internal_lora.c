@@ -418,6 +418,64 @@ START_TEST(test_checkpoint_keeps_adapters)
 }
 END_TEST
 
+/* A scalar head trains as a copy (PEFT's modules_to_save ["score"]); the
+ * base's head does not move; save / load / merge carry the copy. */
+START_TEST(test_scalar_head_copy)
+{
+    align_model_params mp;
+    ALIGN_MODEL_DEFAULT_PARAMS(&mp);
+    mp.n_layer = 1;
+    mp.n_head = 2;
+    mp.n_embd = 16;
+    mp.vocab_size = 257;
+    mp.max_seq_len = 48;
+    mp.flags = ALIGN_MODEL_SCALAR_HEAD;
+    mp.n_threads = 1;
+    align_model *m = NULL;
+    ck_assert_int_eq(align_model_create(&m, &mp), ALIGN_OK);
+    attach(m, "c_attn", 2, 4.0f);
+    ck_assert_int_eq(align_model_lora_num_params(m), 2 * (16 + 48) + 16);
+    float base_head[16];
+    memcpy(base_head, m->params + align__model_find_tensor(m, "score.weight")->offset, sizeof base_head);
+    float sc[NSEQ * TLEN], d[NSEQ * TLEN], sc2[NSEQ * TLEN];
+    for (int i = 0; i < NSEQ * TLEN; i++)
+        d[i] = 0.1f * (float)(i % 5) - 0.2f;
+    align_optimizer *o = NULL;
+    ck_assert_int_eq(align_optimizer_create(&o, m, NULL), ALIGN_OK);
+    for (int s = 0; s < 2; s++) {
+        ck_assert_int_eq(align_model_forward(m, toks, lens, NSEQ, TLEN, NULL, sc, NULL), ALIGN_OK);
+        ck_assert_int_eq(align_model_backward(m, NULL, d), ALIGN_OK);
+        ck_assert_int_eq(align_optimizer_step(o, NULL), ALIGN_OK);
+    }
+    align_optimizer_free(o);
+    const float *bh = m->params + align__model_find_tensor(m, "score.weight")->offset;
+    ck_assert_int_eq(memcmp(base_head, bh, sizeof base_head), 0);
+    ck_assert(memcmp(base_head, m->w.scorew, sizeof base_head) != 0); /* the copy trained */
+    ck_assert_int_eq(align_model_forward(m, toks, lens, NSEQ, TLEN, NULL, sc, NULL), ALIGN_OK);
+    char *dir = test_tmpdir("lora-head");
+    char ad[4200];
+    snprintf(ad, sizeof ad, "%s/ad", dir);
+    ck_assert_int_eq(align_model_lora_save(m, ad), ALIGN_OK);
+    json_t *j = read_json(ad, "adapter_config.json");
+    ck_assert_str_eq(json_string_value(json_array_get(json_object_get(j, "modules_to_save"), 0)), "score");
+    ck_assert_str_eq(json_string_value(json_object_get(j, "task_type")), "SEQ_CLS");
+    json_decref(j);
+    align_model *b = NULL;
+    ck_assert_int_eq(align_model_clone(&b, m, ALIGN_CLONE_NO_ADAPTERS), ALIGN_OK);
+    ck_assert_int_eq(align_model_lora_load(b, ad), ALIGN_OK);
+    ck_assert_int_eq(align_model_forward(b, toks, lens, NSEQ, TLEN, NULL, sc2, NULL), ALIGN_OK);
+    ck_assert_int_eq(memcmp(sc, sc2, sizeof sc), 0);
+    /* merge: the head copy becomes the base's (in a copy: b's base is its own) */
+    ck_assert_int_eq(align_model_lora_merge(b), ALIGN_OK);
+    ck_assert_int_eq(align_model_forward(b, toks, lens, NSEQ, TLEN, NULL, sc2, NULL), ALIGN_OK);
+    for (int i = 0; i < NSEQ * TLEN; i++)
+        ck_assert(fabsf(sc[i] - sc2[i]) < 1e-4f);
+    align_model_free(b);
+    free(dir);
+    align_model_free(m);
+}
+END_TEST
+
 /* ---- DPO with LoRA: vowels vs consonants (as check_internal_dpo) ---------- */
 static uint32_t lcg(uint32_t *s)
 {
@@ -572,6 +630,7 @@ Suite *internal_lora_suite(void)
     tcase_add_test(tc, test_decode_with_adapters);
     tcase_add_test(tc, test_peft_roundtrip);
     tcase_add_test(tc, test_checkpoint_keeps_adapters);
+    tcase_add_test(tc, test_scalar_head_copy);
     tcase_add_test(tc, test_dpo_lora_learns_and_resumes);
     return s;
 }

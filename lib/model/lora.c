@@ -13,7 +13,10 @@
  * never changes, a frozen clone made with ALIGN_CLONE_NO_ADAPTERS shares it
  * (the "adapters off" reference of DPO / PPO / GRPO costs no second copy);
  * whatever writes the base later (merge, copy_weights) copies it first when
- * it is shared.
+ * it is shared. A model with a scalar head (reward model, PPO's value head)
+ * also trains a copy of score.weight, as PEFT's modules_to_save ["score"]
+ * (its sequence-classification default): the model's w.scorew / g.scorew
+ * point at the copy while adapters are attached (align__lora_repoint).
  *
  * Sites are the adaptable linears of one layer, per architecture: a table
  * of their PEFT module names and shapes, and where the base weight lives
@@ -50,7 +53,10 @@ struct align__lora {
     int      enabled;          /* forwards use the adapters */
     int      fwd_on;           /* the last trainable forward used them (backward follows it) */
     char     base_name[512];   /* base_model_name_or_path for adapter_config.json */
-    int      n_tensors;        /* 2 per adapted (layer, site): A then B */
+    int      n_tensors;        /* 2 per adapted (layer, site): A then B; + score.weight last */
+    int      n_adapters;
+    int      score;            /* the model has a scalar head: a trainable copy of score.weight
+                                  (PEFT's modules_to_save ["score"]) is the last tensor */
     align__tensor *tensors;    /* names without PEFT_PREFIX */
     size_t   n;                /* floats */
     float   *params, *grads;   /* grads NULL on a frozen model */
@@ -214,7 +220,7 @@ static align__lora *lora_new(const align_model *m, int32_t r, float alpha, uint3
             lo->max_in = ALIGN__MAX(lo->max_in, lo->site[s].in);
         }
     n_ad *= lo->L;
-    lo->tensors = align__calloc((size_t)(2 * n_ad), sizeof *lo->tensors);
+    lo->tensors = align__calloc((size_t)(2 * n_ad + 1), sizeof *lo->tensors);
     lo->kidx = align__malloc(sizeof *lo->kidx * (size_t)lo->L * ALIGN__LORA_MAX_SITES);
     if (!lo->tensors || !lo->kidx)
         goto oom;
@@ -240,6 +246,19 @@ static align__lora *lora_new(const align_model *m, int32_t r, float alpha, uint3
             }
             k++;
         }
+    lo->n_adapters = k;
+    if (m->cfg.flags & ALIGN_MODEL_SCALAR_HEAD) {
+        align__tensor *t = &lo->tensors[lo->n_tensors++];
+        snprintf(t->name, sizeof t->name, "score.weight");
+        t->ndim = 2;
+        t->shape[0] = 1;
+        t->shape[1] = m->cfg.n_embd;
+        t->numel = (size_t)m->cfg.n_embd;
+        t->offset = off;
+        t->decay = 1; /* as in the base (a matrix) */
+        off += t->numel;
+        lo->score = 1;
+    }
     lo->n = off;
     lo->params = align__alloc_aligned(off * sizeof(float));
     if (!lo->params || (grads && !(lo->grads = align__alloc_aligned(off * sizeof(float)))))
@@ -250,9 +269,32 @@ oom:
     return NULL;
 }
 
-static void lora_init(align__lora *lo)
+static float *score_copy(align__lora *lo)
 {
-    for (int i = 0; i < lo->n_tensors; i += 2) {
+    return lo->score ? lo->params + lo->tensors[lo->n_tensors - 1].offset : NULL;
+}
+
+/* The base's score.weight (not the copy). */
+static float *base_score(align_model *m)
+{
+    const align__tensor *t = align__model_find_tensor(m, "score.weight");
+    return t ? m->params + t->offset : NULL;
+}
+
+void align__lora_repoint(align_model *m)
+{
+    align__lora *lo = m->lora;
+    if (!lo || !lo->score)
+        return;
+    m->w.scorew = score_copy(lo);
+    m->g.scorew = lo->grads ? lo->grads + lo->tensors[lo->n_tensors - 1].offset : NULL;
+}
+
+static void lora_init(align_model *m, align__lora *lo)
+{
+    if (lo->score)
+        memcpy(score_copy(lo), base_score(m), (size_t)m->cfg.n_embd * sizeof(float));
+    for (int i = 0; i < 2 * lo->n_adapters; i += 2) {
         const align__tensor *t = &lo->tensors[i];
         float *a = lo->params + t->offset;
         float bound = 1.0f / sqrtf((float)t->shape[1]);
@@ -274,6 +316,7 @@ static int install(align_model *m, align__lora *lo, align__errbuf *eb)
             return align__error(eb, rc, "lora: out of memory");
     }
     m->lora = lo;
+    align__lora_repoint(m);
     m->fwd_ready = 0;
     return ALIGN_OK;
 }
@@ -345,7 +388,7 @@ int align__lora_reserve(align_model *m, int64_t N)
     align__free_aligned(lo->u);
     align__free_aligned(lo->tmp_r);
     align__free_aligned(lo->tmp_in);
-    size_t n_ad = (size_t)lo->n_tensors / 2;
+    size_t n_ad = (size_t)lo->n_adapters;
     lo->u = align__alloc_aligned(n_ad * (size_t)N * (size_t)lo->r * sizeof(float));
     lo->tmp_r = align__alloc_aligned((size_t)N * (size_t)lo->r * sizeof(float));
     lo->tmp_in = align__alloc_aligned((size_t)N * (size_t)lo->max_in * sizeof(float));
@@ -456,7 +499,7 @@ ALIGN_API int align_model_lora_attach(align_model *m, const align_lora_params *p
         return align__error(eb, ALIGN_ENOMEM, "align_model_lora_attach: out of memory");
     lo->seed = c.seed;
     snprintf(lo->base_name, sizeof lo->base_name, "%s", c.base_model_name_or_path ? c.base_model_name_or_path : "");
-    lora_init(lo);
+    lora_init(m, lo);
     if ((rc = install(m, lo, eb)))
         align__lora_free(lo);
     return rc;
@@ -512,6 +555,11 @@ ALIGN_API int align_model_lora_merge(align_model *m)
                     *w += (float)(lo->scale * d);
                 }
         }
+    if (lo->score) { /* the trained head copy becomes the base's */
+        float *bs = base_score(m);
+        memcpy(bs, score_copy(lo), (size_t)m->cfg.n_embd * sizeof(float));
+        m->w.scorew = bs;
+    }
     m->lora = NULL;
     align__lora_free(lo);
     m->fwd_ready = 0;
@@ -532,11 +580,14 @@ static json_t *config_json(const align_model *m, const align__lora *lo)
 {
     double a = (double)lo->alpha;
     json_t *alpha = a == floor(a) && fabs(a) < 1e9 ? json_integer((json_int_t)a) : json_real(a);
-    return json_pack("{s:s, s:i, s:o, s:f, s:o, s:b, s:s, s:s, s:s, s:n, s:b, s:b, s:b}", "peft_type", "LORA",
+    json_t *j = json_pack("{s:s, s:i, s:o, s:f, s:o, s:b, s:s, s:s, s:s, s:n, s:b, s:b, s:b}", "peft_type", "LORA",
                      "r", (int)lo->r, "lora_alpha", alpha, "lora_dropout", 0.0, "target_modules", targets_json(lo),
                      "fan_in_fan_out", fan_in_fan_out(&m->cfg), "bias", "none", "task_type",
                      (m->cfg.flags & ALIGN_MODEL_SCALAR_HEAD) ? "SEQ_CLS" : "CAUSAL_LM", "base_model_name_or_path",
                      lo->base_name, "modules_to_save", "inference_mode", 1, "use_rslora", 0, "init_lora_weights", 1);
+    if (j && lo->score)
+        json_object_set_new(j, "modules_to_save", json_pack("[s]", "score"));
+    return j;
 }
 
 static int write_tensors(const align_model *m, const char *path, align__errbuf *eb, const align__st_meta *meta,
@@ -622,10 +673,24 @@ static int read_config(const align_model *m, json_t *j, const char *what, lora_c
         return align__error(NULL, ALIGN_EFORMAT, "%s: bias '%s' is not supported (only \"none\")", what, bias);
     if (json_is_true(json_object_get(j, "use_rslora")) || json_is_true(json_object_get(j, "use_dora")))
         return align__error(NULL, ALIGN_EFORMAT, "%s: rsLoRA / DoRA adapters are not supported", what);
+    /* PEFT's sequence-classification default: the head trains in full */
+    json_t *mts = json_object_get(j, "modules_to_save");
+    if (json_is_array(mts) && (m->cfg.flags & ALIGN_MODEL_SCALAR_HEAD)) {
+        size_t i;
+        json_t *v;
+        json_array_foreach(mts, i, v) {
+            const char *nm = json_string_value(v);
+            if (!nm || (strcmp(nm, "score") != 0 && strcmp(nm, "classifier") != 0))
+                return align__error(NULL, ALIGN_EFORMAT, "%s: modules_to_save may name only the score head", what);
+        }
+        mts = NULL;
+    }
     static const char *const unsupported[] = {"layers_to_transform", "modules_to_save", "rank_pattern",
                                               "alpha_pattern"};
     for (size_t i = 0; i < sizeof unsupported / sizeof unsupported[0]; i++) {
         json_t *v = json_object_get(j, unsupported[i]);
+        if (!strcmp(unsupported[i], "modules_to_save"))
+            v = mts;
         if (v && !json_is_null(v) && !(json_is_object(v) && json_object_size(v) == 0) &&
             !(json_is_array(v) && json_array_size(v) == 0))
             return align__error(NULL, ALIGN_EFORMAT, "%s: %s is set, which libalign does not support", what,
@@ -663,27 +728,30 @@ static int read_config(const align_model *m, json_t *j, const char *what, lora_c
 
 /* Checks f holds exactly the adapters of lo's layout (names under prefix
  * PEFT_PREFIX, F32, shapes), then copies them into lo. */
-static int fill_from(align__lora *lo, const align__st_file *f, int strict)
+static int fill_from(align_model *m, align__lora *lo, const align__st_file *f, int strict)
 {
     char nm[ALIGN__TENSOR_NAME_CAP + 32];
     const float *src;
     int rc;
-    for (int i = 0; i < lo->n_tensors; i++) {
+    /* the head copy is optional (a PEFT file of a model trained without it):
+     * missing, it starts from the base's head */
+    snprintf(nm, sizeof nm, PEFT_PREFIX "score.weight");
+    int n_want = lo->n_tensors - (lo->score && !align__st_has(f, nm));
+    for (int i = 0; i < n_want; i++) {
         const align__tensor *t = &lo->tensors[i];
         snprintf(nm, sizeof nm, PEFT_PREFIX "%s", t->name);
         if ((rc = align__st_get(NULL, f, nm, 2, t->shape, &src)))
             return rc;
     }
     if (strict) {
-        int n = 0;
         json_t *h = f->hdr;
-        n = (int)json_object_size(h) - (json_object_get(h, "__metadata__") ? 1 : 0);
-        if (n != lo->n_tensors)
+        int n = (int)json_object_size(h) - (json_object_get(h, "__metadata__") ? 1 : 0);
+        if (n != n_want)
             return align__error(NULL, ALIGN_EFORMAT,
                                 "%s: %d tensors where the adapters of adapter_config.json have %d (libalign "
-                                "reads LoRA A / B weights only)", f->path, n, lo->n_tensors);
+                                "reads LoRA A / B weights and the score head only)", f->path, n, n_want);
     }
-    for (int i = 0; i < lo->n_tensors; i++) {
+    for (int i = 0; i < n_want; i++) {
         const align__tensor *t = &lo->tensors[i];
         snprintf(nm, sizeof nm, PEFT_PREFIX "%s", t->name);
         align__st_get(NULL, f, nm, 2, t->shape, &src);
@@ -692,6 +760,8 @@ static int fill_from(align__lora *lo, const align__st_file *f, int strict)
                 return align__error(NULL, ALIGN_EFORMAT, "%s: %s holds a non-finite value", f->path, nm);
         memcpy(lo->params + t->offset, src, t->numel * sizeof(float));
     }
+    if (n_want < lo->n_tensors)
+        memcpy(score_copy(lo), base_score(m), (size_t)m->cfg.n_embd * sizeof(float));
     return ALIGN_OK;
 }
 
@@ -710,7 +780,7 @@ static int load_into(align_model *m, const lora_cfg *c, const align__st_file *f,
     lo->seed = c->seed;
     lo->enabled = c->enabled;
     memcpy(lo->base_name, c->base_name, sizeof lo->base_name);
-    int rc = fill_from(lo, f, strict);
+    int rc = fill_from(m, lo, f, strict);
     if (!rc && have) {
         memcpy(have->params, lo->params, lo->n * sizeof(float));
         have->alpha = lo->alpha;
@@ -798,6 +868,8 @@ int align__lora_ckpt_meta(const align_model *m, char *buf, size_t cap)
 int align__lora_is_adapter_name(const char *name)
 {
     size_t n = strlen(name);
+    if (!strcmp(name, PEFT_PREFIX "score.weight"))
+        return 1;
     return strncmp(name, PEFT_PREFIX, strlen(PEFT_PREFIX)) == 0 && n > 14 &&
            (!strcmp(name + n - 14, ".lora_A.weight") || !strcmp(name + n - 14, ".lora_B.weight"));
 }

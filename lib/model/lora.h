@@ -36,6 +36,9 @@ void align__lora_fwd(const align_model *m, const align__acts *a, int l, int site
 void align__lora_bwd(align_model *m, int l, int site, float *dinp, const float *dout, const float *inp,
                      int64_t N);
 
+/* Points m->w.scorew / g.scorew at the adapters' trainable head copy (after
+ * anything re-pointed m->w at the base arrays). No-op without one. */
+void align__lora_repoint(align_model *m);
 /* Sizes the kept activations for N rows before a trainable forward. */
 int  align__lora_reserve(align_model *m, int64_t N);
 void align__lora_free(align__lora *lo);

@@ -701,6 +701,7 @@ int align__model_own_weights(align_model *m)
         m->wts = own;
         m->params = own->data;
         point_weights(m, &m->w, m->params);
+        align__lora_repoint(m); /* a LoRA head copy stays in use */
     }
     return ALIGN_OK;
 }
