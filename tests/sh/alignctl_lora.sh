@@ -92,7 +92,8 @@ ok "dpo --lora: resume from step 4 gives the same adapters, bitwise"
     2>&1 || fail "init --scalar-head"
 "$A" rm --model rmbase.safetensors --tokenizer bytes --data train.jsonl --steps 3 --batch 4 --threads 1 --quiet \
     --lora r=4,alpha=8 --out rm_ad 2> rm.err || { cat rm.err >&2; fail "rm --lora"; }
-grep -q '"SEQ_CLS"' rm_ad/adapter_config.json || fail "rm --lora: task_type"
+grep -q '"SEQ_CLS"' rm_ad/adapter_config.json && grep -q '"score"' rm_ad/adapter_config.json ||
+    fail "rm --lora: task_type / modules_to_save"
 "$A" grpo --policy base.safetensors --tokenizer bytes --prompts prompts.jsonl --max-new-tokens 8 --threads 1 \
     --prompts-per-step 4 --group-size 4 --lr 1e-3 --reward-cmd "python3 count_a.py" --steps 3 --quiet \
     --lora r=4,alpha=8,targets=c_attn,o --out grpo_ad 2> g.err || { cat g.err >&2; fail "grpo --lora"; }
