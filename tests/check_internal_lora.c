@@ -12,6 +12,7 @@
 
 #include <jansson.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 
 static align_model *mk_model(int32_t layers, int32_t embd, uint64_t seed)
@@ -476,6 +477,51 @@ START_TEST(test_scalar_head_copy)
 }
 END_TEST
 
+/* A frozen model with adapters serves forwards from several threads at once
+ * (scratch per call), each equal to the single-threaded result. */
+typedef struct {
+    align_model *m;
+    float lp[NSEQ * (TLEN - 1)];
+    int rc;
+} fwd_job;
+
+static void *fwd_thread(void *p)
+{
+    fwd_job *j = p;
+    for (int k = 0; k < 5 && !j->rc; k++)
+        j->rc = align_model_forward(j->m, toks, lens, NSEQ, TLEN, j->lp, NULL, NULL);
+    return NULL;
+}
+
+START_TEST(test_frozen_threads)
+{
+    align_model *m = mk_model(2, 32, 8);
+    attach(m, "all-linear", 4, 8.0f);
+    randomize_adapters(m, 4, 0.5f);
+    align_model *fz = NULL;
+    ck_assert_int_eq(align_model_clone(&fz, m, ALIGN_FROZEN), ALIGN_OK);
+    ck_assert_ptr_eq(fz->wts, m->wts);
+    float want[NSEQ * (TLEN - 1)];
+    fwd(fz, want);
+    fwd_job jobs[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        jobs[i].m = fz;
+        jobs[i].rc = 0;
+        ck_assert_int_eq(pthread_create(&th[i], NULL, fwd_thread, &jobs[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_int_eq(jobs[i].rc, ALIGN_OK);
+        ck_assert_int_eq(memcmp(jobs[i].lp, want, sizeof want), 0);
+    }
+    align_model_free(m); /* the clone keeps the shared base alive */
+    fwd(fz, want);
+    ck_assert_int_eq(memcmp(jobs[0].lp, want, sizeof want), 0);
+    align_model_free(fz);
+}
+END_TEST
+
 /* ---- DPO with LoRA: vowels vs consonants (as check_internal_dpo) ---------- */
 static uint32_t lcg(uint32_t *s)
 {
@@ -631,6 +677,7 @@ Suite *internal_lora_suite(void)
     tcase_add_test(tc, test_peft_roundtrip);
     tcase_add_test(tc, test_checkpoint_keeps_adapters);
     tcase_add_test(tc, test_scalar_head_copy);
+    tcase_add_test(tc, test_frozen_threads);
     tcase_add_test(tc, test_dpo_lora_learns_and_resumes);
     return s;
 }
