@@ -47,6 +47,7 @@ struct align__lora {
     float    alpha, scale;
     uint64_t seed;
     uint32_t mask;             /* sites adapted (bit = site) */
+    const struct lora_arch *arch;
     int      n_sites;
     site_desc site[ALIGN__LORA_MAX_SITES];
     int      L;
@@ -67,11 +68,37 @@ struct align__lora {
     int64_t  max_in;
 };
 
-/* ---- sites per architecture ---------------------------------------------------- */
-static int arch_sites(const align_model_params *c, site_desc *s)
+/* ---- sites per architecture ----------------------------------------------------
+ * One table entry per architecture: its adaptable linears (PEFT module names,
+ * shapes, weight layout), where their base weights live, the target names
+ * and aliases it accepts, and how a site set is written as PEFT
+ * target_modules. Another architecture (e.g. Llama: q_proj, k_proj, v_proj,
+ * o_proj, gate_proj, up_proj, down_proj, nn.Linear weights [out][in], PEFT
+ * fan_in_fan_out false, layers under "model.layers.") adds an entry here and
+ * calls align__lora_fwd / _bwd after each of its linears with its site
+ * numbers; nothing else in this file depends on the architecture. */
+typedef struct lora_name {
+    const char *name;
+    uint32_t bits;     /* sites */
+} lora_name;
+
+typedef struct lora_arch {
+    int32_t arch;                   /* ALIGN_ARCH_* */
+    const char *layer_prefix;       /* PEFT module path of layer N = prefix + N */
+    int fan_in_fan_out;             /* adapter_config.json (the base weights are [in][out]) */
+    int (*sites)(const align_model_params *c, site_desc *s); /* fills s, returns the count */
+    float *(*base_weight)(align_model *m, int l, int site);
+    const lora_name *names;         /* accepted targets and aliases */
+    size_t n_names;
+    const lora_name *peft;          /* site sets -> target_modules, the widest first */
+    size_t n_peft;
+    int (*refuse)(const char *t, align__errbuf *eb); /* a message for names that do not map */
+} lora_arch;
+
+/* GPT-2: Conv1D weights [in][out] (PEFT: fan_in_fan_out = true). */
+static int gpt2_sites(const align_model_params *c, site_desc *s)
 {
     int64_t C = c->n_embd;
-    /* GPT-2: Conv1D weights [in][out] (PEFT: fan_in_fan_out = true) */
     s[ALIGN__LORA_QKV] = (site_desc){"attn.c_attn", C, 3 * C, ALIGN__W_IN_OUT};
     s[ALIGN__LORA_ATTPROJ] = (site_desc){"attn.c_proj", C, C, ALIGN__W_IN_OUT};
     s[ALIGN__LORA_FC] = (site_desc){"mlp.c_fc", C, 4 * C, ALIGN__W_IN_OUT};
@@ -79,19 +106,7 @@ static int arch_sites(const align_model_params *c, site_desc *s)
     return 4;
 }
 
-static const char *layer_prefix(const align_model_params *c)
-{
-    (void)c;
-    return "transformer.h."; /* GPT2LMHeadModel / GPT2ForSequenceClassification */
-}
-
-static int fan_in_fan_out(const align_model_params *c)
-{
-    (void)c;
-    return 1;
-}
-
-static float *base_weight(align_model *m, int l, int site)
+static float *gpt2_base_weight(align_model *m, int l, int site)
 {
     align__gpt2_layer *lw = &m->w.layer[l];
     switch (site) {
@@ -103,25 +118,23 @@ static float *base_weight(align_model *m, int l, int site)
     }
 }
 
-/* One target name (PEFT module name or a generic alias) -> site bits. */
-static int parse_target(const align_model_params *c, const char *t, uint32_t *bits, align__errbuf *eb)
+#define B_(s) (1u << ALIGN__LORA_##s)
+static const lora_name gpt2_names[] = {
+    {"c_attn", B_(QKV)},           {"attn.c_attn", B_(QKV)},
+    {"c_proj", B_(ATTPROJ) | B_(FCPROJ)},
+    {"attn.c_proj", B_(ATTPROJ)},  {"o", B_(ATTPROJ)},      {"o_proj", B_(ATTPROJ)},
+    {"c_fc", B_(FC)},              {"mlp.c_fc", B_(FC)},    {"up", B_(FC)}, {"up_proj", B_(FC)},
+    {"mlp.c_proj", B_(FCPROJ)},    {"down", B_(FCPROJ)},    {"down_proj", B_(FCPROJ)},
+    {"all-linear", B_(QKV) | B_(ATTPROJ) | B_(FC) | B_(FCPROJ)},
+};
+static const lora_name gpt2_peft[] = {
+    {"c_attn", B_(QKV)}, {"c_proj", B_(ATTPROJ) | B_(FCPROJ)}, {"attn.c_proj", B_(ATTPROJ)},
+    {"mlp.c_proj", B_(FCPROJ)}, {"c_fc", B_(FC)},
+};
+#undef B_
+
+static int gpt2_refuse(const char *t, align__errbuf *eb)
 {
-    (void)c;
-    static const struct { const char *name; uint32_t bits; } gpt2[] = {
-        {"c_attn", 1u << ALIGN__LORA_QKV},        {"attn.c_attn", 1u << ALIGN__LORA_QKV},
-        {"c_proj", (1u << ALIGN__LORA_ATTPROJ) | (1u << ALIGN__LORA_FCPROJ)},
-        {"attn.c_proj", 1u << ALIGN__LORA_ATTPROJ}, {"o", 1u << ALIGN__LORA_ATTPROJ},
-        {"o_proj", 1u << ALIGN__LORA_ATTPROJ},
-        {"c_fc", 1u << ALIGN__LORA_FC},           {"mlp.c_fc", 1u << ALIGN__LORA_FC},
-        {"up", 1u << ALIGN__LORA_FC},             {"up_proj", 1u << ALIGN__LORA_FC},
-        {"mlp.c_proj", 1u << ALIGN__LORA_FCPROJ}, {"down", 1u << ALIGN__LORA_FCPROJ},
-        {"down_proj", 1u << ALIGN__LORA_FCPROJ},  {"all-linear", 0xfu},
-    };
-    for (size_t i = 0; i < sizeof gpt2 / sizeof gpt2[0]; i++)
-        if (!strcmp(t, gpt2[i].name)) {
-            *bits |= gpt2[i].bits;
-            return ALIGN_OK;
-        }
     if (!strcmp(t, "q") || !strcmp(t, "k") || !strcmp(t, "v") || !strcmp(t, "q_proj") || !strcmp(t, "k_proj") ||
         !strcmp(t, "v_proj"))
         return align__error(eb, ALIGN_EINVAL,
@@ -134,10 +147,37 @@ static int parse_target(const align_model_params *c, const char *t, uint32_t *bi
                         "all-linear, or the aliases o, up, down)", t);
 }
 
+static const lora_arch archs[] = {
+    {ALIGN_ARCH_GPT2, "transformer.h.", 1, gpt2_sites, gpt2_base_weight, gpt2_names,
+     sizeof gpt2_names / sizeof gpt2_names[0], gpt2_peft, sizeof gpt2_peft / sizeof gpt2_peft[0], gpt2_refuse},
+};
+
+static const lora_arch *arch_of(const align_model_params *c)
+{
+    for (size_t i = 0; i < sizeof archs / sizeof archs[0]; i++)
+        if (archs[i].arch == c->arch)
+            return &archs[i];
+    return NULL;
+}
+
+/* One target name (PEFT module name or a generic alias) -> site bits. */
+static int parse_target(const lora_arch *A, const char *t, uint32_t *bits, align__errbuf *eb)
+{
+    for (size_t i = 0; i < A->n_names; i++)
+        if (!strcmp(t, A->names[i].name)) {
+            *bits |= A->names[i].bits;
+            return ALIGN_OK;
+        }
+    return A->refuse(t, eb);
+}
+
 /* A comma-separated list -> site bits (at least one). */
 static int parse_targets(const align_model_params *c, const char *list, uint32_t *mask, align__errbuf *eb)
 {
     *mask = 0;
+    const lora_arch *A = arch_of(c);
+    if (!A)
+        return align__error(eb, ALIGN_EINVAL, "lora: not available for architecture %d", (int)c->arch);
     if (!list || !*list)
         return align__error(eb, ALIGN_EINVAL, "lora: no target modules given");
     const char *p = list;
@@ -156,7 +196,7 @@ static int parse_targets(const align_model_params *c, const char *list, uint32_t
                 return align__error(eb, ALIGN_EINVAL, "lora: target name too long in '%s'", list);
             memcpy(t, p, n);
             t[n] = '\0';
-            int rc = parse_target(c, t, mask, eb);
+            int rc = parse_target(A, t, mask, eb);
             if (rc)
                 return rc;
         }
@@ -167,21 +207,18 @@ static int parse_targets(const align_model_params *c, const char *list, uint32_t
     return ALIGN_OK;
 }
 
-/* PEFT target_modules for a mask (names PEFT matches as module-name suffixes). */
+/* PEFT target_modules for a site set (names PEFT matches as module-name suffixes). */
 static json_t *targets_json(const align__lora *lo)
 {
     json_t *a = json_array();
-    uint32_t m = lo->mask;
-    if (m & (1u << ALIGN__LORA_QKV))
-        json_array_append_new(a, json_string("c_attn"));
-    if ((m & (1u << ALIGN__LORA_ATTPROJ)) && (m & (1u << ALIGN__LORA_FCPROJ)))
-        json_array_append_new(a, json_string("c_proj"));
-    else if (m & (1u << ALIGN__LORA_ATTPROJ))
-        json_array_append_new(a, json_string("attn.c_proj"));
-    else if (m & (1u << ALIGN__LORA_FCPROJ))
-        json_array_append_new(a, json_string("mlp.c_proj"));
-    if (m & (1u << ALIGN__LORA_FC))
-        json_array_append_new(a, json_string("c_fc"));
+    uint32_t left = lo->mask;
+    for (size_t i = 0; i < lo->arch->n_peft; i++) {
+        uint32_t b = lo->arch->peft[i].bits;
+        if ((left & b) == b) {
+            json_array_append_new(a, json_string(lo->arch->peft[i].name));
+            left &= ~b;
+        }
+    }
     return a;
 }
 
@@ -212,7 +249,8 @@ static align__lora *lora_new(const align_model *m, int32_t r, float alpha, uint3
     lo->mask = mask;
     lo->enabled = 1;
     lo->L = m->cfg.n_layer;
-    lo->n_sites = arch_sites(&m->cfg, lo->site);
+    lo->arch = arch_of(&m->cfg); /* known: the targets were parsed for it */
+    lo->n_sites = lo->arch->sites(&m->cfg, lo->site);
     int n_ad = 0;
     for (int s = 0; s < lo->n_sites; s++)
         if (mask & (1u << s)) {
@@ -234,7 +272,7 @@ static align__lora *lora_new(const align_model *m, int32_t r, float alpha, uint3
             lo->kidx[l * ALIGN__LORA_MAX_SITES + s] = k;
             for (int ab = 0; ab < 2; ab++) {
                 align__tensor *t = &lo->tensors[lo->n_tensors++];
-                snprintf(t->name, sizeof t->name, "%s%d.%s.lora_%c.weight", layer_prefix(&m->cfg), l,
+                snprintf(t->name, sizeof t->name, "%s%d.%s.lora_%c.weight", lo->arch->layer_prefix, l,
                          lo->site[s].peft, ab ? 'B' : 'A');
                 t->ndim = 2;
                 t->shape[0] = ab ? lo->site[s].out : r;
@@ -544,7 +582,7 @@ ALIGN_API int align_model_lora_merge(align_model *m)
                 continue;
             const float *A = lo->params + lo->tensors[2 * k].offset, *B = lo->params + lo->tensors[2 * k + 1].offset;
             int64_t in = lo->site[s].in, out = lo->site[s].out, r = lo->r;
-            float *W = base_weight(m, l, s);
+            float *W = lo->arch->base_weight(m, l, s);
             /* W += scale * (B A)^T (Conv1D [in][out]) or scale * B A ([out][in]) */
             for (int64_t o = 0; o < out; o++)
                 for (int64_t i = 0; i < in; i++) {
@@ -582,7 +620,7 @@ static json_t *config_json(const align_model *m, const align__lora *lo)
     json_t *alpha = a == floor(a) && fabs(a) < 1e9 ? json_integer((json_int_t)a) : json_real(a);
     json_t *j = json_pack("{s:s, s:i, s:o, s:f, s:o, s:b, s:s, s:s, s:s, s:n, s:b, s:b, s:b}", "peft_type", "LORA",
                      "r", (int)lo->r, "lora_alpha", alpha, "lora_dropout", 0.0, "target_modules", targets_json(lo),
-                     "fan_in_fan_out", fan_in_fan_out(&m->cfg), "bias", "none", "task_type",
+                     "fan_in_fan_out", lo->arch->fan_in_fan_out, "bias", "none", "task_type",
                      (m->cfg.flags & ALIGN_MODEL_SCALAR_HEAD) ? "SEQ_CLS" : "CAUSAL_LM", "base_model_name_or_path",
                      lo->base_name, "modules_to_save", "inference_mode", 1, "use_rslora", 0, "init_lora_weights", 1);
     if (j && lo->score)
@@ -810,8 +848,14 @@ ALIGN_API int align_model_lora_load(align_model *m, const char *dir)
         goto out;
     }
     json_error_t jerr;
+    struct stat sb;
+    if (stat(cj, &sb) != 0) {
+        rc = align__error(NULL, ALIGN_ENOENT, "%s: no adapter_config.json (a PEFT LoRA folder holds "
+                          "adapter_config.json and adapter_model.safetensors)", dir);
+        goto out;
+    }
     if (!(j = json_load_file(cj, JSON_REJECT_DUPLICATES, &jerr))) {
-        rc = align__error(NULL, errno == ENOENT ? ALIGN_ENOENT : ALIGN_EFORMAT, "%s: %s", cj, jerr.text);
+        rc = align__error(NULL, ALIGN_EFORMAT, "%s: %s", cj, jerr.text);
         goto out;
     }
     lora_cfg c;

@@ -12,7 +12,9 @@
 
 #include "model/model_impl.h"
 
-/* GPT-2's adaptable linears, in PEFT's module names. */
+/* GPT-2's adaptable linears ("sites"), in PEFT's module names. Another
+ * architecture numbers its own (at most ALIGN__LORA_MAX_SITES per layer) and
+ * adds a table entry in lora.c. */
 enum {
     ALIGN__LORA_QKV = 0,     /* attn.c_attn (fused q, k, v) */
     ALIGN__LORA_ATTPROJ = 1, /* attn.c_proj */
@@ -25,10 +27,11 @@ typedef struct align__lora align__lora;
 
 /* Forward hook after linear `site` of layer l: out[N][out] += scale * (inp A^T) B^T.
  * a is the arena of the forward (m->acts keeps inp A^T for backward; a
- * workspace's or NULL (decoding) uses scratch and keeps nothing). No-op
- * without adapters on that site or with adapters switched off. Returns 0 or
- * ALIGN_ENOMEM (scratch); the callers' forwards cannot fail, so on ENOMEM the
- * hook leaves out as the base computed it and logs once. */
+ * workspace's or NULL (decoding) allocates N x r floats of scratch per call
+ * and keeps nothing: several threads may run a frozen model at once). No-op
+ * without adapters on that site or with adapters switched off. The callers'
+ * forwards cannot fail midway, so if that scratch cannot be allocated the
+ * hook leaves out as the base computed it and logs an error. */
 void align__lora_fwd(const align_model *m, const align__acts *a, int l, int site, float *out,
                      const float *inp, int64_t N);
 /* Backward hook after the base linear's backward (which overwrote dinp with
