@@ -198,10 +198,13 @@ ALIGN_API int align_model_load(align_model **out, const char *path, const align_
 ALIGN_API int align_model_save(const align_model *m, const char *path);
 /* align_model_clone flags */
 #define ALIGN_FROZEN 0x1u   /* forward only: no gradient or optimizer memory */
+#define ALIGN_CLONE_NO_ADAPTERS 0x2u /* without m's LoRA adapters (the base alone; frozen: shared) */
 /* A new model with m's configuration and weights. ALIGN_FROZEN: forward only,
  * and usable from several threads at once (forward, generate). A frozen
- * clone of a FROZEN model shares its weights (no copy; they never change);
- * any other clone copies them. Models may be freed in any order: shared
+ * clone of a FROZEN model shares its weights (no copy; they never change),
+ * and so does a frozen clone of a model with LoRA adapters (its base is
+ * frozen); any other clone copies them. Adapters are cloned too unless
+ * ALIGN_CLONE_NO_ADAPTERS. Models may be freed in any order: shared
  * weights go with the last model holding them. */
 ALIGN_API int align_model_clone(align_model **out, const align_model *m, uint32_t flags);
 ALIGN_API void align_model_free(align_model *m);
@@ -230,6 +233,51 @@ ALIGN_API int align_model_forward(align_model *m, const int32_t *tokens,
 ALIGN_API int align_model_backward(align_model *m, const float *d_token_logprobs,
                                    const float *d_scalar);
 ALIGN_API int align_model_zero_grad(align_model *m);
+
+/* ---- LoRA adapters (docs/lora.md) -----------------------------------------
+ * Low-rank adapters (Hu et al. 2021) on chosen linear layers: each adds
+ * (alpha/r) * (x A^T) B^T with A [r][in], B [out][r] (PEFT's lora_A / lora_B).
+ * While adapters are attached, only they train: the base weights are frozen
+ * and hold no gradient, and an optimizer created afterwards keeps moments
+ * for the adapters alone. A frozen clone with ALIGN_CLONE_NO_ADAPTERS is the
+ * base without adapters and shares the base weights (no copy): the
+ * reference model of DPO / PPO / GRPO at no extra weight memory. */
+typedef struct align_lora_params {
+    uint32_t    struct_size;
+    uint32_t    flags;        /* none yet: 0 */
+    int32_t     r;            /* rank (default 8) */
+    float       alpha;        /* scaling alpha / r (default 16) */
+    float       dropout;      /* must be 0 (dropout on the adapter input is not implemented) */
+    const char *targets;      /* comma list of module names (default "c_attn"); GPT-2: c_attn, c_proj
+                                 (both), attn.c_proj, mlp.c_proj, c_fc, all-linear; aliases o, up, down.
+                                 q / k / v are refused on GPT-2 (fused into c_attn). Copied. */
+    uint64_t    seed;         /* A's initialisation (Kaiming-uniform as PEFT); B starts at 0 */
+    const char *base_model_name_or_path; /* recorded in adapter_config.json (NULL: ""). Copied. */
+} align_lora_params;
+
+ALIGN_API int align_lora_default_params(align_lora_params *out, size_t struct_size);
+#define ALIGN_LORA_DEFAULT_PARAMS(p) align_lora_default_params((p), sizeof *(p))
+/* Attaches fresh adapters (the model's outputs do not change until they
+ * train). ALIGN_EMISUSE if m already has adapters. On a trainable model the
+ * base gradients are released: create the optimizer after attaching. */
+ALIGN_API int align_model_lora_attach(align_model *m, const align_lora_params *p);
+/* Switches the adapters on (1, the default) or off (0: the base model). */
+ALIGN_API int align_model_lora_enable(align_model *m, int32_t on);
+/* Adapter parameters (0 without adapters). */
+ALIGN_API int64_t align_model_lora_num_params(const align_model *m);
+/* Writes the adapters in PEFT's layout: dir/adapter_model.safetensors and
+ * dir/adapter_config.json (the folder is created if missing), loadable by
+ * peft.PeftModel.from_pretrained on the Hugging Face base model. */
+ALIGN_API int align_model_lora_save(const align_model *m, const char *dir);
+/* Reads a PEFT LoRA folder (as align_model_lora_save writes, or PEFT's
+ * save_pretrained with bias "none" and no modules_to_save): attaches the
+ * adapters, or overwrites m's own if their rank and targets match. Every
+ * tensor is checked first; on failure m is unchanged. */
+ALIGN_API int align_model_lora_load(align_model *m, const char *dir);
+/* Folds (alpha/r) B A into the base weights and removes the adapters: m is
+ * a plain model again (a trainable one gets its base gradients back; the
+ * optimizer must be created anew). Models sharing the base keep theirs. */
+ALIGN_API int align_model_lora_merge(align_model *m);
 
 /* ======================================================================== */
 /* optimizer: AdamW, schedule, clipping                                     */

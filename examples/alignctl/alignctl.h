@@ -129,6 +129,10 @@ typedef struct train_opts {
     align_optimizer_params op;
     char ckdir[4096];        /* checkpoint folder (train_opts_finish) */
     char resume_dir[4200];   /* --resume resolved to a checkpoint folder */
+    int use_lora;            /* --lora SPEC given */
+    align_lora_params lora;
+    char lora_targets[256];
+    const char *lora_merged; /* --lora-merged PATH */
 } train_opts;
 void train_opts_init(train_opts *o);
 /* Consumes the common option at argv[*i] (--out, --steps, --epochs, --lr,
@@ -136,6 +140,20 @@ void train_opts_init(train_opts *o);
  * --eval-every, --save-every, --checkpoint-dir, --resume, --metrics,
  * --threads, --log-every, --quiet, --lenient): 1 if it was one. */
 int train_opt(int argc, char **argv, int *i, train_opts *o);
+/* With --lora: attaches the adapters to m (call before creating the optimizer
+ * and the reference: the reference is then m without adapters, sharing its
+ * weights). 0 or an exit code. */
+int train_lora_attach(train_opts *o, align_model *m, const char *model_path);
+/* Saves the trained m to --out: the model, or with --lora the PEFT adapter
+ * folder (and the merged model to --lora-merged). 0 or an exit code. */
+int train_save(const train_opts *o, align_model *m);
+/* The common help lines of --lora / --lora-merged. */
+#define LORA_HELP                                                                                        \
+    "  --lora SPEC         train LoRA adapters only: r=N,alpha=X,targets=LIST[,seed=N]\n"                \
+    "                      (GPT-2 targets: c_attn, c_proj, attn.c_proj, mlp.c_proj, c_fc,\n"              \
+    "                      all-linear; aliases o, up, down). --out is then a PEFT adapter\n"              \
+    "                      folder; the reference is the model with adapters off (no copy)\n"             \
+    "  --lora-merged PATH  with --lora: also save the model with the adapters merged\n"
 /* Checks the common options and resolves --resume and the checkpoint folder. */
 int train_opts_finish(train_opts *o);
 /* Resumes if asked, then steps tr until ALIGN_DONE with progress, evaluation

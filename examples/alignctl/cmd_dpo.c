@@ -43,6 +43,7 @@ static const char *const HELP_DPO =
     "  --warmup N          linear warmup steps (default 0)\n"
     "  --min-lr-ratio X    decay floor as a fraction of --lr (default 0)\n"
     "  --weight-decay X    AdamW weight decay (default 0)\n"
+    LORA_HELP
     "  --clip X            global gradient-norm clip, 0 = off (default 1.0)\n"
     "evaluation and checkpoints:\n"
     "  --eval-data FILE    held-out JSONL; evaluated every --eval-every steps and at the end\n"
@@ -190,10 +191,13 @@ static int run_pref(int argc, char **argv, int kto)
         r = load_model(model_path, &m);
     if (!r)
         r = check_vocab(m, t, tok);
+    if (!r)
+        r = train_lora_attach(&to, m, model_path);
     if (!r && ref_path) {
         r = load_model(ref_path, &ref); /* its vocabulary is checked by the trainer */
     } else if (!r && need_ref) {
-        int crc = align_model_clone(&ref, m, ALIGN_FROZEN); /* the start, frozen */
+        /* the start, frozen; with --lora the base without adapters, shared (no copy) */
+        int crc = align_model_clone(&ref, m, ALIGN_FROZEN | ALIGN_CLONE_NO_ADAPTERS);
         if (crc < 0)
             r = rt_fail(crc, align_last_errmsg(), "cannot copy the model as the reference");
     }

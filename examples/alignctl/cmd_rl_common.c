@@ -56,6 +56,7 @@ const char *const RL_COMMON_HELP =
     "  --warmup N          linear warmup steps (default 0)\n"
     "  --min-lr-ratio X    decay floor as a fraction of --lr (default 0)\n"
     "  --weight-decay X    AdamW weight decay (default 0)\n"
+    LORA_HELP
     "  --clip X            global gradient-norm clip, 0 = off (default 1.0), as in sft;\n"
     "                      the ratio clip is --clip-ratio\n"
     "  --seed S            prompt order and sampling seed (default 1234)\n"
@@ -284,12 +285,14 @@ int rl_run(rl_cli *c, int argc, char **argv, const rl_algo *al)
         r = load_with(c->policy, al->policy_flags, &policy);
     if (!r)
         r = check_vocab(policy, t, c->tok);
+    if (!r)
+        r = train_lora_attach(&c->t, policy, c->policy);
     if (!r && al->uses_kl(al->params)) {
         if (c->reference) {
             r = load_frozen(c->reference, &ref);
             if (!r)
                 r = check_vocab(ref, t, c->tok);
-        } else if ((rc = align_model_clone(&ref, policy, ALIGN_FROZEN)) < 0) {
+        } else if ((rc = align_model_clone(&ref, policy, ALIGN_FROZEN | ALIGN_CLONE_NO_ADAPTERS)) < 0) {
             r = rt_fail(rc, align_model_errmsg(policy), "cannot copy the policy as reference");
         }
     }
@@ -482,10 +485,8 @@ int rl_run(rl_cli *c, int argc, char **argv, const rl_algo *al)
         if (!c->t.quiet)
             fprintf(stderr, "checkpoint: %s\n", dir);
     }
-    if (dist_rank() == 0 && (rc = align_model_save(policy, c->t.out)) < 0) {
-        r = rt_fail(rc, align_model_errmsg(policy), "cannot save the policy to '%s'", c->t.out);
+    if (dist_rank() == 0 && (r = train_save(&c->t, policy)))
         goto out;
-    }
     if (!c->t.quiet)
         msg("trained %lld steps (last mean score %.4g); policy saved to %s", (long long)step,
             rl_metric(tr, "objective/scores"), c->t.out);

@@ -38,6 +38,7 @@ static const char *const HELP_RM =
     "  --warmup N          linear warmup steps (default 0)\n"
     "  --min-lr-ratio X    decay floor as a fraction of --lr (default 0)\n"
     "  --weight-decay X    AdamW weight decay (default 0)\n"
+    LORA_HELP
     "  --clip X            global gradient-norm clip, 0 = off (default 1.0)\n"
     "evaluation, normalisation and checkpoints:\n"
     "  --eval-data FILE    held-out JSONL; evaluated every --eval-every steps and at the end\n"
@@ -248,6 +249,8 @@ int cmd_rm(int argc, char **argv)
     if (!r)
         r = check_vocab(m, t, tok);
     if (!r)
+        r = train_lora_attach(&to, m, model_path);
+    if (!r)
         r = load_dataset(data_path, to.lenient ? ALIGN_LENIENT : 0, &data);
     if (!r && to.eval_path)
         r = load_dataset(to.eval_path, to.lenient ? ALIGN_LENIENT : 0, &evald);
@@ -273,9 +276,8 @@ int cmd_rm(int argc, char **argv)
         (long long)total, (int)sp.micro_batch, (int)sp.grad_accum, (double)to.op.learning_rate);
     r = train_run(&to, argc, argv, tr, o, evald, m, total);
     /* the run is complete (not interrupted): normalise, then save again */
-    if (r == 0 && norm_path && (r = normalize_on(m, t, sp.flags & ALIGN_REWARD_CHAT, norm_path)) == 0 &&
-        (rc = align_model_save(m, to.out)) < 0)
-        r = rt_fail(rc, align_model_errmsg(m), "cannot save the model to '%s'", to.out);
+    if (r == 0 && norm_path && (r = normalize_on(m, t, sp.flags & ALIGN_REWARD_CHAT, norm_path)) == 0)
+        r = train_save(&to, m);
 out:
     signals_restore();
     align_trainer_free(tr);

@@ -35,6 +35,7 @@ static const char *const HELP_SFT =
     "  --warmup N          linear warmup steps (default 0)\n"
     "  --min-lr-ratio X    decay floor as a fraction of --lr (default 0)\n"
     "  --weight-decay X    AdamW weight decay (default 0)\n"
+    LORA_HELP
     "  --clip X            global gradient-norm clip, 0 = off (default 1.0)\n"
     "evaluation and checkpoints:\n"
     "  --eval-data FILE    held-out JSONL; evaluated every --eval-every steps and at the end\n"
@@ -128,6 +129,8 @@ int cmd_sft(int argc, char **argv)
         r = load_model(model_path, &m);
     if (!r)
         r = check_vocab(m, t, tok);
+    if (!r)
+        r = train_lora_attach(&to, m, model_path);
     if (!r)
         r = load_dataset(data_path, to.lenient ? ALIGN_LENIENT : 0, &data);
     if (!r && to.eval_path)

@@ -18,6 +18,82 @@ void train_opts_init(train_opts *o)
     memset(o, 0, sizeof *o);
     o->log_every = 10;
     ALIGN_OPTIMIZER_DEFAULT_PARAMS(&o->op);
+    ALIGN_LORA_DEFAULT_PARAMS(&o->lora);
+}
+
+/* --lora r=16,alpha=32,targets=c_attn,c_fc[,seed=N]: a piece without '='
+ * continues the targets list. */
+static void parse_lora(train_opts *o, const char *spec)
+{
+    char buf[512];
+    if (strlen(spec) >= sizeof buf)
+        usage_die("--lora: the specification is too long");
+    snprintf(buf, sizeof buf, "%s", spec);
+    o->use_lora = 1;
+    o->lora_targets[0] = '\0';
+    int in_targets = 0, have_targets = 0;
+    for (char *save = NULL, *p = strtok_r(buf, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(p, '=');
+        if (!eq && in_targets) {
+            size_t n = strlen(o->lora_targets);
+            snprintf(o->lora_targets + n, sizeof o->lora_targets - n, ",%s", p);
+            continue;
+        }
+        if (!eq)
+            usage_die("--lora: '%s' is not KEY=VALUE (keys: r, alpha, targets, seed)", p);
+        *eq = '\0';
+        const char *v = eq + 1;
+        in_targets = 0;
+        if (!strcmp(p, "r"))
+            o->lora.r = parse_int("--lora r", v, 1, 4096);
+        else if (!strcmp(p, "alpha"))
+            o->lora.alpha = parse_float("--lora alpha", v, 1e-6, 1e6);
+        else if (!strcmp(p, "seed"))
+            o->lora.seed = (uint64_t)parse_int("--lora seed", v, 0, INT64_MAX);
+        else if (!strcmp(p, "dropout"))
+            o->lora.dropout = parse_float("--lora dropout (only 0 is supported)", v, 0, 0);
+        else if (!strcmp(p, "targets")) {
+            snprintf(o->lora_targets, sizeof o->lora_targets, "%s", v);
+            in_targets = have_targets = 1;
+        } else
+            usage_die("--lora: unknown key '%s' (keys: r, alpha, targets, seed)", p);
+    }
+    if (!have_targets)
+        snprintf(o->lora_targets, sizeof o->lora_targets, "c_attn");
+    o->lora.targets = o->lora_targets;
+}
+
+int train_lora_attach(train_opts *o, align_model *m, const char *model_path)
+{
+    if (!o->use_lora)
+        return 0;
+    o->lora.base_model_name_or_path = model_path;
+    int rc = align_model_lora_attach(m, &o->lora);
+    if (rc < 0)
+        return rt_fail(rc, align_model_errmsg(m), "cannot attach the LoRA adapters (--lora)");
+    if (!o->quiet)
+        msg("LoRA: rank %d, alpha %g, targets %s: %lld trainable parameters (base %lld frozen)", (int)o->lora.r,
+            (double)o->lora.alpha, o->lora_targets, (long long)align_model_lora_num_params(m),
+            (long long)align_model_num_params(m));
+    return 0;
+}
+
+int train_save(const train_opts *o, align_model *m)
+{
+    int rc;
+    if (!o->use_lora) {
+        if ((rc = align_model_save(m, o->out)) < 0)
+            return rt_fail(rc, align_model_errmsg(m), "cannot save the model to '%s'", o->out);
+        return 0;
+    }
+    if ((rc = align_model_lora_save(m, o->out)) < 0)
+        return rt_fail(rc, align_model_errmsg(m), "cannot save the LoRA adapters to '%s'", o->out);
+    if (o->lora_merged) {
+        /* merging writes a copy of the base; the run is over, so m itself is merged */
+        if ((rc = align_model_lora_merge(m)) < 0 || (rc = align_model_save(m, o->lora_merged)) < 0)
+            return rt_fail(rc, align_model_errmsg(m), "cannot save the merged model to '%s'", o->lora_merged);
+    }
+    return 0;
 }
 
 int train_opt(int argc, char **argv, int *i, train_opts *o)
@@ -70,6 +146,10 @@ int train_opt(int argc, char **argv, int *i, train_opts *o)
         if (strcmp(v, "mpi") && strcmp(v, "none") && strcmp(v, "auto"))
             usage_die("--dist expects mpi, none or auto, got '%s'", v);
         o->dist = v;
+    } else if (opt(argc, argv, i, "--lora", &v)) {
+        parse_lora(o, v);
+    } else if (opt(argc, argv, i, "--lora-merged", &v)) {
+        o->lora_merged = v;
     } else if (flag(a, "--quiet")) {
         o->quiet = 1;
     } else {
@@ -86,6 +166,8 @@ int train_opts_finish(train_opts *o)
         usage_die("give --steps or --epochs, not both");
     if (o->eval_every && !o->eval_path)
         usage_die("--eval-every needs --eval-data");
+    if (o->lora_merged && !o->use_lora)
+        usage_die("--lora-merged needs --lora");
     if (o->resume) {
         if (resume_resolve(o->resume, o->resume_dir, sizeof o->resume_dir))
             return EXIT_RUNTIME;
@@ -268,11 +350,8 @@ static int train_steps(train_opts *o, int argc, char **argv, align_trainer *tr, 
         if (!o->quiet)
             fprintf(stderr, "checkpoint: %s\n", dir);
     }
-    rc = dist_rank() == 0 ? align_model_save(save_model, o->out) : ALIGN_OK;
-    if (rc < 0) {
-        r = rt_fail(rc, align_model_errmsg(save_model), "cannot save the model to '%s'", o->out);
+    if (dist_rank() == 0 && (r = train_save(o, save_model)))
         goto out;
-    }
     if (!o->quiet)
         msg("trained %lld steps (final loss %.4f); model saved to %s", (long long)step, last_loss,
             o->out);

@@ -13,6 +13,7 @@
  * GPT2ForSequenceClassification's (body under "transformer.", a top-level
  * score.weight [1,C] without bias). */
 #include "model/model_impl.h"
+#include "model/lora.h"
 #include "model/safetensors.h"
 #include "nn/nn.h"
 
@@ -129,11 +130,18 @@ ALIGN_API int align_model_save_ex(const align_model *m, const char *path, uint32
             return align__error(eb, ALIGN_ENOMEM, "align_model_save: out of memory");
         }
     }
-    align__st_tensor *t = align__malloc(sizeof *t * (size_t)m->n_tensors);
-    char (*names)[ALIGN__TENSOR_NAME_CAP + 16] = align__malloc(sizeof *names * (size_t)m->n_tensors);
-    if (!t || !names) {
+    /* LoRA adapters ride along under their PEFT names, with their
+     * configuration in the metadata (a LoRA trainer's checkpoint) */
+    int n_lora;
+    align__lora_ckpt_tensors(m, &n_lora);
+    size_t n_all = (size_t)m->n_tensors + (size_t)n_lora;
+    align__st_tensor *t = align__malloc(sizeof *t * n_all);
+    char (*names)[ALIGN__TENSOR_NAME_CAP + 32] = align__malloc(sizeof *names * n_all);
+    char *lora_meta = n_lora ? align__malloc(8192) : NULL;
+    if (!t || !names || (n_lora && (!lora_meta || align__lora_ckpt_meta(m, lora_meta, 8192)))) {
         align__free(t);
         align__free(names);
+        align__free(lora_meta);
         align__free(st_path);
         align__free(cfg_path);
         return align__error(eb, ALIGN_ENOMEM, "align_model_save: out of memory");
@@ -155,6 +163,14 @@ ALIGN_API int align_model_save_ex(const align_model *m, const char *path, uint32
         t[n].shape[1] = mt->shape[1];
         n++;
     }
+    for (int i = 0; i < n_lora; i++, n++) {
+        const float *d;
+        const char *ln = align__lora_ckpt_name(m, i, &d, t[n].shape);
+        snprintf(names[n], sizeof names[n], "base_model.model.%s", ln);
+        t[n].name = names[n];
+        t[n].data = d;
+        t[n].ndim = 2;
+    }
     char v[8][32];
     snprintf(v[0], sizeof v[0], "%d", m->cfg.n_layer);
     snprintf(v[1], sizeof v[1], "%d", m->cfg.n_head);
@@ -165,7 +181,7 @@ ALIGN_API int align_model_save_ex(const align_model *m, const char *path, uint32
     snprintf(v[5], sizeof v[5], "%.9g", (double)score_bias);
     snprintf(v[6], sizeof v[6], "%.9g", (double)m->reward_norm.bias);
     snprintf(v[7], sizeof v[7], "%.9g", (double)m->reward_norm.scale);
-    align__st_meta meta[10] = {
+    align__st_meta meta[11] = {
         {"format", "pt"},           {"libalign.arch", "gpt2"}, {"n_layer", v[0]},
         {"n_head", v[1]},           {"n_embd", v[2]},          {"vocab_size", v[3]},
         {"n_positions", v[4]},
@@ -177,12 +193,15 @@ ALIGN_API int align_model_save_ex(const align_model *m, const char *path, uint32
         meta[nm++] = (align__st_meta){"libalign.reward_bias", v[6]};
         meta[nm++] = (align__st_meta){"libalign.reward_scale", v[7]};
     }
+    if (n_lora)
+        meta[nm++] = (align__st_meta){"libalign.lora", lora_meta};
     int rc = align__st_write_dtype(eb, folder ? st_path : path, t, n, meta, nm,
                                    (flags & ALIGN_SAVE_BF16) != 0);
     if (!rc && folder)
         rc = write_config_json(eb, m, cfg_path, seqcls, (flags & ALIGN_SAVE_BF16) != 0);
     align__free(t);
     align__free(names);
+    align__free(lora_meta);
     align__free(st_path);
     align__free(cfg_path);
     return rc;
@@ -345,6 +364,7 @@ typedef struct {
     const char *prefix;     /* "" or "transformer." for the body */
     int scalar_file;        /* the file holds score.weight */
     const char *bad;        /* first unexpected name */
+    int lora;               /* the file carries LoRA adapters (libalign.lora metadata) */
 } names_ctx;
 
 /* Expected shape of body tensor `name` (without prefix) for cfg: 1 if it is
@@ -413,6 +433,8 @@ static int check_name(const char *name, void *ud)
         return 0;
     if (!strcmp(name, "lm_head.weight")) /* tied to wte (checked below) */
         return 0;
+    if (x->lora && align__lora_is_adapter_name(name)) /* checked by align__lora_from_ckpt */
+        return 0;
     size_t pl = strlen(x->prefix);
     if (pl && strncmp(name, x->prefix, pl) != 0) {
         x->bad = name;
@@ -436,7 +458,7 @@ static int check_tensor(const align__st_file *f, const char *name, int nd, int64
 static int validate(const align__st_file *f, const align_model_params *cfg, const char *prefix,
                     int scalar_file)
 {
-    names_ctx nc = {cfg, prefix, scalar_file, NULL};
+    names_ctx nc = {cfg, prefix, scalar_file, NULL, align__st_meta_get(f, "libalign.lora") != NULL};
     if (align__st_each(f, check_name, &nc))
         return align__error(NULL, ALIGN_EFORMAT, "%s: unexpected tensor '%s' for a %d-layer GPT-2 of width %d",
                             f->path, nc.bad, cfg->n_layer, cfg->n_embd);
@@ -630,6 +652,11 @@ ALIGN_API int align_model_load(align_model **out, const char *path, const align_
             align_model_free(m);
             goto done;
         }
+    }
+    const char *lora_meta = align__st_meta_get(&f, "libalign.lora");
+    if (lora_meta && (rc = align__lora_from_ckpt(m, lora_meta, &f))) {
+        align_model_free(m);
+        goto done;
     }
     if (has_rb || has_rs) {
         m->reward_norm.set = 1;

@@ -5,6 +5,7 @@
  * decoding with a KV cache. model.c's GPT-2 table (align__arch_ops) points
  * here; the Llama family is the sibling llama.c. */
 #include "model/model_impl.h"
+#include "model/lora.h"
 #include "nn/nn.h"
 
 #include <math.h>
@@ -24,15 +25,19 @@ void align__gpt2_forward(const align_model *m, align__acts *a, float *token_logp
         const align__gpt2_layer *lw = &w->layer[l];
         align__nn_layernorm_forward(la->ln1, la->ln1_mean, la->ln1_rstd, resid, lw->ln1w, lw->ln1b, N, C);
         align__nn_matmul_forward(la->qkv, la->ln1, lw->qkvw, lw->qkvb, N, C, 3 * C, ALIGN__W_IN_OUT, 0.0f);
+        align__lora_fwd(m, a, l, ALIGN__LORA_QKV, la->qkv, la->ln1, N);
         align__nn_attention_forward(la->atty, la->att, la->qkv, a->lengths, B, T, C, NH);
         /* res2 = resid + atty @ Wproj + b: the residual add rides on sgemm's beta */
         memcpy(la->res2, resid, (size_t)(N * C) * sizeof(float));
         align__nn_matmul_forward(la->res2, la->atty, lw->attprojw, lw->attprojb, N, C, C, ALIGN__W_IN_OUT, 1.0f);
+        align__lora_fwd(m, a, l, ALIGN__LORA_ATTPROJ, la->res2, la->atty, N);
         align__nn_layernorm_forward(la->ln2, la->ln2_mean, la->ln2_rstd, la->res2, lw->ln2w, lw->ln2b, N, C);
         align__nn_matmul_forward(la->fch, la->ln2, lw->fcw, lw->fcb, N, C, 4 * C, ALIGN__W_IN_OUT, 0.0f);
+        align__lora_fwd(m, a, l, ALIGN__LORA_FC, la->fch, la->ln2, N);
         align__nn_gelu_forward(la->fchg, la->fch, N * 4 * C);
         memcpy(la->res3, la->res2, (size_t)(N * C) * sizeof(float));
         align__nn_matmul_forward(la->res3, la->fchg, lw->fcprojw, lw->fcprojb, N, 4 * C, C, ALIGN__W_IN_OUT, 1.0f);
+        align__lora_fwd(m, a, l, ALIGN__LORA_FCPROJ, la->res3, la->fchg, N);
         resid = la->res3;
     }
     align__nn_layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, resid, w->lnfw, w->lnfb, N, C);
@@ -105,9 +110,11 @@ void align__gpt2_backward(align_model *m, const float *dlp, const float *ds)
             float *dx = a->dC + r * C;
             for (int64_t i = 0; i < C; i++) {
                 dx[i] += d * w->scorew[i];
-                g->scorew[i] += d * x[i];
+                if (g->scorew) /* NULL: frozen base (LoRA) */
+                    g->scorew[i] += d * x[i];
             }
-            g->scoreb[0] += d;
+            if (g->scoreb)
+                g->scoreb[0] += d;
         }
     }
     const float *last = a->layer[L - 1].res3;
@@ -121,16 +128,21 @@ void align__gpt2_backward(align_model *m, const float *dlp, const float *ds)
         const float *resid = l == 0 ? a->encoded : a->layer[l - 1].res3;
         /* MLP: dres holds d(res3) = d(res2) through the identity path */
         align__nn_matmul_backward(a->dfch, lg->fcprojw, lg->fcprojb, a->dres, la->fchg, lw->fcprojw, N, 4 * C, C, ALIGN__W_IN_OUT);
+        align__lora_bwd(m, l, ALIGN__LORA_FCPROJ, a->dfch, a->dres, la->fchg, N);
         align__nn_gelu_backward(a->dfch, la->fch, a->dfch, N * 4 * C);
         align__nn_matmul_backward(a->dC, lg->fcw, lg->fcb, a->dfch, la->ln2, lw->fcw, N, C, 4 * C, ALIGN__W_IN_OUT);
+        align__lora_bwd(m, l, ALIGN__LORA_FC, a->dC, a->dfch, la->ln2, N);
         align__nn_layernorm_backward(a->dres, lg->ln2w, lg->ln2b, a->dC, la->res2, lw->ln2w, la->ln2_mean, la->ln2_rstd, N, C);
         /* attention */
         align__nn_matmul_backward(a->dC, lg->attprojw, lg->attprojb, a->dres, la->atty, lw->attprojw, N, C, C, ALIGN__W_IN_OUT);
+        align__lora_bwd(m, l, ALIGN__LORA_ATTPROJ, a->dC, a->dres, la->atty, N);
         align__nn_attention_backward(a->dqkv, a->att_scratch, a->dC, la->qkv, la->att, a->lengths, B, T, C, NH);
         align__nn_matmul_backward(a->dC, lg->qkvw, lg->qkvb, a->dqkv, la->ln1, lw->qkvw, N, C, 3 * C, ALIGN__W_IN_OUT);
+        align__lora_bwd(m, l, ALIGN__LORA_QKV, a->dC, a->dqkv, la->ln1, N);
         align__nn_layernorm_backward(a->dres, lg->ln1w, lg->ln1b, a->dC, resid, lw->ln1w, la->ln1_mean, la->ln1_rstd, N, C);
     }
-    align__nn_encoder_backward(g->wte, g->wpe, a->dres, a->tokens, a->lengths, B, T, C);
+    if (g->wte) /* NULL: frozen base (LoRA) */
+        align__nn_encoder_backward(g->wte, g->wpe, a->dres, a->tokens, a->lengths, B, T, C);
 }
 
 /* ---- KV cache ----------------------------------------------------------------------- */
@@ -405,6 +417,7 @@ int align__gpt2_decode(align_model *m, align__kv_cache *c, const int32_t *tokens
         const align__gpt2_layer *lw = &w->layer[l];
         align__nn_layernorm_forward(c->ln, c->mean, c->rstd, c->x, lw->ln1w, lw->ln1b, R, C);
         align__nn_matmul_decode(c->qkv, c->ln, lw->qkvw, lw->qkvb, R, C, 3 * C, ALIGN__W_IN_OUT, 0.0f);
+        align__lora_fwd(m, NULL, (int)l, ALIGN__LORA_QKV, c->qkv, c->ln, R);
         for (r = 0; r < R; r++) { /* append k, v to the cache before attending */
             size_t at = ((size_t)(l * c->n_seq + c->row_seq[r]) * (size_t)c->max_len + (size_t)c->row_pos[r]) * (size_t)C;
             memcpy(c->k + at, c->qkv + r * 3 * C + C, (size_t)C * sizeof(float));
@@ -413,10 +426,13 @@ int align__gpt2_decode(align_model *m, align__kv_cache *c, const int32_t *tokens
         kvatt_ctx kc = {c, l};
         align__parallel_for(R * c->NH, kv_attention_fn(), &kc);
         align__nn_matmul_decode(c->x, c->atty, lw->attprojw, lw->attprojb, R, C, C, ALIGN__W_IN_OUT, 1.0f);
+        align__lora_fwd(m, NULL, (int)l, ALIGN__LORA_ATTPROJ, c->x, c->atty, R);
         align__nn_layernorm_forward(c->ln, c->mean, c->rstd, c->x, lw->ln2w, lw->ln2b, R, C);
         align__nn_matmul_decode(c->fch, c->ln, lw->fcw, lw->fcb, R, C, 4 * C, ALIGN__W_IN_OUT, 0.0f);
+        align__lora_fwd(m, NULL, (int)l, ALIGN__LORA_FC, c->fch, c->ln, R);
         align__nn_gelu_forward(c->fchg, c->fch, R * 4 * C);
         align__nn_matmul_decode(c->x, c->fchg, lw->fcprojw, lw->fcprojb, R, 4 * C, C, ALIGN__W_IN_OUT, 1.0f);
+        align__lora_fwd(m, NULL, (int)l, ALIGN__LORA_FCPROJ, c->x, c->fchg, R);
     }
     /* final LayerNorm and head on each advanced sequence's last new row */
     int64_t n_adv = 0;

@@ -5,6 +5,7 @@
  * activation layout are below, its maths in gpt2.c; the Llama family's are
  * all in llama.c. */
 #include "model/model_impl.h"
+#include "model/lora.h"
 #include "nn/nn.h"
 
 #include <math.h>
@@ -246,6 +247,7 @@ static void model_destroy(align_model *m)
         }
         pthread_mutex_destroy(&m->ws_mu);
     }
+    align__lora_free(m->lora);
     weights_release(m->wts);
     align__free_aligned(m->grads);
     align__free(m->w.layer);
@@ -459,11 +461,13 @@ ALIGN_API int align_model_clone(align_model **out, const align_model *m, uint32_
     *out = NULL;
     if (!m)
         return align__error(NULL, ALIGN_EINVAL, "align_model_clone: model is NULL");
-    if (flags & ~ALIGN_FROZEN)
+    if (flags & ~(ALIGN_FROZEN | ALIGN_CLONE_NO_ADAPTERS))
         return align__error(NULL, ALIGN_EINVAL, "align_model_clone: unknown flags 0x%x", flags);
     /* A frozen model's weights never change, so a frozen clone of it shares
-     * them; any other clone gets a copy (one side may train). */
-    int frozen = (flags & ALIGN_FROZEN) != 0, share = frozen && m->frozen;
+     * them; so does a frozen clone of a model with LoRA adapters (its base is
+     * frozen; whatever writes it later copies it first). Any other clone gets
+     * a copy (one side may train). */
+    int frozen = (flags & ALIGN_FROZEN) != 0, share = frozen && (m->frozen || m->lora);
     align_model *c;
     int rc = model_alloc(&c, &m->cfg, frozen, share ? m->wts : NULL, NULL);
     if (rc)
@@ -471,6 +475,10 @@ ALIGN_API int align_model_clone(align_model **out, const align_model *m, uint32_
     if (!share)
         memcpy(c->params, m->params, m->n_params * sizeof(float));
     c->reward_norm = m->reward_norm;
+    if (m->lora && !(flags & ALIGN_CLONE_NO_ADAPTERS) && (rc = align__lora_clone(c, m))) {
+        model_destroy(c);
+        return align__error(NULL, rc, "align_model_clone: out of memory for the adapters");
+    }
     *out = c;
     return ALIGN_OK;
 }
@@ -594,6 +602,9 @@ int align__model_forward_ex(align_model *m, const int32_t *tokens, const int32_t
             a->tokens[r] = valid ? tokens[r] : 0;
             a->targets[r] = !valid ? -2 : t + 1 < lengths[b] ? tokens[r + 1] : -1;
         }
+    if (!m->frozen && align__lora_reserve(m, (int64_t)n_seq * T))
+        return align__error(eb, ALIGN_ENOMEM, "model: out of memory for LoRA activations at %d x %d", n_seq,
+                            max_len);
     m->ops->forward(m, a, token_logprobs, scalar, logits, argmax);
     if (ws)
         workspace_release(m, ws);
@@ -637,7 +648,9 @@ ALIGN_API int align_model_zero_grad(align_model *m)
         return align__error(NULL, ALIGN_EINVAL, "align_model_zero_grad: model is NULL");
     if (m->frozen)
         return align__error(NULL, ALIGN_EMISUSE, "align_model_zero_grad: the model is frozen");
-    memset(m->grads, 0, m->n_params * sizeof(float));
+    align__train_view v;
+    align__model_train_view(m, &v);
+    memset(v.grads, 0, v.n * sizeof(float));
     return ALIGN_OK;
 }
 
@@ -657,12 +670,16 @@ static void norm_chunk(void *vctx, int64_t b, int64_t e, int chunk)
 
 float align__model_grad_norm(const align_model *m)
 {
-    if (!m || !m->grads)
+    align__train_view v;
+    if (!m)
+        return 0.0f;
+    align__model_train_view(m, &v);
+    if (!v.grads)
         return 0.0f;
     norm_ctx c;
     memset(c.part, 0, sizeof c.part);
-    c.g = m->grads;
-    align__parallel_for((int64_t)m->n_params, norm_chunk, &c);
+    c.g = v.grads;
+    align__parallel_for((int64_t)v.n, norm_chunk, &c);
     double s = 0;
     for (int i = 0; i < ARENA_MAX_THREADS; i++) /* fixed order */
         s += c.part[i];
@@ -683,17 +700,17 @@ int align__model_copy_weights(align_model *dst, const align_model *src)
         return align__error(align__model_err(dst), ALIGN_EINVAL,
                             "copy_weights: configurations differ (%zu vs %zu parameters)", src->n_params,
                             dst->n_params);
-    if (dst->wts == src->wts)
+    int rc = align__lora_copy(dst, src, align__model_err(dst));
+    if (rc)
+        return rc;
+    /* the same base (LoRA: a shared frozen base stays shared) */
+    if (dst->wts == src->wts || !memcmp(dst->params, src->params, dst->n_params * sizeof(float))) {
+        dst->reward_norm = src->reward_norm;
+        dst->fwd_ready = 0;
         return ALIGN_OK;
-    if (atomic_load(&dst->wts->refs) > 1) { /* shared (frozen): copy on write */
-        align__weights *own = weights_new(dst->n_params);
-        if (!own)
-            return align__error(align__model_err(dst), ALIGN_ENOMEM, "copy_weights: out of memory");
-        weights_release(dst->wts);
-        dst->wts = own;
-        dst->params = own->data;
-        dst->ops->point(dst);
     }
+    if (align__model_own_weights(dst))
+        return align__error(align__model_err(dst), ALIGN_ENOMEM, "copy_weights: out of memory");
     memcpy(dst->params, src->params, dst->n_params * sizeof(float));
     dst->reward_norm = src->reward_norm;
     dst->fwd_ready = 0;
@@ -764,4 +781,40 @@ int align__model_decode(align_model *m, align__kv_cache *c, const int32_t *token
         return align__error(align__model_err(m), ALIGN_EINVAL,
                             "decode: the cache was made for another architecture");
     return m->ops->decode(m, c, tokens, stride, n_new, logits_last);
+int align__model_own_weights(align_model *m)
+{
+    if (atomic_load(&m->wts->refs) > 1) { /* shared: copy on write */
+        align__weights *own = weights_new(m->n_params);
+        if (!own)
+            return ALIGN_ENOMEM;
+        memcpy(own->data, m->params, m->n_params * sizeof(float));
+        weights_release(m->wts);
+        m->wts = own;
+        m->params = own->data;
+        m->ops->point(m);
+        align__lora_repoint(m); /* a LoRA head copy stays in use */
+    }
+    return ALIGN_OK;
+}
+
+int align__model_base_grads(align_model *m, int on)
+{
+    if (m->frozen)
+        return ALIGN_OK;
+    if (!on) {
+        align__free_aligned(m->grads);
+        m->grads = NULL;
+        align__gpt2_layer *gl = m->g.layer;
+        memset(&m->g, 0, sizeof m->g);
+        if (gl)
+            memset(gl, 0, sizeof *gl * (size_t)m->cfg.n_layer);
+        m->g.layer = gl;
+        return ALIGN_OK;
+    }
+    if (m->grads)
+        return ALIGN_OK;
+    if (!(m->grads = align__alloc_aligned(m->n_params * sizeof(float))))
+        return ALIGN_ENOMEM;
+    m->ops->point(m);
+    return ALIGN_OK;
 }

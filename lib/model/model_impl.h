@@ -149,6 +149,9 @@ struct align_model {
     struct { int set; float bias, scale; } reward_norm;
     pthread_mutex_t ws_mu;   /* frozen: guards ws_free */
     align__workspace *ws_free;
+    /* LoRA adapters (lora.c), NULL without. While attached the base is frozen:
+     * grads is NULL (g all NULL) and the optimizer steps the adapters. */
+    struct align__lora *lora;
 };
 
 /* model.c */
@@ -164,6 +167,20 @@ void align__model_acts_free(align__acts *a);
 
 /* The table of an architecture (NULL for an unknown one). */
 const align__arch_ops *align__arch(int32_t arch);
+/* What an optimizer updates: the base arrays, or the adapters' when LoRA is
+ * attached (lora.c). */
+typedef struct align__train_view {
+    float  *params, *grads;
+    const align__tensor *tensors;
+    int     n_tensors;
+    size_t  n;
+} align__train_view;
+void align__model_train_view(const align_model *m, align__train_view *v);
+/* model.c: on != 0 allocates the base gradients of a trainable model (zeroed)
+ * and points g at them; 0 frees them (LoRA: the base is frozen). */
+int  align__model_base_grads(align_model *m, int on);
+/* Makes m's weights its own (copies them if shared) before writing them. */
+int  align__model_own_weights(align_model *m);
 
 /* gpt2.c (a: m->acts when trainable, a workspace's when frozen) */
 void align__gpt2_forward(const align_model *m, align__acts *a, float *token_logprobs,

@@ -21,7 +21,8 @@ struct align_optimizer {
     align__errbuf err;
     align_optimizer_params p;
     align_model *m;
-    float *mom, *var;   /* [n_params] each */
+    float *mom, *var;   /* [n] each */
+    size_t n;           /* floats of what it updates: the model's parameters, or its LoRA adapters' */
     int64_t steps;
 };
 
@@ -50,7 +51,7 @@ align_model *align__optimizer_model(align_optimizer *o) { return o ? o->m : NULL
 
 int align__optimizer_swap_state(align_optimizer *a, align_optimizer *b)
 {
-    if (!a || !b || a->m->n_params != b->m->n_params)
+    if (!a || !b || a->n != b->n)
         return align__error(a ? &a->err : NULL, ALIGN_EINVAL, "swap_state: the optimizers differ in size");
     float *m = a->mom, *v = a->var;
     int64_t s = a->steps;
@@ -96,12 +97,15 @@ ALIGN_API int align_optimizer_create(align_optimizer **out, align_model *m,
     o->p = c;
     o->p.struct_size = sizeof o->p;
     o->m = m;
-    o->mom = align__alloc_aligned(m->n_params * sizeof(float));
-    o->var = align__alloc_aligned(m->n_params * sizeof(float));
+    /* bound to what trains now: with LoRA adapters attached, only they */
+    align__train_view v;
+    align__model_train_view(m, &v);
+    o->n = v.n;
+    o->mom = align__alloc_aligned(o->n * sizeof(float));
+    o->var = align__alloc_aligned(o->n * sizeof(float));
     if (!o->mom || !o->var) {
         align_optimizer_free(o);
-        return align__error(NULL, ALIGN_ENOMEM, "align_optimizer_create: out of memory for %zu moments",
-                            m->n_params);
+        return align__error(NULL, ALIGN_ENOMEM, "align_optimizer_create: out of memory for %zu moments", o->n);
     }
     *out = o;
     return ALIGN_OK;
@@ -176,11 +180,17 @@ ALIGN_API int align_optimizer_step(align_optimizer *o, float *grad_norm_out)
         return align__error(NULL, ALIGN_EINVAL, "align_optimizer_step: optimizer is NULL");
     align__error_clear(&o->err);
     align_model *m = o->m;
+    align__train_view v;
+    align__model_train_view(m, &v);
+    if (v.n != o->n || !v.grads)
+        return align__error(&o->err, ALIGN_EMISUSE,
+                            "align_optimizer_step: the model's trainable parameters changed since the optimizer "
+                            "was created (LoRA adapters attached or merged): create a new optimizer");
     float norm = align__model_grad_norm(m);
     if (grad_norm_out)
         *grad_norm_out = norm;
     if (!isfinite(norm)) {
-        memset(m->grads, 0, m->n_params * sizeof(float));
+        memset(v.grads, 0, v.n * sizeof(float));
         return align__error(&o->err, ALIGN_ENONFINITE,
                             "align_optimizer_step: gradient norm is %f: update skipped, gradients zeroed",
                             (double)norm);
@@ -194,16 +204,17 @@ ALIGN_API int align_optimizer_step(align_optimizer *o, float *grad_norm_out)
                   .bc2 = 1.0f - powf(o->p.beta2, (float)t)};
     /* runs of tensors with the same decay flag are contiguous: one loop each */
     int i = 0;
-    while (i < m->n_tensors) {
+    const align__tensor *tt = v.tensors;
+    while (i < v.n_tensors) {
         int j = i;
-        while (j + 1 < m->n_tensors && m->tensors[j + 1].decay == m->tensors[i].decay)
+        while (j + 1 < v.n_tensors && tt[j + 1].decay == tt[i].decay)
             j++;
-        size_t off = m->tensors[i].offset, n = m->tensors[j].offset + m->tensors[j].numel - off;
-        c.p = m->params + off;
-        c.g = m->grads + off;
+        size_t off = tt[i].offset, n = tt[j].offset + tt[j].numel - off;
+        c.p = v.params + off;
+        c.g = v.grads + off;
         c.m = o->mom + off;
         c.v = o->var + off;
-        c.wd = m->tensors[i].decay ? o->p.weight_decay : 0.0f;
+        c.wd = tt[i].decay ? o->p.weight_decay : 0.0f;
         align__parallel_for((int64_t)n, adam_chunk, &c);
         i = j + 1;
     }
@@ -217,7 +228,7 @@ ALIGN_API int align_optimizer_save(const align_optimizer *o, const char *path)
     if (!o || !path)
         return align__error(NULL, ALIGN_EINVAL, "align_optimizer_save: optimizer or path is NULL");
     align__errbuf *eb = (align__errbuf *)&o->err;
-    int64_t n = (int64_t)o->m->n_params;
+    int64_t n = (int64_t)o->n;
     align__st_tensor t[2] = {{"exp_avg", o->mom, 1, {n, 0}}, {"exp_avg_sq", o->var, 1, {n, 0}}};
     char steps[32], np[32];
     snprintf(steps, sizeof steps, "%lld", (long long)o->steps);
@@ -235,7 +246,7 @@ ALIGN_API int align_optimizer_load(align_optimizer *o, const char *path)
     int rc = align__st_open(&o->err, path, &f);
     if (rc)
         return rc;
-    int64_t n = (int64_t)o->m->n_params;
+    int64_t n = (int64_t)o->n;
     const char *kind = align__st_meta_get(&f, "libalign.kind"), *st = align__st_meta_get(&f, "step");
     const float *mm, *vv;
     if (!kind || strcmp(kind, "adamw") != 0 || !st) {

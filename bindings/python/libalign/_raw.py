@@ -84,6 +84,7 @@ ALIGN_MODEL_SCALAR_HEAD = 0x1
 ALIGN_MODEL_UNTIED_HEAD = 0x2
 ALIGN_MODEL_QKV_BIAS = 0x4
 ALIGN_FROZEN = 0x1
+ALIGN_CLONE_NO_ADAPTERS = 0x2
 
 # optimizer
 ALIGN_SCHEDULE_CONSTANT = 0
@@ -451,6 +452,20 @@ class align_optimizer_params(_SizedStruct):
     ]
 
 
+class align_lora_params(_SizedStruct):
+    _defaults_fn = "align_lora_default_params"
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("flags", c_uint32),
+        ("r", c_int32),
+        ("alpha", c_float),
+        ("dropout", c_float),
+        ("targets", c_char_p),
+        ("seed", c_uint64),
+        ("base_model_name_or_path", c_char_p),
+    ]
+
+
 class align_provenance(_SizedStruct):
     _defaults_fn = "align_provenance_default"
     _fields_ = [
@@ -806,7 +821,7 @@ STRUCT_TYPES = {cls.__name__: cls for cls in
                  align_chat_template, align_reward_params, align_collect_params,
                  align_judge_params, align_feedback_request, align_rl_roles, align_grpo_params,
                  align_ppo_params, align_reward_train_params, align_dpo_params,
-                 align_kto_params, align_dist)}
+                 align_kto_params, align_dist, align_lora_params)}
 CALLBACK_TYPES = {"align_log_fn": align_log_fn, "align_step_fn": align_step_fn,
                   "align_prompt_fn": align_prompt_fn, "align_score_fn": align_score_fn,
                   "align_rank_fn": align_rank_fn,
@@ -982,6 +997,23 @@ align_model_backward = _fn(
     "const float *d_scalar)",
     c_int, [align_model_p, POINTER(c_float), POINTER(c_float)])
 align_model_zero_grad = _fn("int align_model_zero_grad(align_model *m)", c_int, [align_model_p])
+
+# ---- LoRA adapters -------------------------------------------------------------------
+align_lora_default_params = _fn(
+    "int align_lora_default_params(align_lora_params *out, size_t struct_size)",
+    c_int, [POINTER(align_lora_params), c_size_t])
+align_model_lora_attach = _fn(
+    "int align_model_lora_attach(align_model *m, const align_lora_params *p)",
+    c_int, [align_model_p, POINTER(align_lora_params)])
+align_model_lora_enable = _fn("int align_model_lora_enable(align_model *m, int32_t on)",
+                              c_int, [align_model_p, c_int32])
+align_model_lora_num_params = _fn("int64_t align_model_lora_num_params(const align_model *m)",
+                                  c_int64, [align_model_p])
+align_model_lora_save = _fn("int align_model_lora_save(const align_model *m, const char *dir)",
+                            c_int, [align_model_p, c_char_p])
+align_model_lora_load = _fn("int align_model_lora_load(align_model *m, const char *dir)",
+                            c_int, [align_model_p, c_char_p])
+align_model_lora_merge = _fn("int align_model_lora_merge(align_model *m)", c_int, [align_model_p])
 
 # ---- optimizer --------------------------------------------------------------------
 align_optimizer_default_params = _fn(

@@ -766,12 +766,57 @@ class Model(_Owned):
             flags |= _raw.ALIGN_SAVE_BF16
         _raw.align_model_save_ex(self._h, _path(path), flags)
 
-    def clone(self, *, frozen: bool = False) -> "Model":
+    def clone(self, *, frozen: bool = False, adapters: bool = True) -> "Model":
         """A copy; ``frozen=True`` makes a forward-only copy (a reference
-        model) without gradient or optimizer memory."""
+        model) without gradient or optimizer memory. ``adapters=False``
+        leaves LoRA adapters out: ``clone(frozen=True, adapters=False)`` of a
+        model with adapters is the "adapters off" reference and shares the
+        base weights (no copy)."""
         h = _raw.align_model_p()
-        _raw.align_model_clone(byref(h), self._h, _raw.ALIGN_FROZEN if frozen else 0)
+        flags = (_raw.ALIGN_FROZEN if frozen else 0) | (0 if adapters else _raw.ALIGN_CLONE_NO_ADAPTERS)
+        _raw.align_model_clone(byref(h), self._h, flags)
         return Model._wrap(h, bool(frozen))
+
+    # ---- LoRA adapters (docs/lora.md) ----
+    def lora_attach(self, *, r: int = 8, alpha: float = 16.0, targets: Union[str, Sequence[str]] = "c_attn",
+                    seed: int = 0, base_model_name_or_path: Optional[str] = None) -> None:
+        """Attaches fresh LoRA adapters of rank ``r`` (scaling alpha / r) on
+        ``targets`` (GPT-2: "c_attn", "c_proj", "attn.c_proj", "mlp.c_proj",
+        "c_fc", "all-linear"; aliases "o", "up", "down"). Only the adapters
+        train from then on: create the Optimizer after attaching."""
+        p = _raw.align_lora_params.defaults()
+        p.r = r
+        p.alpha = alpha
+        t = targets if isinstance(targets, str) else ",".join(targets)
+        tb = t.encode()
+        p.targets = tb
+        p.seed = seed
+        nb = base_model_name_or_path.encode() if base_model_name_or_path is not None else None
+        p.base_model_name_or_path = nb
+        _raw.align_model_lora_attach(self._h, byref(p))
+
+    def lora_enable(self, on: bool = True) -> None:
+        """Switches the adapters on or off (off: the base model)."""
+        _raw.align_model_lora_enable(self._h, 1 if on else 0)
+
+    @property
+    def lora_num_params(self) -> int:
+        """Adapter parameters (0 without adapters)."""
+        return int(_raw.align_model_lora_num_params(self._h))
+
+    def lora_save(self, folder: PathLike) -> None:
+        """Writes the adapters in PEFT's layout (adapter_model.safetensors
+        and adapter_config.json)."""
+        _raw.align_model_lora_save(self._h, _path(folder))
+
+    def lora_load(self, folder: PathLike) -> None:
+        """Reads a PEFT LoRA folder: attaches its adapters, or overwrites the
+        model's own of the same rank and targets."""
+        _raw.align_model_lora_load(self._h, _path(folder))
+
+    def lora_merge(self) -> None:
+        """Folds the adapters into the base weights and removes them."""
+        _raw.align_model_lora_merge(self._h)
 
     @property
     def frozen(self) -> bool:
