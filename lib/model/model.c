@@ -781,6 +781,8 @@ int align__model_decode(align_model *m, align__kv_cache *c, const int32_t *token
         return align__error(align__model_err(m), ALIGN_EINVAL,
                             "decode: the cache was made for another architecture");
     return m->ops->decode(m, c, tokens, stride, n_new, logits_last);
+}
+
 int align__model_own_weights(align_model *m)
 {
     if (atomic_load(&m->wts->refs) > 1) { /* shared: copy on write */
