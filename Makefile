@@ -161,7 +161,7 @@ $(MPI_SO): mpi/align_mpi.c include/align_mpi.h include/align.h Makefile
 	$(CC) $(BASE_CFLAGS) -fPIC $(SAN) $(MPI_CFLAGS) $(CFLAGS) -shared -Wl,-soname,libalign_mpi.so \
 	  -Wl,--no-undefined $< -o $@ $(MPI_LIBS) $(LDFLAGS)
 $(BUILD)/alignctl-obj/dist.o: EX_CFLAGS += -DALIGN_WITH_MPI $(MPI_CFLAGS)
-$(BUILD)/bin/alignctl: CTL_LIBS += -lalign_mpi $(MPI_LIBS)
+CTL_LIBS += -lalign_mpi $(MPI_LIBS)
 $(BUILD)/bin/alignctl: $(MPI_SO)
 $(BUILD)/bench/bench_dist: bench/bench_dist.c include/align.h include/align_mpi.h $(ARCHIVE) $(MPI_SO)
 	@mkdir -p $(dir $@)
