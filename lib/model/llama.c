@@ -474,9 +474,9 @@ struct llama_kv {
     int32_t *row_seq, *row_pos;
 };
 
-void align__llama_kv_free(align__kv_cache *kc);
+static void llama_kv_free(align__kv_cache *kc);
 
-int align__llama_kv_create(align__kv_cache **out, const align_model *m, int32_t n_seq, int32_t max_len)
+static int llama_kv_create(align__kv_cache **out, const align_model *m, int32_t n_seq, int32_t max_len)
 {
     if (!out)
         return align__error(NULL, ALIGN_EINVAL, "kv cache: out is NULL");
@@ -504,7 +504,7 @@ int align__llama_kv_create(align__kv_cache **out, const align_model *m, int32_t 
     c->head_in = align__alloc_aligned((size_t)n_seq * (size_t)c->C * sizeof(float));
     c->head_out = align__alloc_aligned((size_t)n_seq * (size_t)c->V * sizeof(float));
     if (!c->k || !c->v || !c->len || !c->head_in || !c->head_out) {
-        align__llama_kv_free((align__kv_cache *)c);
+        llama_kv_free((align__kv_cache *)c);
         return align__error(NULL, ALIGN_ENOMEM, "kv cache: out of memory for %d x %d positions",
                             n_seq, max_len);
     }
@@ -525,7 +525,7 @@ static void kv_free_rows(struct llama_kv *c)
     c->rows_cap = 0;
 }
 
-void align__llama_kv_free(align__kv_cache *kc)
+static void llama_kv_free(align__kv_cache *kc)
 {
     struct llama_kv *c = (struct llama_kv *)kc;
     if (!c)
@@ -540,7 +540,7 @@ void align__llama_kv_free(align__kv_cache *kc)
     align__free(c);
 }
 
-int32_t align__llama_kv_len(const align__kv_cache *kc, int32_t i)
+static int32_t llama_kv_len(const align__kv_cache *kc, int32_t i)
 {
     const struct llama_kv *c = (const struct llama_kv *)kc;
     if (!c || i < 0 || i >= c->n_seq)
@@ -628,7 +628,7 @@ static void kv_attention(void *vctx, int64_t b, int64_t e, int chunk)
     }
 }
 
-int align__llama_decode(align_model *m, align__kv_cache *kc, const int32_t *tokens, int32_t stride,
+static int llama_decode(align_model *m, align__kv_cache *kc, const int32_t *tokens, int32_t stride,
                         const int32_t *n_new, float *logits_last)
 {
     struct llama_kv *c = (struct llama_kv *)kc;
@@ -724,8 +724,8 @@ const align__arch_ops align__llama_ops = {
     .acts_layout = llama_acts_layout,
     .forward = llama_forward,
     .backward = llama_backward,
-    .kv_create = align__llama_kv_create,
-    .kv_free = align__llama_kv_free,
-    .kv_len = align__llama_kv_len,
-    .decode = align__llama_decode,
+    .kv_create = llama_kv_create,
+    .kv_free = llama_kv_free,
+    .kv_len = llama_kv_len,
+    .decode = llama_decode,
 };
