@@ -186,10 +186,11 @@ static int unknown_char(enc_ctx *c, const unsigned char *s, size_t l, size_t *k,
         *last_unk = 1;
         return ALIGN_OK;
     }
-    uint32_t cp = align__utf8_seq(s, l) == l ? align__utf8_decode(s, l) : s[0];
-    return align__error(NULL, ALIGN_EFORMAT, "%s U+%04X has no token in this vocabulary (and the model has "
-                        "neither byte_fallback nor unk_token)", l == 1 && s[0] >= 0x80 ? "byte" : "character",
-                        (unsigned)cp);
+    if (align__utf8_seq(s, l) != l) /* a stray byte of invalid UTF-8 */
+        return align__error(NULL, ALIGN_EFORMAT, "byte 0x%02x has no token in this vocabulary (and the model has "
+                            "neither byte_fallback nor unk_token)", s[0]);
+    return align__error(NULL, ALIGN_EFORMAT, "character U+%04X has no token in this vocabulary (and the model has "
+                        "neither byte_fallback nor unk_token)", (unsigned)align__utf8_decode(s, l));
 }
 
 /* One piece through the BPE model. s may be invalid UTF-8 only as a single
