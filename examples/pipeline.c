@@ -144,9 +144,11 @@ static double rule_score(const char *prompt, const char *response)
 /* The ranker align_collect calls: higher rule score = better place; equal
  * scores are ties. This is where a person (alignctl label --serve) or a judge
  * model (align_collect_judge) would stand. */
+typedef struct { int rankings, tied, pairs; } label_counts;
+
 static int labeler(const char *prompt, const char *const *responses, int32_t k, int32_t *rank_out, void *ud)
 {
-    (void)ud;
+    label_counts *c = ud; /* what the rankings can teach: all-tied ones teach nothing */
     double s[64];
     if (k > 64)
         return -1;
@@ -158,6 +160,13 @@ static int labeler(const char *prompt, const char *const *responses, int32_t k, 
             place += s[j] > s[i];
         rank_out[i] = place;
     }
+    int pairs = 0;
+    for (int i = 0; i < k; i++)
+        for (int j = i + 1; j < k; j++)
+            pairs += s[i] != s[j];
+    c->rankings++;
+    c->tied += pairs == 0;
+    c->pairs += pairs;
     return 0;
 }
 
@@ -428,7 +437,7 @@ int main(int argc, char **argv)
     /* sizes: the full run and the ~1-minute one (CI) */
     if (sft_steps < 0) sft_steps = fast ? 250 : 500;
     if (rl_steps < 0) rl_steps = fast ? 24 : 60;
-    if (collect_rounds < 0) collect_rounds = 1;
+    if (collect_rounds < 0) collect_rounds = fast ? 1 : 4;
     if (eval_rounds < 0) eval_rounds = fast ? 4 : 8;
     if (rm_epochs < 0) rm_epochs = 2;
     if (rm_lr <= 0) rm_lr = 3e-4;
@@ -507,7 +516,9 @@ int main(int argc, char **argv)
     for (int i = 0; i < train_prompts.n; i++)
         CHECK("prompts", align_dataset_add_prompt(prompts, train_prompts.prompt[i], NULL), align_dataset_errmsg(prompts));
     int n_prompts = train_prompts.n;
-    int n_rm_train = n_prompts - n_rm_eval;
+    int n_rm_train = n_prompts - n_rm_eval; /* every other distinct training request */
+    if (fast && n_rm_train > 96)
+        n_rm_train = 96;
     align_generate_params gp;
     ALIGN_GENERATE_DEFAULT_PARAMS(&gp);
     gp.temperature = 1.0f;
@@ -522,22 +533,26 @@ int main(int argc, char **argv)
     double t0 = now();
     /* requests [0, n_rm_train) train the reward model, the other n_rm_eval
      * test it; each round samples the training requests afresh */
+    label_counts lc_train = {0, 0, 0}, lc_eval = {0, 0, 0};
     for (int r = 0; r < collect_rounds; r++) {
         gp.seed = 2000 + (uint64_t)seed + 104729u * (uint64_t)r;
         cp.first = 0;
         cp.count = n_rm_train;
-        CHECK("collect", align_collect(sft, tok, prompts, rm_train, labeler, NULL, &cp), align_last_errmsg());
+        CHECK("collect", align_collect(sft, tok, prompts, rm_train, labeler, &lc_train, &cp), align_last_errmsg());
+        gp.seed = 1999 + (uint64_t)seed + 104729u * (uint64_t)r;
+        cp.first = n_rm_train;
+        cp.count = n_rm_eval;
+        CHECK("collect", align_collect(sft, tok, prompts, rm_eval, labeler, &lc_eval, &cp), align_last_errmsg());
     }
-    gp.seed = 1999 + (uint64_t)seed;
-    cp.first = n_rm_train;
-    cp.count = n_rm_eval;
-    CHECK("collect", align_collect(sft, tok, prompts, rm_eval, labeler, NULL, &cp), align_last_errmsg());
     snprintf(path, sizeof path, "%s/rankings.jsonl", dir);
     CHECK("save rankings", align_dataset_save_jsonl(rm_train, path), align_dataset_errmsg(rm_train));
     snprintf(path2, sizeof path2, "%s/rankings_heldout.jsonl", dir);
     CHECK("save rankings", align_dataset_save_jsonl(rm_eval, path2), align_dataset_errmsg(rm_eval));
     printf("  %lld + %lld held-out rankings of 4 samples in %.0fs -> %s\n", (long long)align_dataset_size(rm_train),
            (long long)align_dataset_size(rm_eval), now() - t0, path);
+    printf("  all four samples tied (nothing to learn): %d of %d training rankings; pairs with a preference: %d "
+           "training, %d held-out\n",
+           lc_train.tied, lc_train.rankings, lc_train.pairs, lc_eval.pairs);
 
     /* ---- (c) reward model ------------------------------------------------ */
     printf("\n(c) reward model: the SFT model with a scalar head, trained on the rankings\n");
@@ -548,7 +563,8 @@ int main(int argc, char **argv)
     align_model *rm_model = NULL;
     snprintf(path, sizeof path, "%s/sft.safetensors", dir);
     CHECK("reward model", align_model_load(&rm_model, path, &hp), align_last_errmsg());
-    int rm_steps = (n_rm_train + 7) / 8 * rm_epochs;
+    /* the trainer skips all-tied rankings: a step takes 8 of the others */
+    int rm_steps = (lc_train.rankings - lc_train.tied + 7) / 8 * rm_epochs;
     ALIGN_OPTIMIZER_DEFAULT_PARAMS(&op);
     op.learning_rate = (float)rm_lr;
     op.schedule = ALIGN_SCHEDULE_COSINE;
