@@ -441,7 +441,7 @@ int main(int argc, char **argv)
     if (eval_rounds < 0) eval_rounds = fast ? 4 : 8;
     if (rm_epochs < 0) rm_epochs = 2;
     if (rm_lr <= 0) rm_lr = 3e-4;
-    const int n_rm_eval = 48;
+    int n_rm_eval = 48;
     char path[1024], path2[1024];
     double t_start = now();
 
@@ -513,10 +513,24 @@ int main(int argc, char **argv)
     align_dataset_create(&prompts);
     align_dataset_create(&rm_train);
     align_dataset_create(&rm_eval);
-    for (int i = 0; i < train_prompts.n; i++)
-        CHECK("prompts", align_dataset_add_prompt(prompts, train_prompts.prompt[i], NULL), align_dataset_errmsg(prompts));
-    int n_prompts = train_prompts.n;
-    int n_rm_train = n_prompts - n_rm_eval; /* every other distinct training request */
+    /* The requests for collection and RL: DIR/rl_prompts.jsonl if there is one
+     * (requests the SFT data never answers, make_shopping_data.py --rl-share),
+     * else the distinct training requests. */
+    snprintf(path, sizeof path, "%s/rl_prompts.jsonl", dir);
+    FILE *rlf = fopen(path, "r");
+    if (rlf) {
+        fclose(rlf);
+        CHECK("RL prompts", align_dataset_load_jsonl(prompts, path, 0), align_dataset_errmsg(prompts));
+        if (n_rm_eval > align_dataset_size(prompts) / 4)
+            n_rm_eval = (int)(align_dataset_size(prompts) / 4);
+        printf("  requests: %lld from %s (not in the SFT data)\n", (long long)align_dataset_size(prompts), path);
+    } else {
+        for (int i = 0; i < train_prompts.n; i++)
+            CHECK("prompts", align_dataset_add_prompt(prompts, train_prompts.prompt[i], NULL),
+                  align_dataset_errmsg(prompts));
+    }
+    int n_prompts = (int)align_dataset_size(prompts);
+    int n_rm_train = n_prompts - n_rm_eval; /* every other request */
     if (fast && n_rm_train > 96)
         n_rm_train = 96;
     align_generate_params gp;
