@@ -27,7 +27,11 @@ read -r -a extra <<< "${DEMO_ARGS:-}"
 fast=()
 [ "${DEMO_FAST:-0}" != 0 ] && fast=(--fast)
 mkdir -p "$out"
-/usr/bin/env python3 "$here/make_shopping_data.py" "$out" --train 4000 --test 100 --seed 1
+# DEMO_RL_SHARE=F: collection and RL on requests the SFT data does not answer
+# (make_shopping_data.py --rl-share); otherwise on the SFT data's own requests
+rm -f "$out/rl_prompts.jsonl"
+/usr/bin/env python3 "$here/make_shopping_data.py" "$out" --train 4000 --test 100 --seed 1 \
+  --rl-share "${DEMO_RL_SHARE:-0}"
 echo "example: $(head -n 1 "$out/train.jsonl")"
 "$BUILD/bin/pipeline" "$out" --algo "$algo" --reward "$reward" --seed "$seed" "${fast[@]}" "${extra[@]}"
 echo
