@@ -15,9 +15,14 @@
  * tortillas, salsa, lettuce". The held-out requests word a pair of dishes in
  * a way the training set never does.
  *
- *   pipeline DIR [--algo ppo|grpo] [--fast] [--seed S] [--threads N]
+ *   pipeline DIR [--algo ppo|grpo] [--reward rm|rule] [--fast] [--seed S] [--threads N]
+ *            [stage sizes: pipeline --help]
  *
- * DIR holds train.jsonl and test.jsonl; the program writes there
+ * --reward rule is the control run: RL against the labeler's rule itself
+ * instead of the reward model learnt from its rankings.
+ *
+ * DIR holds train.jsonl and test.jsonl (and, if present, rl_prompts.jsonl:
+ * the requests for collection and RL); the program writes there
  * sft.safetensors, rankings.jsonl, reward.safetensors, policy.safetensors,
  * metrics_sft.jsonl, metrics_rm.jsonl, metrics_rl.jsonl (one JSON object per
  * step, for `alignctl plot`) and summary.tsv (the final table).
@@ -410,6 +415,7 @@ int main(int argc, char **argv)
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (a[0] != '-') dir = a;
         else if (!strcmp(a, "--fast")) fast = 1;
+        else if (!strcmp(a, "--help")) { dir = NULL; break; }
         else if (!v) { fprintf(stderr, "pipeline: %s needs a value\n", a); return 2; }
         else if (!strcmp(a, "--algo")) algo = argv[++i];
         else if (!strcmp(a, "--reward")) reward = argv[++i];
