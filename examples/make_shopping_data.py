@@ -11,7 +11,8 @@ The held-out file holds (dishes, phrasing) combinations that never occur in
 the training file: the model must answer a request worded in a way it has
 not seen for that pair of dishes.
 
-With --rl-share F, a further share of those (dishes, phrasing) combinations
+prompts.jsonl lists the distinct training requests, prompt only (for the
+alignctl version of the pipeline, docs/pipeline.md). With --rl-share F, a further share of those (dishes, phrasing) combinations
 is kept out of the training file too and written, prompt only, to
 rl_prompts.jsonl: requests for the collection and RL stages that the SFT
 model has not seen answered (as InstructGPT's RL prompts were not its
@@ -78,6 +79,10 @@ def main():
     with open(os.path.join(a.outdir, "test.jsonl"), "w") as f:
         for _ in range(a.test):
             f.write(json.dumps(example(*rng.choice(held))) + "\n")
+    # the distinct training requests, prompt only (alignctl collect and ppo/grpo --prompts)
+    with open(os.path.join(a.outdir, "prompts.jsonl"), "w") as f:
+        for line in sorted({json.dumps({"prompt": example(*c)["prompt"]}) for c in seen}):
+            f.write(line + "\n")
     if rl:
         with open(os.path.join(a.outdir, "rl_prompts.jsonl"), "w") as f:
             for dishes, p in rl:

@@ -18,45 +18,12 @@ Run from the repository with the library built (make lib), e.g.
 import argparse
 import json
 import os
+import sys
 
 import libalign as la
 
-DISHES = {
-    "pancakes": ["flour", "eggs", "milk"], "tomato soup": ["tomatoes", "onion", "stock"],
-    "guacamole": ["avocados", "lime", "cilantro"], "omelette": ["cheese", "ham", "butter"],
-    "pesto pasta": ["basil", "pine nuts", "pasta"], "fruit salad": ["apples", "grapes", "kiwis"],
-    "chili": ["beans", "beef", "peppers"], "curry": ["rice", "chicken", "coconut milk"],
-    "tacos": ["tortillas", "salsa", "lettuce"], "lemonade": ["lemons", "sugar", "mint"],
-    "smoothie": ["bananas", "yogurt", "honey"], "fish pie": ["cod", "potatoes", "leeks"],
-}
-
-
-def rule_score(prompt, response):
-    """The labeler's rule (as rule_score in pipeline.c): +1 per wanted item
-    present once, -1 per unwanted or repeated item, +1 if exactly the expected
-    list, divided by the number of wanted items."""
-    named = sorted((prompt.find(d), d) for d in DISHES if d in prompt)
-    want = [i for _, d in named for i in DISHES[d]]
-    if not want:
-        return 0.0
-    got = [t.strip() for t in response.split(",") if t.strip()]
-    seen, hits, bad, in_order = set(), 0, 0, True
-    for item in got:
-        if item in want and item not in seen:
-            in_order &= want.index(item) == hits
-            seen.add(item)
-            hits += 1
-        else:
-            bad += 1
-            in_order = False
-    exact = in_order and hits == len(want) and bad == 0
-    return (hits - bad + exact) / len(want)
-
-
-def labeler(prompt, responses):
-    """Places for align_collect: 0 = best, equal scores tie."""
-    s = [rule_score(prompt, r) for r in responses]
-    return [sum(t > x for t in s) for x in s]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from shopping_labeler import labeler, rule_score  # noqa: E402  (the labeler's rule)
 
 
 def evaluate(model, tok, held, temperature, rounds, seed):
