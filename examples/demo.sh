@@ -5,10 +5,12 @@
 #  2. (a) SFT of a small transformer from scratch (byte tokenizer),
 #     (b) K = 4 samples per request ranked by a program labeler,
 #     (c) a reward model trained on the rankings,
-#     (d) PPO (DEMO_ALGO=grpo: GRPO) against the reward model,
+#     (d) PPO (DEMO_ALGO=grpo: GRPO) against the reward model
+#         (DEMO_REWARD=rule: against the labeler's rule itself, the control run),
 #     (e) held-out evaluation by the labeler's rule, SFT vs RL policy,
 #  3. draws the training curves (alignctl plot) as SVG files.
 # DEMO_FAST=1: smaller stages (~1 minute; what CI runs). DEMO_SEED=S.
+# DEMO_ARGS: more options for examples/pipeline.c (e.g. "--rl-lr 3e-5 --rl-steps 80").
 set -euo pipefail
 BUILD=${BUILD:-build}
 here=$(cd "$(dirname "$0")" && pwd)
@@ -20,18 +22,24 @@ fi
 export OPENBLAS_THREAD_TIMEOUT=${OPENBLAS_THREAD_TIMEOUT:-4}
 algo=${DEMO_ALGO:-ppo}
 seed=${DEMO_SEED:-1}
+reward=${DEMO_REWARD:-rm}
+read -r -a extra <<< "${DEMO_ARGS:-}"
 fast=()
 [ "${DEMO_FAST:-0}" != 0 ] && fast=(--fast)
 mkdir -p "$out"
-/usr/bin/env python3 "$here/make_shopping_data.py" "$out" --train 4000 --test 100 --seed 1
+# DEMO_RL_SHARE=F: collection and RL on requests the SFT data does not answer
+# (make_shopping_data.py --rl-share); otherwise on the SFT data's own requests
+rm -f "$out/rl_prompts.jsonl"
+/usr/bin/env python3 "$here/make_shopping_data.py" "$out" --train 4000 --test 100 --seed 1 \
+  --rl-share "${DEMO_RL_SHARE:-0}"
 echo "example: $(head -n 1 "$out/train.jsonl")"
-"$BUILD/bin/pipeline" "$out" --algo "$algo" --seed "$seed" "${fast[@]}"
+"$BUILD/bin/pipeline" "$out" --algo "$algo" --reward "$reward" --seed "$seed" "${fast[@]}" "${extra[@]}"
 echo
 ctl="$BUILD/bin/alignctl"
 "$ctl" plot "$out/metrics_sft.jsonl" --out "$out/sft.svg" --series loss,accuracy --title "SFT" >/dev/null
 "$ctl" plot "$out/metrics_rm.jsonl" --out "$out/reward_model.svg" --series loss,accuracy,margin \
   --title "reward model" >/dev/null
 "$ctl" plot "$out/metrics_rl.jsonl" --out "$out/rl.svg" \
-  --series objective/scores,objective/kl,loss --title "$algo against the reward model" >/dev/null
+  --series objective/scores,objective/kl,loss --title "$algo against the $([ "$reward" = rule ] && echo "labeler's rule" || echo "reward model")" >/dev/null
 echo "table: $out/summary.tsv"
 echo "plots: $out/sft.svg $out/reward_model.svg $out/rl.svg"

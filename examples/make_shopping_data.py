@@ -11,7 +11,14 @@ The held-out file holds (dishes, phrasing) combinations that never occur in
 the training file: the model must answer a request worded in a way it has
 not seen for that pair of dishes.
 
-  make_shopping_data.py OUTDIR [--train N] [--test N] [--seed S]
+prompts.jsonl lists the distinct training requests, prompt only (for the
+alignctl version of the pipeline, docs/pipeline.md). With --rl-share F, a further share of those (dishes, phrasing) combinations
+is kept out of the training file too and written, prompt only, to
+rl_prompts.jsonl: requests for the collection and RL stages that the SFT
+model has not seen answered (as InstructGPT's RL prompts were not its
+demonstrations' prompts).
+
+  make_shopping_data.py OUTDIR [--train N] [--test N] [--rl-share F] [--seed S]
 """
 import argparse, itertools, json, os, random
 
@@ -47,17 +54,22 @@ def main():
     ap.add_argument("outdir")
     ap.add_argument("--train", type=int, default=4000)
     ap.add_argument("--test", type=int, default=100)
+    ap.add_argument("--rl-share", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args()
     rng = random.Random(a.seed)
     names = sorted(DISHES)
     combos = [(d, p) for d in [(n,) for n in names] + list(itertools.permutations(names, 2)) for p in PHRASES]
-    held, seen = [], []
+    held, seen, rl = [], [], []
     for dishes, p in combos:
         # for two dishes in three of ten cases, one phrasing is kept for the test
+        # (and with --rl-share, in a further share of cases for the RL prompts)
         k = (names.index(dishes[0]) + names.index(dishes[-1])) % len(PHRASES)
-        if len(dishes) == 2 and p == PHRASES[k] and rng.random() < 0.3:
+        u = rng.random() if len(dishes) == 2 and p == PHRASES[k] else 1.0
+        if u < 0.3:
             held.append((dishes, p))
+        elif u < 0.3 + a.rl_share:
+            rl.append((dishes, p))
         else:
             seen.append((dishes, p))
     os.makedirs(a.outdir, exist_ok=True)
@@ -67,8 +79,16 @@ def main():
     with open(os.path.join(a.outdir, "test.jsonl"), "w") as f:
         for _ in range(a.test):
             f.write(json.dumps(example(*rng.choice(held))) + "\n")
-    print("wrote %d training and %d held-out examples to %s (%d combinations held out)"
-          % (a.train, a.test, a.outdir, len(held)))
+    # the distinct training requests, prompt only (alignctl collect and ppo/grpo --prompts)
+    with open(os.path.join(a.outdir, "prompts.jsonl"), "w") as f:
+        for line in sorted({json.dumps({"prompt": example(*c)["prompt"]}) for c in seen}):
+            f.write(line + "\n")
+    if rl:
+        with open(os.path.join(a.outdir, "rl_prompts.jsonl"), "w") as f:
+            for dishes, p in rl:
+                f.write(json.dumps({"prompt": example(dishes, p)["prompt"]}) + "\n")
+    print("wrote %d training and %d held-out examples to %s (%d combinations held out%s)"
+          % (a.train, a.test, a.outdir, len(held), ", %d RL prompts" % len(rl) if rl else ""))
 
 
 if __name__ == "__main__":

@@ -15,9 +15,14 @@
  * tortillas, salsa, lettuce". The held-out requests word a pair of dishes in
  * a way the training set never does.
  *
- *   pipeline DIR [--algo ppo|grpo] [--fast] [--seed S] [--threads N]
+ *   pipeline DIR [--algo ppo|grpo] [--reward rm|rule] [--fast] [--seed S] [--threads N]
+ *            [stage sizes: pipeline --help]
  *
- * DIR holds train.jsonl and test.jsonl; the program writes there
+ * --reward rule is the control run: RL against the labeler's rule itself
+ * instead of the reward model learnt from its rankings.
+ *
+ * DIR holds train.jsonl and test.jsonl (and, if present, rl_prompts.jsonl:
+ * the requests for collection and RL); the program writes there
  * sft.safetensors, rankings.jsonl, reward.safetensors, policy.safetensors,
  * metrics_sft.jsonl, metrics_rm.jsonl, metrics_rl.jsonl (one JSON object per
  * step, for `alignctl plot`) and summary.tsv (the final table).
@@ -144,9 +149,11 @@ static double rule_score(const char *prompt, const char *response)
 /* The ranker align_collect calls: higher rule score = better place; equal
  * scores are ties. This is where a person (alignctl label --serve) or a judge
  * model (align_collect_judge) would stand. */
+typedef struct { int rankings, tied, pairs; } label_counts;
+
 static int labeler(const char *prompt, const char *const *responses, int32_t k, int32_t *rank_out, void *ud)
 {
-    (void)ud;
+    label_counts *c = ud; /* what the rankings can teach: all-tied ones teach nothing */
     double s[64];
     if (k > 64)
         return -1;
@@ -158,6 +165,25 @@ static int labeler(const char *prompt, const char *const *responses, int32_t k, 
             place += s[j] > s[i];
         rank_out[i] = place;
     }
+    int pairs = 0;
+    for (int i = 0; i < k; i++)
+        for (int j = i + 1; j < k; j++)
+            pairs += s[i] != s[j];
+    c->rankings++;
+    c->tied += pairs == 0;
+    c->pairs += pairs;
+    return 0;
+}
+
+/* The labeler's rule as a reward function (align_score_fn): the control run
+ * (--reward rule) trains the policy against the rule itself instead of a
+ * reward model learnt from the rule's rankings. If RL helps with this reward
+ * and not with the learnt one, the reward model is the bottleneck. */
+static int rule_reward(const char *const *prompts, const char *const *responses, int32_t n, float *scores, void *ud)
+{
+    (void)ud;
+    for (int32_t i = 0; i < n; i++)
+        scores[i] = (float)rule_score(prompts[i], responses[i]);
     return 0;
 }
 
@@ -240,7 +266,21 @@ static void free_demos(demos *x)
 /* evaluation without the reward model                                      */
 /* ------------------------------------------------------------------------ */
 
-typedef struct { double exact, rule; } quality;
+/* means over the samples; per_exact/per_rule: each request's own mean (for
+ * the paired standard error of a change, the request being the unit: the
+ * samples of one request are not independent) */
+typedef struct { double exact, rule; double *per_exact, *per_rule; } quality;
+
+/* The standard error of the mean over n requests of after - before. */
+static double paired_se(const double *before, const double *after, int n)
+{
+    double m = 0, v = 0;
+    for (int i = 0; i < n; i++)
+        m += (after[i] - before[i]) / n;
+    for (int i = 0; i < n; i++)
+        v += (after[i] - before[i] - m) * (after[i] - before[i] - m);
+    return n > 1 ? sqrt(v / (n - 1) / n) : NAN;
+}
 
 /* The policy's answers to the held-out requests, `rounds` samples each
  * (temperature 0 = greedy: one round): the share that is exactly right and
@@ -252,7 +292,8 @@ static quality evaluate(align_model *m, const align_tokenizer *t, const demos *x
     ALIGN_GENERATE_DEFAULT_PARAMS(&gp);
     gp.temperature = temperature;
     gp.max_new_tokens = 64;
-    quality q = {0, 0};
+    quality q = {0, 0, NULL, NULL};
+    double *pe = calloc((size_t)x->n, sizeof(double)), *pr = calloc((size_t)x->n, sizeof(double));
     if (show)
         printf("  %s:\n", title);
     for (int r = 0; r < rounds; r++) {
@@ -266,8 +307,8 @@ static quality evaluate(align_model *m, const align_tokenizer *t, const demos *x
             for (int i = 0; i < k; i++) {
                 const char *text = align_generation_text(g, i, NULL);
                 int ok = strcmp(text, x->completion[i0 + i]) == 0;
-                q.exact += ok;
-                q.rule += rule_score(x->prompt[i0 + i], text);
+                pe[i0 + i] += ok;
+                pr[i0 + i] += rule_score(x->prompt[i0 + i], text);
                 if (r == 0 && i0 + i < show) {
                     const char *nl = strchr(x->prompt[i0 + i], '\n');
                     printf("    %.*s ->%s   [%s]\n", (int)(nl ? nl - x->prompt[i0 + i] : 60), x->prompt[i0 + i],
@@ -277,8 +318,16 @@ static quality evaluate(align_model *m, const align_tokenizer *t, const demos *x
             align_generation_free(g);
         }
     }
-    q.exact /= (double)x->n * rounds;
-    q.rule /= (double)x->n * rounds;
+    for (int i = 0; i < x->n; i++) {
+        q.exact += pe[i] / rounds / x->n;
+        q.rule += pr[i] / rounds / x->n;
+    }
+    for (int i = 0; i < x->n; i++) {
+        pe[i] /= rounds;
+        pr[i] /= rounds;
+    }
+    q.per_exact = pe;
+    q.per_rule = pr;
     return q;
 }
 
@@ -356,27 +405,49 @@ static double tail_mean(const char *path, const char *key, int last)
 
 int main(int argc, char **argv)
 {
-    const char *dir = NULL, *algo = "ppo";
+    const char *dir = NULL, *algo = "ppo", *reward = "rm", *sft_from = NULL;
     int fast = 0, threads = 0;
     long seed = 1;
+    /* knobs for the experiments docs/pipeline.md reports; -1 = the default of the mode */
+    int sft_steps = -1, rl_steps = -1, collect_rounds = -1, eval_rounds = -1, rm_epochs = -1;
+    double rl_lr = -1, kl = -1, rm_lr = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (a[0] != '-') dir = a;
         else if (!strcmp(a, "--fast")) fast = 1;
+        else if (!strcmp(a, "--help")) { dir = NULL; break; }
         else if (!v) { fprintf(stderr, "pipeline: %s needs a value\n", a); return 2; }
         else if (!strcmp(a, "--algo")) algo = argv[++i];
+        else if (!strcmp(a, "--reward")) reward = argv[++i];
+        else if (!strcmp(a, "--sft-from")) sft_from = argv[++i];
         else if (!strcmp(a, "--seed")) seed = atol(argv[++i]);
         else if (!strcmp(a, "--threads")) threads = atoi(argv[++i]);
+        else if (!strcmp(a, "--sft-steps")) sft_steps = atoi(argv[++i]);
+        else if (!strcmp(a, "--rl-steps")) rl_steps = atoi(argv[++i]);
+        else if (!strcmp(a, "--collect-rounds")) collect_rounds = atoi(argv[++i]);
+        else if (!strcmp(a, "--eval-rounds")) eval_rounds = atoi(argv[++i]);
+        else if (!strcmp(a, "--rl-lr")) rl_lr = atof(argv[++i]);
+        else if (!strcmp(a, "--kl")) kl = atof(argv[++i]);
+        else if (!strcmp(a, "--rm-epochs")) rm_epochs = atoi(argv[++i]);
+        else if (!strcmp(a, "--rm-lr")) rm_lr = atof(argv[++i]);
         else { fprintf(stderr, "pipeline: unknown option %s\n", a); return 2; }
     }
-    if (!dir || (strcmp(algo, "ppo") && strcmp(algo, "grpo"))) {
-        fprintf(stderr, "usage: pipeline DIR [--algo ppo|grpo] [--fast] [--seed S] [--threads N]\n");
+    if (!dir || (strcmp(algo, "ppo") && strcmp(algo, "grpo")) || (strcmp(reward, "rm") && strcmp(reward, "rule"))) {
+        fprintf(stderr, "usage: pipeline DIR [--algo ppo|grpo] [--reward rm|rule] [--fast] [--seed S] [--threads N]\n"
+                        "         [--sft-steps N] [--collect-rounds N] [--rl-steps N] [--rl-lr F] [--kl F] [--eval-rounds N]\n"
+                        "         [--rm-epochs N] [--rm-lr F] [--sft-from MODEL.safetensors]\n");
         return 2;
     }
+    setvbuf(stdout, NULL, _IOLBF, 0); /* progress lines show up when piped */
     align_threads_set(threads);
     /* sizes: the full run and the ~1-minute one (CI) */
-    const int sft_steps = fast ? 250 : 500, n_collect = fast ? 96 : 192, n_rm_eval = 48, rm_epochs = 2;
-    const int rl_steps = fast ? 24 : 60, eval_rounds = fast ? 2 : 4;
+    if (sft_steps < 0) sft_steps = fast ? 250 : 500;
+    if (rl_steps < 0) rl_steps = fast ? 24 : 60;
+    if (collect_rounds < 0) collect_rounds = fast ? 1 : 4;
+    if (eval_rounds < 0) eval_rounds = fast ? 4 : 8;
+    if (rm_epochs < 0) rm_epochs = 2;
+    if (rm_lr <= 0) rm_lr = 3e-4;
+    int n_rm_eval = 48;
     char path[1024], path2[1024];
     double t_start = now();
 
@@ -389,8 +460,8 @@ int main(int argc, char **argv)
     CHECK("training data", align_dataset_load_jsonl(train, path, 0), align_dataset_errmsg(train));
     snprintf(path, sizeof path, "%s/test.jsonl", dir);
     CHECK("held-out data", align_dataset_load_jsonl(test, path, 0), align_dataset_errmsg(test));
-    demos held = read_demos(test, 0), train_prompts = read_demos(train, 1);
-    printf("data: %lld demonstrations (%d distinct requests), %d held-out requests\n",
+    demos held = read_demos(test, 1), train_prompts = read_demos(train, 1);
+    printf("data: %lld demonstrations (%d distinct requests), %d distinct held-out requests\n",
            (long long)align_dataset_size(train), train_prompts.n, held.n);
 
     /* ---- (a) SFT -------------------------------------------------------- */
@@ -404,31 +475,37 @@ int main(int argc, char **argv)
     mp.vocab_size = align_tokenizer_vocab_size(tok);
     mp.seed = (uint64_t)seed;
     align_model *sft = NULL;
-    CHECK("model", align_model_create(&sft, &mp), align_last_errmsg());
     align_optimizer_params op;
-    ALIGN_OPTIMIZER_DEFAULT_PARAMS(&op);
-    op.learning_rate = 3e-3f;
-    op.schedule = ALIGN_SCHEDULE_COSINE;
-    op.warmup_steps = sft_steps / 20;
-    op.total_steps = sft_steps;
-    op.min_lr_ratio = 0.1f;
-    op.weight_decay = 0.01f;
     align_optimizer *opt = NULL;
-    CHECK("optimizer", align_optimizer_create(&opt, sft, &op), align_last_errmsg());
-    align_sft_params sp;
-    ALIGN_SFT_DEFAULT_PARAMS(&sp);
-    sp.micro_batch = 16;
-    sp.max_steps = sft_steps;
-    sp.seed = (uint64_t)seed;
-    sp.max_seq_len = mp.max_seq_len;
     align_trainer *tr = NULL;
-    CHECK("sft trainer", align_trainer_create_sft(&tr, sft, tok, train, opt, &sp), align_last_errmsg());
-    printf("  model: %lld parameters, from scratch; %d steps of 16 demonstrations\n",
-           (long long)align_model_num_params(sft), sft_steps);
-    snprintf(path, sizeof path, "%s/metrics_sft.jsonl", dir);
-    run(tr, "sft", sft_steps, 50, path, (const char *const[]){"loss", "accuracy", NULL});
-    align_trainer_free(tr);
-    align_optimizer_free(opt);
+    if (sft_from) {
+        /* experiments on the later stages: the same SFT model each time */
+        CHECK("sft model", align_model_load(&sft, sft_from, NULL), align_last_errmsg());
+        printf("  loaded %s (no SFT run)\n", sft_from);
+    } else {
+        CHECK("model", align_model_create(&sft, &mp), align_last_errmsg());
+        ALIGN_OPTIMIZER_DEFAULT_PARAMS(&op);
+        op.learning_rate = 3e-3f;
+        op.schedule = ALIGN_SCHEDULE_COSINE;
+        op.warmup_steps = sft_steps / 20;
+        op.total_steps = sft_steps;
+        op.min_lr_ratio = 0.1f;
+        op.weight_decay = 0.01f;
+        CHECK("optimizer", align_optimizer_create(&opt, sft, &op), align_last_errmsg());
+        align_sft_params sp;
+        ALIGN_SFT_DEFAULT_PARAMS(&sp);
+        sp.micro_batch = 16;
+        sp.max_steps = sft_steps;
+        sp.seed = (uint64_t)seed;
+        sp.max_seq_len = mp.max_seq_len;
+        CHECK("sft trainer", align_trainer_create_sft(&tr, sft, tok, train, opt, &sp), align_last_errmsg());
+        printf("  model: %lld parameters, from scratch; %d steps of 16 demonstrations\n",
+               (long long)align_model_num_params(sft), sft_steps);
+        snprintf(path, sizeof path, "%s/metrics_sft.jsonl", dir);
+        run(tr, "sft", sft_steps, 50, path, (const char *const[]){"loss", "accuracy", NULL});
+        align_trainer_free(tr);
+        align_optimizer_free(opt);
+    }
     snprintf(path, sizeof path, "%s/sft.safetensors", dir);
     CHECK("save", align_model_save(sft, path), align_model_errmsg(sft));
     quality sft_greedy = evaluate(sft, tok, &held, 0.0f, 1, 0, 3, "greedy answers to held-out requests");
@@ -442,10 +519,26 @@ int main(int argc, char **argv)
     align_dataset_create(&prompts);
     align_dataset_create(&rm_train);
     align_dataset_create(&rm_eval);
-    for (int i = 0; i < train_prompts.n; i++)
-        CHECK("prompts", align_dataset_add_prompt(prompts, train_prompts.prompt[i], NULL), align_dataset_errmsg(prompts));
-    int n_prompts = train_prompts.n;
-    int n_rm_train = n_collect < n_prompts - n_rm_eval ? n_collect : n_prompts - n_rm_eval;
+    /* The requests for collection and RL: DIR/rl_prompts.jsonl if there is one
+     * (requests the SFT data never answers, make_shopping_data.py --rl-share),
+     * else the distinct training requests. */
+    snprintf(path, sizeof path, "%s/rl_prompts.jsonl", dir);
+    FILE *rlf = fopen(path, "r");
+    if (rlf) {
+        fclose(rlf);
+        CHECK("RL prompts", align_dataset_load_jsonl(prompts, path, 0), align_dataset_errmsg(prompts));
+        if (n_rm_eval > align_dataset_size(prompts) / 4)
+            n_rm_eval = (int)(align_dataset_size(prompts) / 4);
+        printf("  requests: %lld from %s (not in the SFT data)\n", (long long)align_dataset_size(prompts), path);
+    } else {
+        for (int i = 0; i < train_prompts.n; i++)
+            CHECK("prompts", align_dataset_add_prompt(prompts, train_prompts.prompt[i], NULL),
+                  align_dataset_errmsg(prompts));
+    }
+    int n_prompts = (int)align_dataset_size(prompts);
+    int n_rm_train = n_prompts - n_rm_eval; /* every other request */
+    if (fast && n_rm_train > 96)
+        n_rm_train = 96;
     align_generate_params gp;
     ALIGN_GENERATE_DEFAULT_PARAMS(&gp);
     gp.temperature = 1.0f;
@@ -458,19 +551,28 @@ int main(int argc, char **argv)
     cp.annotator = "labeler-rule";
     cp.generate = &gp;
     double t0 = now();
-    /* requests [0, n_rm_train) train the reward model, the next n_rm_eval test it */
-    cp.first = 0;
-    cp.count = n_rm_train;
-    CHECK("collect", align_collect(sft, tok, prompts, rm_train, labeler, NULL, &cp), align_last_errmsg());
-    cp.first = n_rm_train;
-    cp.count = n_rm_eval;
-    CHECK("collect", align_collect(sft, tok, prompts, rm_eval, labeler, NULL, &cp), align_last_errmsg());
+    /* requests [0, n_rm_train) train the reward model, the other n_rm_eval
+     * test it; each round samples the training requests afresh */
+    label_counts lc_train = {0, 0, 0}, lc_eval = {0, 0, 0};
+    for (int r = 0; r < collect_rounds; r++) {
+        gp.seed = 2000 + (uint64_t)seed + 104729u * (uint64_t)r;
+        cp.first = 0;
+        cp.count = n_rm_train;
+        CHECK("collect", align_collect(sft, tok, prompts, rm_train, labeler, &lc_train, &cp), align_last_errmsg());
+        gp.seed = 1999 + (uint64_t)seed + 104729u * (uint64_t)r;
+        cp.first = n_rm_train;
+        cp.count = n_rm_eval;
+        CHECK("collect", align_collect(sft, tok, prompts, rm_eval, labeler, &lc_eval, &cp), align_last_errmsg());
+    }
     snprintf(path, sizeof path, "%s/rankings.jsonl", dir);
     CHECK("save rankings", align_dataset_save_jsonl(rm_train, path), align_dataset_errmsg(rm_train));
     snprintf(path2, sizeof path2, "%s/rankings_heldout.jsonl", dir);
     CHECK("save rankings", align_dataset_save_jsonl(rm_eval, path2), align_dataset_errmsg(rm_eval));
     printf("  %lld + %lld held-out rankings of 4 samples in %.0fs -> %s\n", (long long)align_dataset_size(rm_train),
            (long long)align_dataset_size(rm_eval), now() - t0, path);
+    printf("  all four samples tied (nothing to learn): %d of %d training rankings; pairs with a preference: %d "
+           "training, %d held-out\n",
+           lc_train.tied, lc_train.rankings, lc_train.pairs, lc_eval.pairs);
 
     /* ---- (c) reward model ------------------------------------------------ */
     printf("\n(c) reward model: the SFT model with a scalar head, trained on the rankings\n");
@@ -481,17 +583,18 @@ int main(int argc, char **argv)
     align_model *rm_model = NULL;
     snprintf(path, sizeof path, "%s/sft.safetensors", dir);
     CHECK("reward model", align_model_load(&rm_model, path, &hp), align_last_errmsg());
-    int rm_steps = (n_rm_train + 7) / 8 * rm_epochs;
+    /* the trainer skips all-tied rankings: a step takes 8 of the others */
+    int rm_steps = (lc_train.rankings - lc_train.tied + 7) / 8 * rm_epochs;
     ALIGN_OPTIMIZER_DEFAULT_PARAMS(&op);
-    op.learning_rate = 3e-4f;
+    op.learning_rate = (float)rm_lr;
     op.schedule = ALIGN_SCHEDULE_COSINE;
-    op.total_steps = rm_steps;
+    op.total_steps = rm_steps > 0 ? rm_steps : 1;
     op.warmup_steps = rm_steps / 10;
     CHECK("optimizer", align_optimizer_create(&opt, rm_model, &op), align_last_errmsg());
     align_reward_train_params rp;
     ALIGN_REWARD_TRAIN_DEFAULT_PARAMS(&rp);
     rp.micro_batch = 8;
-    rp.epochs = rm_epochs;
+    rp.epochs = rm_epochs > 0 ? rm_epochs : 1;
     rp.seed = (uint64_t)seed;
     CHECK("reward trainer", align_trainer_create_reward(&tr, rm_model, tok, rm_train, opt, &rp), align_last_errmsg());
     align_step_stats ev;
@@ -500,7 +603,8 @@ int main(int argc, char **argv)
     CHECK("evaluate", align_trainer_evaluate(tr, rm_eval, &ev), align_trainer_errmsg(tr));
     align_trainer_metric(tr, ALIGN_METRICS_EVAL, "accuracy", &rm_acc_before);
     snprintf(path, sizeof path, "%s/metrics_rm.jsonl", dir);
-    run(tr, "rm", rm_steps, 10, path, (const char *const[]){"loss", "accuracy", "margin", NULL});
+    if (rm_steps > 0)
+        run(tr, "rm", rm_steps, 10, path, (const char *const[]){"loss", "accuracy", "margin", NULL});
     CHECK("evaluate", align_trainer_evaluate(tr, rm_eval, &ev), align_trainer_errmsg(tr));
     align_trainer_metric(tr, ALIGN_METRICS_EVAL, "accuracy", &rm_acc_after);
     printf("  held-out pairwise accuracy %.1f%% (untrained head: %.1f%%)\n", 100 * rm_acc_after,
@@ -519,12 +623,13 @@ int main(int argc, char **argv)
     CHECK("save", align_model_save(rm_model, path), align_model_errmsg(rm_model));
 
     /* ---- (d) RL ---------------------------------------------------------- */
-    printf("\n(d) %s against the reward model (KL penalty to the SFT policy)\n", !strcmp(algo, "ppo") ? "PPO" : "GRPO");
+    printf("\n(d) %s against %s (KL penalty to the SFT policy)\n", !strcmp(algo, "ppo") ? "PPO" : "GRPO",
+           !strcmp(reward, "rule") ? "the labeler's rule itself (control run)" : "the reward model");
     align_model *ref = NULL, *value = NULL;
     CHECK("reference", align_model_clone(&ref, sft, ALIGN_FROZEN), align_last_errmsg()); /* the SFT policy, frozen */
     align_optimizer *vopt = NULL;
     ALIGN_OPTIMIZER_DEFAULT_PARAMS(&op);
-    op.learning_rate = 2e-5f;
+    op.learning_rate = rl_lr > 0 ? (float)rl_lr : 2e-5f;
     op.weight_decay = 0.0f;
     CHECK("optimizer", align_optimizer_create(&opt, sft, &op), align_last_errmsg()); /* sft becomes the RL policy */
     align_rl_roles roles;
@@ -532,7 +637,10 @@ int main(int argc, char **argv)
     roles.policy = sft;
     roles.policy_opt = opt;
     roles.reference = ref;
-    roles.reward = rm;
+    align_reward_model *rule = NULL;
+    if (!strcmp(reward, "rule"))
+        CHECK("rule reward", align_reward_model_from_callback(&rule, rule_reward, NULL), align_last_errmsg());
+    roles.reward = rule ? rule : rm;
     roles.tokenizer = tok;
     if (!strcmp(algo, "ppo")) {
         /* the value model starts from the reward model (InstructGPT) */
@@ -555,7 +663,7 @@ int main(int argc, char **argv)
         pp.max_new_tokens = 64;
         pp.max_prompt_len = 64;
         pp.temperature = 1.0f;
-        pp.kl_coef = 0.05f;
+        pp.kl_coef = kl >= 0 ? (float)kl : 0.05f;
         CHECK("ppo", align_trainer_create_ppo(&tr, &roles, prompts, &pp), align_last_errmsg());
     } else {
         align_grpo_params gr;
@@ -571,7 +679,7 @@ int main(int argc, char **argv)
         gr.max_new_tokens = 64;
         gr.max_prompt_len = 64;
         gr.temperature = 1.0f;
-        gr.beta = 0.04f;
+        gr.beta = kl >= 0 ? (float)kl : 0.04f;
         CHECK("grpo", align_trainer_create_grpo(&tr, &roles, prompts, &gr), align_last_errmsg());
     }
     snprintf(path, sizeof path, "%s/metrics_rl.jsonl", dir);
@@ -609,37 +717,61 @@ int main(int argc, char **argv)
     /* ---- the table ------------------------------------------------------ */
     snprintf(path, sizeof path, "%s/summary.tsv", dir);
     FILE *sf = fopen(path, "w");
-    struct { const char *stage, *metric; double before, after; } rows[] = {
-        {"sft", "held-out exact match, greedy", NAN, sft_greedy.exact},
-        {"rm", "held-out pairwise accuracy", rm_acc_before, rm_acc_after},
-        {algo, "reward-model score (train prompts)", score_first, score_end},
-        {algo, "KL to SFT policy (nats/response)", 0.0, kl_end},
-        {"eval", "exact match, sampled T=1", sft_sampled.exact, rl_sampled.exact},
-        {"eval", "labeler score, sampled T=1", sft_sampled.rule, rl_sampled.rule},
-        {"eval", "exact match, greedy", sft_greedy.exact, rl_greedy.exact},
-        {"eval", "labeler score, greedy", sft_greedy.rule, rl_greedy.rule},
+    const char *score_name = rule ? "rule score in training (control)" : "reward-model score (train prompts)";
+    /* se: standard error of after - before over the held-out requests
+     * (sampled rows only) */
+#define SE2(a, b) paired_se((a), (b), held.n)
+    struct { const char *stage, *metric; double before, after, se; } rows[] = {
+        {"sft", "held-out exact match, greedy", NAN, sft_greedy.exact, NAN},
+        {"rm", "held-out pairwise accuracy", rm_acc_before, rm_acc_after, NAN},
+        {algo, score_name, score_first, score_end, NAN},
+        {algo, "KL to SFT policy (nats/response)", 0.0, kl_end, NAN},
+        {"eval", "exact match, sampled T=1", sft_sampled.exact, rl_sampled.exact,
+         SE2(sft_sampled.per_exact, rl_sampled.per_exact)},
+        {"eval", "labeler score, sampled T=1", sft_sampled.rule, rl_sampled.rule,
+         SE2(sft_sampled.per_rule, rl_sampled.per_rule)},
+        {"eval", "exact match, greedy", sft_greedy.exact, rl_greedy.exact, NAN},
+        {"eval", "labeler score, greedy", sft_greedy.rule, rl_greedy.rule, NAN},
     };
-    printf("\n%-5s %-38s %9s %9s\n", "stage", "metric", "before", "after");
-    printf("%-5s %-38s %9s %9s\n", "-----", "--------------------------------------", "--------", "--------");
+#undef SE2
+    printf("\n%-5s %-38s %9s %9s %9s\n", "stage", "metric", "before", "after", "+-se");
+    printf("%-5s %-38s %9s %9s %9s\n", "-----", "--------------------------------------", "--------", "--------",
+           "--------");
     if (sf)
-        fprintf(sf, "stage\tmetric\tbefore\tafter\n");
+        fprintf(sf, "stage\tmetric\tbefore\tafter\tse\n");
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
-        printf("%-5s %-38s %9.3f %9.3f\n", rows[i].stage, rows[i].metric, rows[i].before, rows[i].after);
+        printf("%-5s %-38s %9.3f %9.3f", rows[i].stage, rows[i].metric, rows[i].before, rows[i].after);
+        if (isnan(rows[i].se))
+            printf("\n");
+        else
+            printf(" %9.3f\n", rows[i].se);
         if (sf)
-            fprintf(sf, "%s\t%s\t%.4f\t%.4f\n", rows[i].stage, rows[i].metric, rows[i].before, rows[i].after);
+            fprintf(sf, "%s\t%s\t%.4f\t%.4f\t%.4f\n", rows[i].stage, rows[i].metric, rows[i].before, rows[i].after,
+                    rows[i].se);
     }
     if (sf)
         fclose(sf);
-    printf("(\"before\" of the eval rows = the SFT policy, \"after\" = the %s policy; sampled rows average %d samples "
-           "per request; labeler score: 1 + 1/n is a perfect list)\n",
-           algo, eval_rounds);
+    if (rm_acc_after < 0.6)
+        printf("warning: the reward model ranks only %.0f%% of held-out pairs right (< 60%%): it has learnt little of "
+               "the labeler's rule, and RL against it cannot be expected to help (docs/pipeline.md)\n",
+               100 * rm_acc_after);
+    printf("(\"before\" of the eval rows = the SFT policy, \"after\" = the %s policy; %d distinct held-out requests, "
+           "sampled rows average %d samples per request, +-se = standard error of the change; labeler score: 1 + 1/n "
+           "is a perfect list)\n",
+           algo, held.n, eval_rounds);
     printf("total %.0fs\n", now() - t_start);
 
     align_optimizer_free(opt);
     align_optimizer_free(vopt);
+    quality *qs[] = {&sft_greedy, &sft_sampled, &rl_greedy, &rl_sampled};
+    for (int i = 0; i < 4; i++) {
+        free(qs[i]->per_exact);
+        free(qs[i]->per_rule);
+    }
     align_model_free(value);
     align_model_free(ref);
     align_reward_model_free(rm);
+    align_reward_model_free(rule);
     align_model_free(rm_model);
     align_model_free(sft);
     align_dataset_free(prompts);
