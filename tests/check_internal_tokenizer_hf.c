@@ -7,7 +7,7 @@
  * Split + ByteLevel with ignore_merges, the same with Qwen2's NFC
  * normalizer, SmolLM2 style Digits + ByteLevel), and for each the ids and
  * decoding that the npm package @lenml/tokenizers (a port of
- * transformers.js) gives for 98 texts (make_expected.js); texts that NFC
+ * transformers.js) gives for 100 texts (make_expected.js); texts that NFC
  * would change must be refused by the NFC one. Every id and every decoded string must agree. The rest
  * are the things the reference cannot show: special tokens only on request,
  * refusals of unsupported features, end-of-text from tokenizer_config.json,
@@ -97,7 +97,7 @@ static void check_expected(const char *name)
     free(line);
     fclose(f);
     ck_assert_int_ge(lines, 90);
-    ck_assert_int_le(refused, 9); /* the lines that are not NFC */
+    ck_assert_int_le(refused, 10); /* the lines that are not NFC */
     align_tokenizer_free(t);
 }
 

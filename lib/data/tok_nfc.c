@@ -6,8 +6,9 @@
  * precomposed characters), and refusing the rest is better than tokenizing
  * it differently from the model's own tokenizer. The decision follows the
  * NFC quick-check of UAX #15, with its "Maybe" answers resolved against the
- * primary composites: a Maybe character is refused only if it could compose
- * with the starter before it (a conservative rule: a composition that
+ * primary composites: a Maybe character is refused if it could compose with
+ * the starter before it, or if that starter is a composite whose own marks
+ * it would be reordered before (a conservative rule: a composition that
  * intervening marks would block is refused too). Tables: tok_nfc_table.h.
  */
 #include "data/tok_internal.h"
@@ -34,6 +35,24 @@ static void lookup(uint32_t cp, int *ccc, int *qc)
             return;
         }
     }
+}
+
+/* For a primary composite: the combining class of the last character of its
+ * full decomposition (its marks come back in that order); -1 otherwise. */
+static int composite_last_ccc(uint32_t cp)
+{
+    size_t lo = 0, hi = sizeof nfc_composites / sizeof *nfc_composites;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        uint32_t c = nfc_composites[mid] >> 8;
+        if (c == cp)
+            return (int)(nfc_composites[mid] & 0xff);
+        if (c < cp)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return -1;
 }
 
 static int composes(uint32_t a, uint32_t b)
@@ -72,8 +91,9 @@ int align__tok_nfc_check(const char *text, size_t n)
                 bad = prev >= 0x1100 && prev <= 0x1112;
             else if (cp >= 0x11A8 && cp <= 0x11C2) /* Hangul T after an LV syllable */
                 bad = prev >= 0xAC00 && prev <= 0xD7A3 && (prev - 0xAC00) % 28 == 0;
-            else
-                bad = starter && composes(starter, cp);
+            else /* or a composite starter whose own marks this one would be
+                  * reordered before (é + U+0323 is U+1EB9 U+0301) */
+                bad = starter && (composes(starter, cp) || (ccc && ccc < composite_last_ccc(starter)));
         }
         if (bad)
             return align__error(NULL, ALIGN_EFORMAT, "text is not in Unicode NFC at byte %zu (U+%04X): this "

@@ -2,7 +2,7 @@
 """tok_nfc_gen.py — writes tok_nfc_table.h, the Unicode data behind the NFC
 check of tok_nfc.c: for every code point that is not a plain starter, its
 canonical combining class and NFC quick-check value (Maybe / No), as ranges;
-and the primary composites as (first, second) pairs. From Python's
+the primary composites, and their (first, second) pairs. From Python's
 unicodedata (its Unicode version is recorded in the header).
 
 Run: python3 lib/data/tok_nfc_gen.py > lib/data/tok_nfc_table.h
@@ -11,6 +11,7 @@ import unicodedata as u
 
 maybe = set(range(0x1161, 0x1176)) | set(range(0x11A8, 0x11C3))  # Hangul V and T jamo
 pairs = []
+composites = []
 for cp in range(0x110000):
     c = chr(cp)
     d = u.decomposition(c)
@@ -19,6 +20,8 @@ for cp in range(0x110000):
         if len(parts) == 2 and u.normalize("NFC", c) == c:  # a primary composite
             maybe.add(parts[1])
             pairs.append((parts[0], parts[1]))
+            full = u.normalize("NFD", c)
+            composites.append((cp, u.combining(full[-1])))
 ranges = []
 prev = None
 for cp in range(0x110000):
@@ -43,6 +46,12 @@ print("/* {first, last, canonical combining class, NFC_QC (1 Maybe, 2 No)}, sort
 print("static const struct { uint32_t lo, hi; uint8_t ccc, qc; } nfc_ranges[%d] = {" % len(ranges))
 for i in range(0, len(ranges), 4):
     print("    " + " ".join("{0x%X, 0x%X, %d, %d}," % tuple(r) for r in ranges[i:i + 4]))
+print("};")
+print("/* the primary composites: code point << 8 | combining class of the last")
+print(" * character of its full decomposition, sorted */")
+print("static const uint32_t nfc_composites[%d] = {" % len(composites))
+for i in range(0, len(composites), 8):
+    print("    " + " ".join("0x%X," % (c << 8 | k) for c, k in composites[i:i + 8]))
 print("};")
 print("/* primary composites: first << 21 | second, sorted */")
 print("static const uint64_t nfc_pairs[%d] = {" % len(pairs))
