@@ -213,7 +213,7 @@ check-c: lib gpt2-vocab $(BUILD)/tests/check_public $(BUILD)/tests/check_interna
 # Shell-level tests: tests/sh/*.sh, each run with BUILD, CC, CXX in the environment.
 check-sh: lib examples
 	@set -e; for t in $(sort $(wildcard tests/sh/*.sh)); do \
-	  echo "== $$t"; $(TEST_ENV) BUILD=$(BUILD) CC="$(CC)" CXX="$(CXX)" SAN="$(SAN)" MAKE="$(MAKE)" bash $$t; done
+	  echo "== $$t"; $(TEST_ENV) BUILD=$(BUILD) CC="$(CC)" CXX="$(CXX)" SAN="$(SAN)" MAKE="$(MAKE)" LIB_LIBS="$(LIB_LIBS)" bash $$t; done
 
 # Python binding tests (not under sanitizers: python itself is not instrumented).
 check-py: lib

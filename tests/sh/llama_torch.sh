@@ -18,8 +18,15 @@ SRC="$(cd "$(dirname "$0")/../.." && pwd)"
 mkdir -p "$BUILD/tmp"
 T=$(mktemp -d "$BUILD/tmp/llama_torch.XXXXXX")
 trap 'rm -rf "$T"' EXIT
-BLAS_LIBS=$(pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
-DEP_LIBS=$(pkg-config --libs jansson libpcre2-8 libuv 2>/dev/null || echo -ljansson -lpcre2-8 -luv)
+# The static archive's own dependencies (BLAS, jansson, PCRE2, libuv, oneDNN when built
+# with it): make check-sh passes the Makefile's LIB_LIBS; by hand, the same lookup.
+if [ -n "${LIB_LIBS:-}" ]; then
+  BLAS_LIBS=$LIB_LIBS; DEP_LIBS=
+else
+  BLAS_LIBS=$(pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
+  DEP_LIBS=$(pkg-config --libs jansson libpcre2-8 libuv 2>/dev/null || echo -ljansson -lpcre2-8 -luv)
+  nm "$BUILD/libalign.a" 2>/dev/null | grep -q ' U dnnl_' && DEP_LIBS="$DEP_LIBS -ldnnl -lgomp"
+fi
 $CC -std=c11 -D_POSIX_C_SOURCE=200809L -g ${SAN:-} -I"$SRC/include" -I"$SRC/lib" \
     "$SRC/tests/sh/llama_torch_dump.c" "$BUILD/libalign.a" $BLAS_LIBS $DEP_LIBS -lpthread -ldl -lrt -lm \
     -o "$T/dump"
