@@ -168,6 +168,9 @@ typedef struct align_model_params {
     int32_t  max_seq_len;   /* position table size (default 1024) */
     uint64_t seed;          /* initialisation seed (default 1234) */
     int32_t  n_threads;     /* > 0: calls align_threads_set(); 0: leave as is */
+    /* The tail padding of the 0.1/0.2 layout (offset 44), named so that the
+     * members below start at 48: never read (old callers may leave garbage). */
+    uint32_t reserved0;
     /* since 0.3.0; GPT-2 ignores them (0 = the architecture's default) */
     int32_t  n_kv_head;     /* Llama: key/value heads, dividing n_head (0: n_head) */
     int32_t  intermediate_size; /* Llama: SwiGLU MLP width (0: 4 x n_embd) */

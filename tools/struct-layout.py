@@ -83,8 +83,18 @@ def main():
             errors.append(f"member {m} removed or renamed")
         elif new_members[m] != (off, sz):
             errors.append(f"member {m} moved or resized: offset/size {off}/{sz} -> {new_members[m][0]}/{new_members[m][1]}")
+    # the old tail padding: past the end of the struct's last old member
+    old_end = {}
+    for m, (off, sz) in old_members.items():
+        s = m.split(".")[0]
+        old_end[s] = max(old_end.get(s, 0), off + sz)
     for m, (off, sz) in new_members.items():
         s = m.split(".")[0]
+        # A member named reserved* that only names old tail padding is accepted:
+        # the library never reads it (old callers may leave garbage there).
+        if (m not in old_members and s in old_sizes and m.split(".")[-1].startswith("reserved")
+                and off >= old_end.get(s, 0)):
+            continue
         if m not in old_members and s in old_sizes and off < old_sizes[s]:
             errors.append(f"member {m} inserted inside the old struct (offset {off} < old size {old_sizes[s]})")
     for e in errors:

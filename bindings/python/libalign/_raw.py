@@ -427,6 +427,7 @@ class align_model_params(_SizedStruct):
         ("max_seq_len", c_int32),
         ("seed", c_uint64),
         ("n_threads", c_int32),
+        ("reserved0", c_uint32),
         ("n_kv_head", c_int32),
         ("intermediate_size", c_int32),
         ("rope_theta", c_float),
