@@ -60,6 +60,10 @@ void align__nn_layernorm_backward_ref(float *dinp, float *dw, float *db, const f
                                       const float *inp, const float *w, const float *mean,
                                       const float *rstd, int64_t N, int64_t C);
 
+/* sum of x[i]^2 in double (one thread; eight running sums with AVX2 + FMA,
+ * folded in a fixed order, else one). */
+double align__nn_sumsq(const float *x, int64_t n);
+
 /* tanh-approximated GELU (Hendrycks & Gimpel 2016), as GPT-2. */
 void align__nn_gelu_forward(float *out, const float *inp, int64_t n);
 /* dinp = gelu'(inp) * dout (overwritten; dinp may alias dout). */
