@@ -4,7 +4,6 @@
  * pairs: each pair owns its slices of the outputs, so results do not depend
  * on the split. */
 #include "nn/nn.h"
-#include "nn/vmath.h"
 
 #include <math.h>
 #include <string.h>
@@ -61,61 +60,11 @@ static void att_fwd(void *vctx, int64_t b, int64_t e, int chunk)
     }
 }
 
-#ifdef ALIGN__VMATH_X86
-/* att_fwd with 8-lane dot products and updates (FMA) and vmath.h's exp. */
-__attribute__((target("avx2,fma"))) static void att_fwd_avx2(void *vctx, int64_t b, int64_t e, int chunk)
-{
-    (void)chunk;
-    att_ctx *c = vctx;
-    int64_t T = c->T, C = c->C, NH = c->NH, hs = C / NH, C3 = 3 * C;
-    float scale = 1.0f / sqrtf((float)hs);
-    for (int64_t u = b; u < e; u++) {
-        int64_t s = u / NH, h = u % NH, len = c->lengths[s];
-        const float *base = c->qkv + s * T * C3;
-        for (int64_t t = 0; t < T; t++) {
-            float *arow = c->att + ((s * NH + h) * T + t) * T;
-            float *o = c->out + (s * T + t) * C + h * hs;
-            memset(arow, 0, (size_t)T * sizeof(float));
-            memset(o, 0, (size_t)hs * sizeof(float));
-            if (t >= len)
-                continue;
-            const float *q = base + t * C3 + h * hs;
-            float mx = -INFINITY;
-            for (int64_t j = 0; j <= t; j++) {
-                const float *k = base + j * C3 + C + h * hs;
-                float d = align__dot8(q, k, hs) * scale;
-                arow[j] = d;
-                if (d > mx)
-                    mx = d;
-            }
-            float sum = 0.0f;
-            for (int64_t j = 0; j <= t; j++) {
-                arow[j] = align__exp1(arow[j] - mx);
-                sum += arow[j];
-            }
-            float inv = 1.0f / sum;
-            for (int64_t j = 0; j <= t; j++) {
-                arow[j] *= inv;
-                const float *v = base + j * C3 + 2 * C + h * hs;
-                align__axpy8(o, arow[j], v, hs);
-            }
-        }
-    }
-}
-
-#endif
-
 void align__nn_attention_forward(float *out, float *att, const float *qkv, const int32_t *lengths,
                                  int64_t B, int64_t T, int64_t C, int64_t NH)
 {
     att_ctx c = {.out = out, .att = att, .qkv = qkv, .lengths = lengths, .B = B, .T = T, .C = C,
                  .NH = NH};
-#ifdef ALIGN__VMATH_X86
-    if (align__have_avx2_fma()) {
-        align__parallel_for(B * NH, att_fwd_avx2, &c);
-        return;
-    }
-#endif
     align__parallel_for(B * NH, att_fwd, &c);
 }
 
@@ -163,60 +112,12 @@ static void att_bwd(void *vctx, int64_t b, int64_t e, int chunk)
     }
 }
 
-#ifdef ALIGN__VMATH_X86
-/* att_bwd with 8-lane dot products and updates (FMA). */
-__attribute__((target("avx2,fma"))) static void att_bwd_avx2(void *vctx, int64_t b, int64_t e, int chunk)
-{
-    att_ctx *c = vctx;
-    int64_t T = c->T, C = c->C, NH = c->NH, hs = C / NH, C3 = 3 * C;
-    float scale = 1.0f / sqrtf((float)hs);
-    float *datt = c->scratch + (int64_t)chunk * T;
-    for (int64_t u = b; u < e; u++) {
-        int64_t s = u / NH, h = u % NH, len = c->lengths[s];
-        const float *base = c->qkv + s * T * C3;
-        float *dbase = c->dqkv + s * T * C3;
-        for (int64_t t = 0; t < T; t++)
-            for (int part = 0; part < 3; part++)
-                memset(dbase + t * C3 + part * C + h * hs, 0, (size_t)hs * sizeof(float));
-        for (int64_t t = 0; t < len; t++) {
-            const float *arow = c->catt + ((s * NH + h) * T + t) * T;
-            const float *d = c->dout + (s * T + t) * C + h * hs;
-            const float *q = base + t * C3 + h * hs;
-            float *dq = dbase + t * C3 + h * hs;
-            float dot = 0.0f;
-            for (int64_t j = 0; j <= t; j++) {
-                const float *v = base + j * C3 + 2 * C + h * hs;
-                float *dv = dbase + j * C3 + 2 * C + h * hs;
-                float a = align__dot8(d, v, hs), p = arow[j];
-                align__axpy8(dv, p, d, hs);
-                datt[j] = a;
-                dot += p * a;
-            }
-            for (int64_t j = 0; j <= t; j++) {
-                float g = arow[j] * (datt[j] - dot) * scale;
-                const float *k = base + j * C3 + C + h * hs;
-                float *dk = dbase + j * C3 + C + h * hs;
-                align__axpy8(dq, g, k, hs);
-                align__axpy8(dk, g, q, hs);
-            }
-        }
-    }
-}
-
-#endif
-
 void align__nn_attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
                                   const float *att, const int32_t *lengths, int64_t B, int64_t T,
                                   int64_t C, int64_t NH)
 {
     att_ctx c = {.dqkv = dqkv, .scratch = scratch, .dout = dout, .qkv = qkv, .catt = att,
                  .lengths = lengths, .B = B, .T = T, .C = C, .NH = NH};
-#ifdef ALIGN__VMATH_X86
-    if (align__have_avx2_fma()) {
-        align__parallel_for(B * NH, att_bwd_avx2, &c);
-        return;
-    }
-#endif
     align__parallel_for(B * NH, att_bwd, &c);
 }
 

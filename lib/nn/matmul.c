@@ -14,6 +14,7 @@
 #include "nn/nn.h"
 
 #include <cblas.h>
+#include <stdint.h>
 #include <string.h>
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -155,6 +156,11 @@ io_block(float *out, const float *x, const float *w, const __mmask16 *m, int64_t
             acc[r][v] = _mm512_maskz_loadu_ps(m[v], out + r * OC + 16 * v);
     for (int64_t i = 0; i < C; i++) {
         const float *wr = w + i * OC;
+        /* the tile's rows are OC apart: too far for the hardware prefetchers
+         * (they stop at page boundaries), so ask for row i + 8 now */
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; v++)
+            _mm_prefetch((const char *)((uintptr_t)wr + (uintptr_t)(8 * OC + 16 * v) * sizeof(float)), _MM_HINT_T0);
         __m512 wv[4];
 #pragma GCC unroll 4
         for (int v = 0; v < 4; v++)
@@ -174,9 +180,43 @@ io_block(float *out, const float *x, const float *w, const __mmask16 *m, int64_t
             _mm512_mask_storeu_ps(out + r * OC + 16 * v, m[v], acc[r][v]);
 }
 
+/* Eight input rows against 32 columns (two vectors): 16 accumulators, each
+ * weight vector loaded once for 8 FMAs. A batch of 8 thus reads each tile
+ * once (in groups of 4 the second group re-read it from L2, or, for the
+ * 3072-row MLP projection whose 786 KB tile does not stay there, from
+ * memory). Each output is the same FMA chain as in io_block. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+io_block8(float *out, const float *x, const float *w, const __mmask16 *m, int64_t C, int64_t OC)
+{
+    __m512 acc[8][2];
+#pragma GCC unroll 8
+    for (int r = 0; r < 8; r++)
+#pragma GCC unroll 2
+        for (int v = 0; v < 2; v++)
+            acc[r][v] = _mm512_maskz_loadu_ps(m[v], out + r * OC + 16 * v);
+    for (int64_t i = 0; i < C; i++) {
+        const float *wr = w + i * OC;
+        _mm_prefetch((const char *)((uintptr_t)wr + (uintptr_t)(8 * OC) * sizeof(float)), _MM_HINT_T0);
+        _mm_prefetch((const char *)((uintptr_t)wr + (uintptr_t)(8 * OC + 16) * sizeof(float)), _MM_HINT_T0);
+        __m512 w0 = _mm512_maskz_loadu_ps(m[0], wr), w1 = _mm512_maskz_loadu_ps(m[1], wr + 16);
+#pragma GCC unroll 8
+        for (int r = 0; r < 8; r++) {
+            __m512 xv = _mm512_set1_ps(x[r * C + i]);
+            acc[r][0] = _mm512_fmadd_ps(xv, w0, acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(xv, w1, acc[r][1]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < 8; r++)
+#pragma GCC unroll 2
+        for (int v = 0; v < 2; v++)
+            _mm512_mask_storeu_ps(out + r * OC + 16 * v, m[v], acc[r][v]);
+}
+
 /* W[C][OC] (GPT-2's Conv1D): for the 64-column tiles [b, e), out[n][tile]
  * += sum over i of inp[n][i] * W[i][tile], i ascending, the input rows in
- * groups of 4, 2, 1 (the tile is read from memory once, then from cache). */
+ * groups of 8 (as two 32-column halves), then 4, 2, 1 (the tile is read from
+ * memory once, then from cache). */
 __attribute__((target("avx512f"))) static void skinny_in_out(void *vctx, int64_t b, int64_t e, int chunk)
 {
     (void)chunk;
@@ -191,6 +231,11 @@ __attribute__((target("avx512f"))) static void skinny_in_out(void *vctx, int64_t
             m[v] = left >= 16 ? (__mmask16)0xffff : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1u);
         }
         int64_t n = 0;
+        for (; n + 8 <= N; n += 8) {
+            io_block8(k->out + n * OC + c0, k->inp + n * C, k->w + c0, m, C, OC);
+            if (nc > 32)
+                io_block8(k->out + n * OC + c0 + 32, k->inp + n * C, k->w + c0 + 32, m + 2, C, OC);
+        }
         for (; n + 4 <= N; n += 4)
             io_block(k->out + n * OC + c0, k->inp + n * C, k->w + c0, m, C, OC, 4);
         if (n + 2 <= N) {
@@ -311,6 +356,9 @@ io_block2(float *out, const float *x, const float *w, const __m256i *m, int64_t 
             acc[r][v] = _mm256_maskload_ps(out + r * OC + 8 * v, m[v]);
     for (int64_t i = 0; i < C; i++) {
         const float *wr = w + i * OC;
+        /* as in io_block (addresses as integers: row i + 8 may lie past the matrix) */
+        _mm_prefetch((const char *)((uintptr_t)wr + (uintptr_t)(8 * OC) * sizeof(float)), _MM_HINT_T0);
+        _mm_prefetch((const char *)((uintptr_t)wr + (uintptr_t)(8 * OC + 16) * sizeof(float)), _MM_HINT_T0);
         __m256 wv[4];
 #pragma GCC unroll 4
         for (int v = 0; v < 4; v++)

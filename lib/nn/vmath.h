@@ -6,7 +6,7 @@
  * training step. This is Cephes' expf (range reduction by n ln 2 in two
  * parts, a degree-6 polynomial, 2^n through the exponent bits), accurate to
  * ~2 ulp on [-88, 88]; arguments are clamped to that range (exp(-88) comes
- * out as 0, exp(88) ~ 1.65e38, never inf). The vector version uses FMA;
+ * out as 0, exp(88) ~ 1.65e38, never inf); NaN stays NaN. The vector version uses FMA;
  * align__exp1 is the same evaluation with FMA too (fmaf), so the AVX2 body
  * and the scalar remainders give the same bits. Without AVX2 + FMA the
  * kernels fall back to align__exp1_nofma (plain a * b + c): other bits, same
@@ -40,6 +40,8 @@ static inline float align__pow2i(int32_t n) /* 2^n for n in -127..127 (-127 give
 }
 
 #define ALIGN__EXP1_BODY(MA)                                                                              \
+    if (x != x)                                                                                          \
+        return x;                                                                                        \
     x = x < ALIGN__EXP_LO ? ALIGN__EXP_LO : x > ALIGN__EXP_HI ? ALIGN__EXP_HI : x;                      \
     float n = rintf(x * ALIGN__LOG2E);                                                                   \
     float r = MA(n, -ALIGN__LN2_HI, x);                                                                  \
@@ -65,7 +67,8 @@ static inline float align__exp1_nofma(float x) { ALIGN__EXP1_BODY(ALIGN__MULADD)
 #define ALIGN__VMATH_X86 1
 __attribute__((target("avx2,fma"), always_inline)) static inline __m256 align__exp8(__m256 x)
 {
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(ALIGN__EXP_LO)), _mm256_set1_ps(ALIGN__EXP_HI));
+    /* max/min return their second operand when either is NaN: NaN goes through (a NaN loss must stay NaN) */
+    x = _mm256_min_ps(_mm256_set1_ps(ALIGN__EXP_HI), _mm256_max_ps(_mm256_set1_ps(ALIGN__EXP_LO), x));
     __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(ALIGN__LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-ALIGN__LN2_HI), x);
     r = _mm256_fmadd_ps(n, _mm256_set1_ps(-ALIGN__LN2_LO), r);
