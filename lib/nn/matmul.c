@@ -14,6 +14,7 @@
 #include "nn/nn.h"
 
 #include <cblas.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -397,22 +398,25 @@ __attribute__((target("avx2,fma"))) static void skinny_in_out_avx2(void *vctx, i
     }
 }
 
-static int isa_cap = 2; /* tests lower it to reach the AVX2 kernels */
+static _Atomic int isa_cap = 2; /* tests lower it to reach the AVX2 kernels */
 
 int align__nn_decode_isa(void)
 {
-    static int det = -1; /* benign race: every thread computes the same value */
-    if (det < 0) {
+    static _Atomic int det = -1; /* threads may race to set it: each stores the same value */
+    int d = atomic_load_explicit(&det, memory_order_relaxed);
+    if (d < 0) {
         __builtin_cpu_init();
-        det = __builtin_cpu_supports("avx512f") ? 2
-              : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? 1 : 0;
+        d = __builtin_cpu_supports("avx512f") ? 2
+            : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? 1 : 0;
+        atomic_store_explicit(&det, d, memory_order_relaxed);
     }
-    return det < isa_cap ? det : isa_cap;
+    int cap = atomic_load_explicit(&isa_cap, memory_order_relaxed);
+    return d < cap ? d : cap;
 }
 
 void align__nn_decode_isa_cap(int cap)
 {
-    isa_cap = cap < 0 ? 2 : cap;
+    atomic_store_explicit(&isa_cap, cap < 0 ? 2 : cap, memory_order_relaxed);
 }
 #else
 int align__nn_decode_isa(void)

@@ -16,6 +16,7 @@
 #define ALIGN_NN_VMATH_H
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -130,12 +131,14 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void align__axp
 /* AVX2 and FMA both present (checked once). */
 static inline int align__have_avx2_fma(void)
 {
-    static int ok = -1; /* benign race: every thread computes the same value */
-    if (ok < 0) {
+    static _Atomic int ok = -1; /* threads may race to set it: each stores the same value */
+    int v = atomic_load_explicit(&ok, memory_order_relaxed);
+    if (v < 0) {
         __builtin_cpu_init();
-        ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        atomic_store_explicit(&ok, v, memory_order_relaxed);
     }
-    return ok;
+    return v;
 }
 #else
 static inline int align__have_avx2_fma(void) { return 0; }
