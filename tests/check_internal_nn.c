@@ -73,29 +73,33 @@ START_TEST(test_layernorm)
 }
 END_TEST
 
+/* Head sizes 4 (below one 8-lane vector) and 69 (8 vectors and a tail of 5). */
 START_TEST(test_attention)
 {
     align_threads_set(2);
     align__rng r;
     align__rng_init(&r, 3, 0);
-    int B = 3, T = 7, C = 12, NH = 3;
-    int32_t lens[3] = {7, 2, 5};
-    float *qkv = randv(&r, B * T * 3 * C), *d = randv(&r, B * T * C);
-    size_t na = (size_t)B * NH * T * T;
-    float *o1 = calloc(B * T * C, 4), *o2 = calloc(B * T * C, 4), *a1 = calloc(na, 4), *a2 = calloc(na, 4);
-    align__nn_attention_forward(o1, a1, qkv, lens, B, T, C, NH);
-    align__nn_attention_forward_ref(o2, a2, qkv, lens, B, T, C, NH);
-    close_all(o1, o2, B * T * C, 1e-5f, "att out");
-    close_all(a1, a2, na, 1e-5f, "att probs");
-    float *g1 = calloc(B * T * 3 * C, 4), *g2 = calloc(B * T * 3 * C, 4), *scr = calloc(256 * T, 4);
-    align__nn_attention_backward(g1, scr, d, qkv, a1, lens, B, T, C, NH);
-    align__nn_attention_backward_ref(g2, d, qkv, a2, lens, B, T, C, NH);
-    close_all(g1, g2, B * T * 3 * C, 1e-4f, "dqkv");
-    /* padding rows of sequence 1 are zero */
-    for (int t = 2; t < T; t++)
-        for (int i = 0; i < C; i++)
-            ck_assert(o1[(T + t) * C + i] == 0.0f);
-    free(qkv); free(d); free(o1); free(o2); free(a1); free(a2); free(g1); free(g2); free(scr);
+    static const int cfg[2][3] = {{7, 12, 3}, {9, 138, 2}}; /* T, C, NH */
+    for (int ci = 0; ci < 2; ci++) {
+        int B = 3, T = cfg[ci][0], C = cfg[ci][1], NH = cfg[ci][2];
+        int32_t lens[3] = {T, 2, 5};
+        float *qkv = randv(&r, B * T * 3 * C), *d = randv(&r, B * T * C);
+        size_t na = (size_t)B * NH * T * T;
+        float *o1 = calloc(B * T * C, 4), *o2 = calloc(B * T * C, 4), *a1 = calloc(na, 4), *a2 = calloc(na, 4);
+        align__nn_attention_forward(o1, a1, qkv, lens, B, T, C, NH);
+        align__nn_attention_forward_ref(o2, a2, qkv, lens, B, T, C, NH);
+        close_all(o1, o2, B * T * C, 1e-5f, "att out");
+        close_all(a1, a2, na, 1e-5f, "att probs");
+        float *g1 = calloc(B * T * 3 * C, 4), *g2 = calloc(B * T * 3 * C, 4), *scr = calloc(256 * T, 4);
+        align__nn_attention_backward(g1, scr, d, qkv, a1, lens, B, T, C, NH);
+        align__nn_attention_backward_ref(g2, d, qkv, a2, lens, B, T, C, NH);
+        close_all(g1, g2, B * T * 3 * C, 1e-4f, "dqkv");
+        /* padding rows of sequence 1 are zero */
+        for (int t = 2; t < T; t++)
+            for (int i = 0; i < C; i++)
+                ck_assert(o1[(T + t) * C + i] == 0.0f);
+        free(qkv); free(d); free(o1); free(o2); free(a1); free(a2); free(g1); free(g2); free(scr);
+    }
 }
 END_TEST
 
@@ -145,6 +149,53 @@ START_TEST(test_logsoftmax_gelu)
 }
 END_TEST
 
+/* GELU and its derivative on a grid over [-12, 12] against the formula in
+ * double (the vectorised exp is ~2 ulp; tanh is computed through exp),
+ * values exact at the far ends, and each element's bits independent of where
+ * it falls in the 8-lane body or the scalar remainder (shifted arrays, 1 and
+ * 2 threads). */
+START_TEST(test_gelu_accuracy)
+{
+    enum { G = 24001 };
+    float *x = malloc(G * 4), *y = malloc(G * 4), *g = malloc(G * 4), *one = malloc(G * 4);
+    float *y2 = malloc(G * 4), *g2 = malloc(G * 4);
+    for (int i = 0; i < G; i++) {
+        x[i] = -12.0f + 24.0f * (float)i / (float)(G - 1);
+        one[i] = 1.0f;
+    }
+    align_threads_set(2);
+    align__nn_gelu_forward(y, x, G);
+    align__nn_gelu_backward(g, x, one, G);
+    double worst_y = 0, worst_g = 0;
+    for (int i = 0; i < G; i++) {
+        /* 0.5 (1 + tanh u) = 1 / (1 + exp(-2u)) and 1 - tanh^2 u = 4 s (1 - s): in double without the
+         * cancellation of 1 + tanh u for very negative x */
+        double xd = x[i], u = 0.7978845608028654 * (xd + 0.044715 * xd * xd * xd), e = exp(-2 * u);
+        double sg = 1 / (1 + e), fy = xd * sg;
+        double fg = sg + 2 * xd * sg * (e * sg) * 0.7978845608028654 * (1 + 3 * 0.044715 * xd * xd);
+        double ey = fabs(y[i] - fy) / (fabs(fy) + 1e-30), eg = fabs(g[i] - fg);
+        /* relative for the value (absolute 1e-9 far left, where float rounding of u dominates), absolute for the slope */
+        if (fabs(fy) > 1e-30 && ey > worst_y)
+            worst_y = ey;
+        if (eg > worst_g)
+            worst_g = eg;
+        ck_assert_msg(fabs(y[i] - fy) <= 1e-6 * fabs(fy) + 1e-9, "gelu(%g) = %.9g vs %.9g", x[i], y[i], fy);
+        ck_assert_msg(eg <= 1e-6, "gelu'(%g) = %.9g vs %.9g", x[i], g[i], fg);
+    }
+    ck_assert(y[G - 1] == 12.0f && g[G - 1] == 1.0f && fabsf(g[0]) < 1e-30f);
+    ck_assert(!isnan(y[0]) && fabsf(y[0]) <= 1e-30f);
+    for (int off = 1; off < 8; off++) {
+        align_threads_set(off & 1 ? 1 : 2);
+        align__nn_gelu_forward(y2, x + off, G - off);
+        align__nn_gelu_backward(g2, x + off, one, G - off);
+        ck_assert(memcmp(y2, y + off, (size_t)(G - off) * 4) == 0);
+        ck_assert(memcmp(g2, g + off, (size_t)(G - off) * 4) == 0);
+    }
+    align_threads_set(2);
+    free(x); free(y); free(g); free(one); free(y2); free(g2);
+}
+END_TEST
+
 Suite *internal_nn_suite(void)
 {
     Suite *s = suite_create("internal_nn");
@@ -153,5 +204,6 @@ Suite *internal_nn_suite(void)
     tcase_add_test(tc, test_layernorm);
     tcase_add_test(tc, test_attention);
     tcase_add_test(tc, test_logsoftmax_gelu);
+    tcase_add_test(tc, test_gelu_accuracy);
     return s;
 }

@@ -97,27 +97,30 @@ static char *path2(const char *dir, const char *name)
  * program running the two configurations of pin_params() on tiny_model(7)
  * and data_n(23, cfg == 1) with align_threads_set(1), printing the bits of
  * {loss, grad_norm, accuracy} per step and the fingerprint of the final
- * weights, on OpenBLAS 0.3.21 with its Haswell kernels. Bits depend on the
- * BLAS kernels, so the check runs where they match and is skipped (with a
- * message) elsewhere; test_sft_matches_plain_loop
+ * weights, on OpenBLAS 0.3.21 with its Haswell kernels. Re-pinned in 0.3.0
+ * (branch speed) when GELU, the vocabulary softmax and the gradient norm
+ * moved to 8-lane kernels (vmath.h): other rounding, the values moved by
+ * 1-2 ulp. Bits depend on the BLAS kernels
+ * and on AVX2 + FMA, so the check runs where the BLAS matches and is skipped
+ * (with a message) elsewhere; test_sft_matches_plain_loop
  * (tests/check_internal_trainer.c) covers every machine. */
 static const uint32_t pinned0[9][3] = {
     {0x40aee4c7u, 0x406ff3f6u, 0x3e555555u}, {0x40ac6acau, 0x40445c43u, 0x3daaaaabu},
     {0x40a5d237u, 0x401d9364u, 0x3ed55555u}, {0x40a308efu, 0x4040ada4u, 0x3e955555u},
-    {0x409d18dfu, 0x401728e6u, 0x3eeaaaabu}, {0x4098836fu, 0x4018b8edu, 0x3eeaaaabu},
-    {0x409641dfu, 0x40221514u, 0x3f000000u}, {0x409136a0u, 0x401bc5d0u, 0x3f155555u},
-    {0x408c3b29u, 0x4020a727u, 0x3f200000u},
+    {0x409d18dfu, 0x401728e6u, 0x3eeaaaabu}, {0x4098836fu, 0x4018b8ecu, 0x3eeaaaabu},
+    {0x409641e0u, 0x40221513u, 0x3f000000u}, {0x409136a0u, 0x401bc5d1u, 0x3f155555u},
+    {0x408c3b29u, 0x4020a728u, 0x3f200000u},
 };
-static const uint32_t pinned0_fp[7] = {0xc0a81ce3u, 0xc0aaff4au, 0xc0a65c0au, 0xc0af8f17u,
-                                       0xc0a1efc9u, 0xc0ac8271u, 0xc0a2017cu};
+static const uint32_t pinned0_fp[7] = {0xc0a81ce4u, 0xc0aaff4bu, 0xc0a65c0au, 0xc0af8f18u,
+                                       0xc0a1efcau, 0xc0ac8272u, 0xc0a2017du};
 static const uint32_t pinned1[7][3] = {
     {0x40af0234u, 0x406a9774u, 0x3e44ec4fu}, {0x40af2c11u, 0x408b5309u, 0x3d321643u},
-    {0x40a8128au, 0x4018d72au, 0x3db21643u}, {0x40a37b41u, 0x401c3015u, 0x3e3a2e8cu},
-    {0x409f0704u, 0x401b67f9u, 0x3e900000u}, {0x409cd036u, 0x40153300u, 0x3e1d89d9u},
-    {0x409723ebu, 0x400532f9u, 0x3e955555u},
+    {0x40a8128au, 0x4018d72au, 0x3db21643u}, {0x40a37b40u, 0x401c3015u, 0x3e3a2e8cu},
+    {0x409f0703u, 0x401b67f9u, 0x3e900000u}, {0x409cd036u, 0x40153300u, 0x3e1d89d9u},
+    {0x409723ecu, 0x400532f8u, 0x3e955555u},
 };
-static const uint32_t pinned1_fp[7] = {0xc0ae6adcu, 0xc0ae0ca0u, 0xc0abd816u, 0xc0aa240au,
-                                       0xc0aac378u, 0xc0ac0c0eu, 0xc09bcf42u};
+static const uint32_t pinned1_fp[7] = {0xc0ae6adcu, 0xc0ae0ca0u, 0xc0abd816u, 0xc0aa240bu,
+                                       0xc0aac37au, 0xc0ac0c0eu, 0xc09bcf43u};
 
 static align_sft_params pin_params(int cfg)
 {

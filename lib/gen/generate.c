@@ -34,6 +34,7 @@
 #include "core/core.h"
 #include "data/template.h"
 #include "model/model.h"
+#include "nn/vmath.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -184,6 +185,109 @@ static void select_top(cand *c, int32_t n, int32_t k)
     }
 }
 
+/* log sum exp over x[0..n): float exponentials summed in double. With AVX2
+ * + FMA the maximum in 8 lanes, the exponentials by vmath.h's exp and the
+ * sum in 8 running double sums folded in a fixed order (a libm expf call
+ * per logit was ~10% of a batch-8 decode step of the tiny model); the
+ * result depends on the row alone. */
+static double row_lse_plain(const float *x, int32_t n)
+{
+    float mx = x[0];
+    for (int32_t v = 1; v < n; v++)
+        mx = x[v] > mx ? x[v] : mx;
+    double z = 0.0;
+    for (int32_t v = 0; v < n; v++)
+        z += (double)expf(x[v] - mx);
+    return (double)mx + log(z);
+}
+
+/* The first index of the largest of x[0..n). */
+static int32_t row_argmax_plain(const float *x, int32_t n)
+{
+    float mx = x[0];
+    int32_t arg = 0;
+    for (int32_t v = 1; v < n; v++)
+        if (x[v] > mx) {
+            mx = x[v];
+            arg = v;
+        }
+    return arg;
+}
+
+#ifdef ALIGN__VMATH_X86
+__attribute__((target("avx2,fma"))) static float row_max_avx2(const float *x, int32_t n)
+{
+    const int32_t full = n & ~7;
+    float mx = x[0];
+    if (full > 0) {
+        __m256 mv = _mm256_loadu_ps(x);
+        for (int32_t v = 8; v < full; v += 8)
+            mv = _mm256_max_ps(mv, _mm256_loadu_ps(x + v));
+        __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(mv, 1), _mm256_castps256_ps128(mv));
+        m4 = _mm_max_ps(m4, _mm_shuffle_ps(m4, m4, 0x4e));
+        mx = fmaxf(_mm_cvtss_f32(m4), _mm_cvtss_f32(_mm_shuffle_ps(m4, m4, 0x55)));
+    }
+    for (int32_t v = full; v < n; v++)
+        mx = x[v] > mx ? x[v] : mx;
+    return mx;
+}
+
+__attribute__((target("avx2,fma"))) static double row_lse_avx2(const float *x, int32_t n)
+{
+    const float mx = row_max_avx2(x, n);
+    const __m256 mxv = _mm256_set1_ps(mx);
+    const int32_t full = n & ~7;
+    __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd();
+    for (int32_t v = 0; v < full; v += 8) {
+        __m256 e = align__exp8(_mm256_sub_ps(_mm256_loadu_ps(x + v), mxv));
+        a0 = _mm256_add_pd(a0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+        a1 = _mm256_add_pd(a1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+    }
+    __m256d a = _mm256_add_pd(a0, a1);
+    __m128d h = _mm_add_pd(_mm256_extractf128_pd(a, 1), _mm256_castpd256_pd128(a));
+    double z = _mm_cvtsd_f64(h) + _mm_cvtsd_f64(_mm_unpackhi_pd(h, h));
+    for (int32_t v = full; v < n; v++)
+        z += (double)align__exp1(x[v] - mx);
+    return (double)mx + log(z);
+}
+
+__attribute__((target("avx2,fma"))) static int32_t row_argmax_avx2(const float *x, int32_t n)
+{
+    const float mx = row_max_avx2(x, n);
+    if (mx != mx) /* NaN: the plain scan's answer */
+        return row_argmax_plain(x, n);
+    const __m256 mxv = _mm256_set1_ps(mx);
+    const int32_t full = n & ~7;
+    for (int32_t v = 0; v < full; v += 8) {
+        int bits = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + v), mxv, _CMP_EQ_OQ));
+        if (bits)
+            return v + __builtin_ctz((unsigned)bits);
+    }
+    for (int32_t v = full; v < n; v++)
+        if (x[v] == mx)
+            return v;
+    return 0;
+}
+#endif
+
+static double row_lse(const float *x, int32_t n)
+{
+#ifdef ALIGN__VMATH_X86
+    if (align__have_avx2_fma())
+        return row_lse_avx2(x, n);
+#endif
+    return row_lse_plain(x, n);
+}
+
+static int32_t row_argmax(const float *x, int32_t n)
+{
+#ifdef ALIGN__VMATH_X86
+    if (align__have_avx2_fma())
+        return row_argmax_avx2(x, n);
+#endif
+    return row_argmax_plain(x, n);
+}
+
 /* Picks the next token from one row of logits [Vm]. Only ids below V (the
  * tokenizer's vocabulary; a model's vocabulary may be padded beyond it) and,
  * when ok is not NULL, with ok[id] (ids the tokenizer can decode: n_ok of
@@ -193,24 +297,13 @@ static void select_top(cand *c, int32_t n, int32_t k)
 static int32_t sample_token(float *logits, int32_t Vm, int32_t V, const uint8_t *ok, int32_t n_ok,
                             const align_generate_params *p, align__rng *rng, cand *scratch, float *logprob_out)
 {
-    float mxa = logits[0];
-    for (int32_t v = 1; v < Vm; v++)
-        mxa = logits[v] > mxa ? logits[v] : mxa;
-    double z = 0.0; /* float exponentials (each exact to 1 ulp), summed in double */
-    for (int32_t v = 0; v < Vm; v++)
-        z += (double)expf(logits[v] - mxa);
-    const double lse = (double)mxa + log(z);
+    const double lse = row_lse(logits, Vm); /* float exponentials, summed in double */
     if (ok)
         for (int32_t v = 0; v < V; v++)
             if (!ok[v])
                 logits[v] = -INFINITY;
-    float mx = logits[0];
-    int32_t arg = 0;
-    for (int32_t v = 1; v < V; v++)
-        if (logits[v] > mx) {
-            mx = logits[v];
-            arg = v;
-        }
+    const int32_t arg = row_argmax(logits, V);
+    const float mx = logits[arg];
 
     int32_t tok = arg;
     if (p->temperature > 0.0f) {

@@ -662,10 +662,7 @@ typedef struct {
 static void norm_chunk(void *vctx, int64_t b, int64_t e, int chunk)
 {
     norm_ctx *c = vctx;
-    double s = 0;
-    for (int64_t i = b; i < e; i++)
-        s += (double)c->g[i] * c->g[i];
-    c->part[chunk] = s;
+    c->part[chunk] = align__nn_sumsq(c->g + b, e - b); /* vectorised; fixed order */
 }
 
 float align__model_grad_norm(const align_model *m)

@@ -15,6 +15,8 @@
 #include "nn/bf16.h"
 
 #include <cblas.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <string.h>
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -53,6 +55,18 @@ typedef struct {
     const float *inp, *w;
     int64_t N, C, OC;
 } skinny_ctx;
+
+/* The sum of 16 lanes in a fixed tree, written out (gcc 12's
+ * _mm512_reduce_add_ps order) so that the AVX2 kernels, holding the 16 lanes
+ * in two halves, reproduce it bit for bit: (hi8 + lo8), then its halves,
+ * then lanes {0,2} and {1,3}, then those two. */
+__attribute__((target("avx512f"), always_inline)) static inline float red16_512(__m512 a)
+{
+    __m256 t3 = _mm256_add_ps(_mm512_castps512_ps256(_mm512_shuffle_f32x4(a, a, 0xee)), _mm512_castps512_ps256(a));
+    __m128 t6 = _mm_add_ps(_mm256_extractf128_ps(t3, 1), _mm256_castps256_ps128(t3));
+    __m128 t8 = _mm_add_ps(t6, _mm_shuffle_ps(t6, t6, 0x4e)); /* lanes 2,3,0,1 */
+    return _mm_cvtss_f32(t8) + _mm_cvtss_f32(_mm_shuffle_ps(t8, t8, 0x55));
+}
 
 /* R (1, 2 or 4, a constant after inlining) input rows against four weight
  * rows: 4R accumulators, one weight load per R FMAs. */
@@ -97,7 +111,7 @@ oi_block(float *out, const float *const *xr, const float *const *wr, int64_t C, 
     #pragma GCC unroll 4
     for (int r = 0; r < R; r++)
         for (int64_t j = 0; j < no; j++)
-            out[r * OC + j] += _mm512_reduce_add_ps(acc[r][j]);
+            out[r * OC + j] += red16_512(acc[r][j]);
 }
 
 /* W[OC][C] (the tied LM head): out[n][o] += dot(inp[n], W[o]) for weight
@@ -144,6 +158,11 @@ io_block(float *out, const float *x, const float *w, const __mmask16 *m, int64_t
             acc[r][v] = _mm512_maskz_loadu_ps(m[v], out + r * OC + 16 * v);
     for (int64_t i = 0; i < C; i++) {
         const float *wr = w + i * OC;
+        /* the tile's rows are OC apart: too far for the hardware prefetchers
+         * (they stop at page boundaries), so ask for row i + 8 now */
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; v++)
+            _mm_prefetch((const char *)((uintptr_t)wr + (uintptr_t)(8 * OC + 16 * v) * sizeof(float)), _MM_HINT_T0);
         __m512 wv[4];
 #pragma GCC unroll 4
         for (int v = 0; v < 4; v++)
@@ -163,9 +182,43 @@ io_block(float *out, const float *x, const float *w, const __mmask16 *m, int64_t
             _mm512_mask_storeu_ps(out + r * OC + 16 * v, m[v], acc[r][v]);
 }
 
+/* Eight input rows against 32 columns (two vectors): 16 accumulators, each
+ * weight vector loaded once for 8 FMAs. A batch of 8 thus reads each tile
+ * once (in groups of 4 the second group re-read it from L2, or, for the
+ * 3072-row MLP projection whose 786 KB tile does not stay there, from
+ * memory). Each output is the same FMA chain as in io_block. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+io_block8(float *out, const float *x, const float *w, const __mmask16 *m, int64_t C, int64_t OC)
+{
+    __m512 acc[8][2];
+#pragma GCC unroll 8
+    for (int r = 0; r < 8; r++)
+#pragma GCC unroll 2
+        for (int v = 0; v < 2; v++)
+            acc[r][v] = _mm512_maskz_loadu_ps(m[v], out + r * OC + 16 * v);
+    for (int64_t i = 0; i < C; i++) {
+        const float *wr = w + i * OC;
+        _mm_prefetch((const char *)((uintptr_t)wr + (uintptr_t)(8 * OC) * sizeof(float)), _MM_HINT_T0);
+        _mm_prefetch((const char *)((uintptr_t)wr + (uintptr_t)(8 * OC + 16) * sizeof(float)), _MM_HINT_T0);
+        __m512 w0 = _mm512_maskz_loadu_ps(m[0], wr), w1 = _mm512_maskz_loadu_ps(m[1], wr + 16);
+#pragma GCC unroll 8
+        for (int r = 0; r < 8; r++) {
+            __m512 xv = _mm512_set1_ps(x[r * C + i]);
+            acc[r][0] = _mm512_fmadd_ps(xv, w0, acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(xv, w1, acc[r][1]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < 8; r++)
+#pragma GCC unroll 2
+        for (int v = 0; v < 2; v++)
+            _mm512_mask_storeu_ps(out + r * OC + 16 * v, m[v], acc[r][v]);
+}
+
 /* W[C][OC] (GPT-2's Conv1D): for the 64-column tiles [b, e), out[n][tile]
  * += sum over i of inp[n][i] * W[i][tile], i ascending, the input rows in
- * groups of 4, 2, 1 (the tile is read from memory once, then from cache). */
+ * groups of 8 (as two 32-column halves), then 4, 2, 1 (the tile is read from
+ * memory once, then from cache). */
 __attribute__((target("avx512f"))) static void skinny_in_out(void *vctx, int64_t b, int64_t e, int chunk)
 {
     (void)chunk;
@@ -180,6 +233,11 @@ __attribute__((target("avx512f"))) static void skinny_in_out(void *vctx, int64_t
             m[v] = left >= 16 ? (__mmask16)0xffff : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1u);
         }
         int64_t n = 0;
+        for (; n + 8 <= N; n += 8) {
+            io_block8(k->out + n * OC + c0, k->inp + n * C, k->w + c0, m, C, OC);
+            if (nc > 32)
+                io_block8(k->out + n * OC + c0 + 32, k->inp + n * C, k->w + c0 + 32, m + 2, C, OC);
+        }
         for (; n + 4 <= N; n += 4)
             io_block(k->out + n * OC + c0, k->inp + n * C, k->w + c0, m, C, OC, 4);
         if (n + 2 <= N) {
@@ -191,14 +249,185 @@ __attribute__((target("avx512f"))) static void skinny_in_out(void *vctx, int64_t
     }
 }
 
-static int skinny_ok(void)
+/* ---- AVX2 + FMA: the same sums, bit for bit --------------------------------- */
+
+/* red16_512 on 16 lanes held as lo (0..7) and hi (8..15). */
+__attribute__((target("avx2,fma"), always_inline)) static inline float red16_256(__m256 lo, __m256 hi)
 {
-    static int ok = -1; /* benign race: every thread computes the same value */
-    if (ok < 0) {
-        __builtin_cpu_init();
-        ok = __builtin_cpu_supports("avx512f") ? 1 : 0;
+    __m256 t3 = _mm256_add_ps(hi, lo);
+    __m128 t6 = _mm_add_ps(_mm256_extractf128_ps(t3, 1), _mm256_castps256_ps128(t3));
+    __m128 t8 = _mm_add_ps(t6, _mm_shuffle_ps(t6, t6, 0x4e));
+    return _mm_cvtss_f32(t8) + _mm_cvtss_f32(_mm_shuffle_ps(t8, t8, 0x55));
+}
+
+/* Lanes [0, n) of 8 on, the rest off (n clamped to 0..8). */
+__attribute__((target("avx2,fma"), always_inline)) static inline __m256i mask8(int64_t n)
+{
+    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    int32_t k = n < 0 ? 0 : n > 8 ? 8 : (int32_t)n;
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(k), idx);
+}
+
+/* oi_block for AVX2: R (1 or 2) input rows against two weight rows; each
+ * dot product keeps 16 lanes (two registers) stepping 16 elements, the
+ * tail loaded masked with zeros, exactly as the AVX-512 kernel does. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+oi_block2(float *out, const float *const *xr, const float *const *wr, int64_t C, int64_t OC, int64_t no,
+          const int R)
+{
+    const int64_t full = C & ~(int64_t)15;
+    __m256 acc[2][2][2];
+#pragma GCC unroll 2
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 2
+        for (int j = 0; j < 2; j++)
+            acc[r][j][0] = acc[r][j][1] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < full; i += 16) {
+        __m256 wv[2][2];
+#pragma GCC unroll 2
+        for (int j = 0; j < 2; j++) {
+            wv[j][0] = _mm256_loadu_ps(wr[j] + i);
+            wv[j][1] = _mm256_loadu_ps(wr[j] + i + 8);
+        }
+#pragma GCC unroll 2
+        for (int r = 0; r < R; r++) {
+            __m256 x0 = _mm256_loadu_ps(xr[r] + i), x1 = _mm256_loadu_ps(xr[r] + i + 8);
+#pragma GCC unroll 2
+            for (int j = 0; j < 2; j++) {
+                acc[r][j][0] = _mm256_fmadd_ps(x0, wv[j][0], acc[r][j][0]);
+                acc[r][j][1] = _mm256_fmadd_ps(x1, wv[j][1], acc[r][j][1]);
+            }
+        }
     }
-    return ok;
+    if (full < C) {
+        const __m256i m0 = mask8(C - full), m1 = mask8(C - full - 8);
+        __m256 wv[2][2];
+#pragma GCC unroll 2
+        for (int j = 0; j < 2; j++) {
+            wv[j][0] = _mm256_maskload_ps(wr[j] + full, m0);
+            wv[j][1] = _mm256_maskload_ps(wr[j] + full + 8, m1);
+        }
+#pragma GCC unroll 2
+        for (int r = 0; r < R; r++) {
+            __m256 x0 = _mm256_maskload_ps(xr[r] + full, m0), x1 = _mm256_maskload_ps(xr[r] + full + 8, m1);
+#pragma GCC unroll 2
+            for (int j = 0; j < 2; j++) {
+                acc[r][j][0] = _mm256_fmadd_ps(x0, wv[j][0], acc[r][j][0]);
+                acc[r][j][1] = _mm256_fmadd_ps(x1, wv[j][1], acc[r][j][1]);
+            }
+        }
+    }
+#pragma GCC unroll 2
+    for (int r = 0; r < R; r++)
+        for (int64_t j = 0; j < no; j++)
+            out[r * OC + j] += red16_256(acc[r][j][0], acc[r][j][1]);
+}
+
+/* skinny_out_in for AVX2: weight rows two at a time, input rows in pairs. */
+__attribute__((target("avx2,fma"))) static void skinny_out_in_avx2(void *vctx, int64_t b, int64_t e, int chunk)
+{
+    (void)chunk;
+    const skinny_ctx *k = vctx;
+    const int64_t C = k->C, OC = k->OC, N = k->N;
+    const int64_t o_end = e * 4 < OC ? e * 4 : OC;
+    for (int64_t o = b * 4; o < o_end; o += 2) {
+        const int64_t no = o_end - o < 2 ? o_end - o : 2;
+        const float *wr[2] = {k->w + o * C, k->w + (o + (no > 1 ? 1 : 0)) * C};
+        int64_t n = 0;
+        for (; n + 2 <= N; n += 2) {
+            const float *xr[2] = {k->inp + n * C, k->inp + (n + 1) * C};
+            oi_block2(k->out + n * OC + o, xr, wr, C, OC, no, 2);
+        }
+        if (n < N) {
+            const float *xr[1] = {k->inp + n * C};
+            oi_block2(k->out + n * OC + o, xr, wr, C, OC, no, 1);
+        }
+    }
+}
+
+/* io_block for AVX2: R (1 or 2) input rows against a 32-column tile; each
+ * output is the same FMA chain over i ascending as in the AVX-512 kernel. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+io_block2(float *out, const float *x, const float *w, const __m256i *m, int64_t C, int64_t OC, const int R)
+{
+    __m256 acc[2][4];
+#pragma GCC unroll 2
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; v++)
+            acc[r][v] = _mm256_maskload_ps(out + r * OC + 8 * v, m[v]);
+    for (int64_t i = 0; i < C; i++) {
+        const float *wr = w + i * OC;
+        /* as in io_block (addresses as integers: row i + 8 may lie past the matrix) */
+        _mm_prefetch((const char *)((uintptr_t)wr + (uintptr_t)(8 * OC) * sizeof(float)), _MM_HINT_T0);
+        _mm_prefetch((const char *)((uintptr_t)wr + (uintptr_t)(8 * OC + 16) * sizeof(float)), _MM_HINT_T0);
+        __m256 wv[4];
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; v++)
+            wv[v] = _mm256_maskload_ps(wr + 8 * v, m[v]);
+#pragma GCC unroll 2
+        for (int r = 0; r < R; r++) {
+            __m256 xv = _mm256_broadcast_ss(x + r * C + i);
+#pragma GCC unroll 4
+            for (int v = 0; v < 4; v++)
+                acc[r][v] = _mm256_fmadd_ps(xv, wv[v], acc[r][v]);
+        }
+    }
+#pragma GCC unroll 2
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; v++)
+            _mm256_maskstore_ps(out + r * OC + 8 * v, m[v], acc[r][v]);
+}
+
+/* skinny_in_out for AVX2 over the 32-column tiles [b, e). */
+__attribute__((target("avx2,fma"))) static void skinny_in_out_avx2(void *vctx, int64_t b, int64_t e, int chunk)
+{
+    (void)chunk;
+    const skinny_ctx *k = vctx;
+    const int64_t C = k->C, OC = k->OC, N = k->N;
+    const int64_t c_end = e * 32 < OC ? e * 32 : OC;
+    for (int64_t c0 = b * 32; c0 < c_end; c0 += 32) {
+        __m256i m[4];
+        for (int v = 0; v < 4; v++)
+            m[v] = mask8(c_end - c0 - 8 * v);
+        int64_t n = 0;
+        for (; n + 2 <= N; n += 2)
+            io_block2(k->out + n * OC + c0, k->inp + n * C, k->w + c0, m, C, OC, 2);
+        if (n < N)
+            io_block2(k->out + n * OC + c0, k->inp + n * C, k->w + c0, m, C, OC, 1);
+    }
+}
+
+static _Atomic int isa_cap = 2; /* tests lower it to reach the AVX2 kernels */
+
+int align__nn_decode_isa(void)
+{
+    static _Atomic int det = -1; /* threads may race to set it: each stores the same value */
+    int d = atomic_load_explicit(&det, memory_order_relaxed);
+    if (d < 0) {
+        __builtin_cpu_init();
+        d = __builtin_cpu_supports("avx512f") ? 2
+            : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? 1 : 0;
+        atomic_store_explicit(&det, d, memory_order_relaxed);
+    }
+    int cap = atomic_load_explicit(&isa_cap, memory_order_relaxed);
+    return d < cap ? d : cap;
+}
+
+void align__nn_decode_isa_cap(int cap)
+{
+    atomic_store_explicit(&isa_cap, cap < 0 ? 2 : cap, memory_order_relaxed);
+}
+#else
+int align__nn_decode_isa(void)
+{
+    return 0;
+}
+
+void align__nn_decode_isa_cap(int cap)
+{
+    (void)cap;
 }
 #endif
 
@@ -223,7 +452,8 @@ void align__nn_matmul_decode(float *out, const float *inp, const float *w, const
                              int64_t N, int64_t C, int64_t OC, int layout, float beta)
 {
 #ifdef ALIGN__SKINNY
-    if (N <= SKINNY_MAX_ROWS && skinny_ok()) {
+    const int isa = N <= SKINNY_MAX_ROWS ? align__nn_decode_isa() : 0;
+    if (isa > 0) {
         float sbeta = beta;
         if (bias) {
             bias_ctx c = {out, bias, OC, beta};
@@ -237,9 +467,10 @@ void align__nn_matmul_decode(float *out, const float *inp, const float *w, const
                 out[i] *= sbeta;
         skinny_ctx k = {out, inp, w, N, C, OC};
         if (layout == ALIGN__W_IN_OUT)
-            align__parallel_for((OC + 63) / 64, skinny_in_out, &k);
+            align__parallel_for(isa == 2 ? (OC + 63) / 64 : (OC + 31) / 32,
+                                isa == 2 ? skinny_in_out : skinny_in_out_avx2, &k);
         else
-            align__parallel_for((OC + 3) / 4, skinny_out_in, &k);
+            align__parallel_for((OC + 3) / 4, isa == 2 ? skinny_out_in : skinny_out_in_avx2, &k);
         return;
     }
 #endif

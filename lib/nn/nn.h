@@ -27,12 +27,19 @@ void align__nn_matmul_backward(float *dinp, float *dw, float *dbias, const float
                                const float *inp, const float *w, int64_t N, int64_t C, int64_t OC,
                                int layout);
 /* The same product for decoding (a few rows: one new token per sequence).
- * With AVX-512 and N <= 16 it reads the weights once for all rows, and each
- * row's result depends neither on the other rows nor on the thread count;
- * otherwise it is align__nn_matmul_forward. The forward pass of training
- * keeps align__nn_matmul_forward (its bits do not change with this path). */
+ * With AVX-512, or AVX2 + FMA, and N <= 16 it reads the weights once for all
+ * rows, and each row's result depends neither on the other rows nor on the
+ * thread count (nor on which of the two instruction sets ran: the AVX2
+ * kernels sum in the same order); otherwise it is align__nn_matmul_forward.
+ * The forward pass of training keeps align__nn_matmul_forward (its bits do
+ * not change with this path). */
 void align__nn_matmul_decode(float *out, const float *inp, const float *w, const float *bias,
                              int64_t N, int64_t C, int64_t OC, int layout, float beta);
+/* The few-row kernels align__nn_matmul_decode uses: 2 AVX-512, 1 AVX2 + FMA,
+ * 0 none (sgemm / sgemv), detected once by cpuid. _cap(level) lowers it for
+ * tests (process-wide, not thread-safe; a negative level restores it). */
+int align__nn_decode_isa(void);
+void align__nn_decode_isa_cap(int level);
 void align__nn_matmul_forward_ref(float *out, const float *inp, const float *w, const float *bias,
                                   int64_t N, int64_t C, int64_t OC, int layout, float beta);
 void align__nn_matmul_backward_ref(float *dinp, float *dw, float *dbias, const float *dout,
@@ -52,6 +59,10 @@ void align__nn_layernorm_forward_ref(float *out, float *mean, float *rstd, const
 void align__nn_layernorm_backward_ref(float *dinp, float *dw, float *db, const float *dout,
                                       const float *inp, const float *w, const float *mean,
                                       const float *rstd, int64_t N, int64_t C);
+
+/* sum of x[i]^2 in double (one thread; eight running sums with AVX2 + FMA,
+ * folded in a fixed order, else one). */
+double align__nn_sumsq(const float *x, int64_t n);
 
 /* tanh-approximated GELU (Hendrycks & Gimpel 2016), as GPT-2. */
 void align__nn_gelu_forward(float *out, const float *inp, int64_t n);
