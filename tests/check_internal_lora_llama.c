@@ -164,7 +164,7 @@ START_TEST(test_llama_gradcheck)
         for (int k = 0; k < 3; k++) {
             size_t j = t->offset + (size_t)((k * 7919 + ti * 31) % (int)t->numel);
             /* central differences at h and h/2, Richardson-extrapolated */
-            float keep = v.params[j], h = 1e-2f;
+            float keep = v.params[j], h = 4e-2f; /* wide: fp32 forward noise / h dominates the error */
             double dd[2];
             for (int q = 0; q < 2; q++) {
                 float hq = q ? h / 2 : h;
@@ -180,7 +180,9 @@ START_TEST(test_llama_gradcheck)
             double fd = (4.0 * dd[1] - dd[0]) / 3.0, an = v.grads[j];
             double err = fabs(fd - an) / (fabs(fd) + fabs(an) + 1e-2);
             worst = fmax(worst, err);
-            ck_assert_msg(err < 0.03, "%s[%zu]: analytic %g, finite difference %g", t->name, j - t->offset, an, fd);
+            if (getenv("LORA_GC_VERBOSE"))
+                fprintf(stderr, "%s[%zu] %g %g %.2e\n", t->name, j - t->offset, an, fd, err);
+            ck_assert_msg(err < 0.015, "%s[%zu]: analytic %g, finite difference %g", t->name, j - t->offset, an, fd);
             checked++;
         }
     }
