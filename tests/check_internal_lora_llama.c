@@ -403,6 +403,35 @@ START_TEST(test_llama_scalar_head_copy)
 }
 END_TEST
 
+/* align_model_save / load keep the adapters (a LoRA trainer's checkpoint). */
+START_TEST(test_llama_checkpoint_keeps_adapters)
+{
+    align_model *m = mk_llama(2, ALIGN_MODEL_UNTIED_HEAD | ALIGN_MODEL_SCALAR_HEAD, 7);
+    attach(m, "k,o,up", 2, 4.0f);
+    randomize_adapters(m, 13, 0.5f);
+    ck_assert_int_eq(align_model_lora_enable(m, 1), ALIGN_OK);
+    char *dir = test_tmpdir("lora-llama-ckpt");
+    char p[4200];
+    snprintf(p, sizeof p, "%s/m.safetensors", dir);
+    ck_assert_int_eq(align_model_save(m, p), ALIGN_OK);
+    align_model *b = NULL;
+    ck_assert_int_eq(align_model_load(&b, p, NULL), ALIGN_OK);
+    ck_assert_ptr_ne(b->lora, NULL);
+    ck_assert_int_eq(align_model_lora_num_params(b), align_model_lora_num_params(m));
+    float a1[NLP], b1[NLP], s1[NSEQ * TLEN], s2[NSEQ * TLEN];
+    fwd(m, a1);
+    fwd(b, b1);
+    ck_assert_int_eq(memcmp(a1, b1, sizeof a1), 0);
+    ck_assert_int_eq(align_model_forward(m, toks, lens, NSEQ, TLEN, NULL, s1, NULL), ALIGN_OK);
+    ck_assert_int_eq(align_model_forward(b, toks, lens, NSEQ, TLEN, NULL, s2, NULL), ALIGN_OK);
+    ck_assert_int_eq(memcmp(s1, s2, sizeof s1), 0);
+    ck_assert_int_eq(memcmp(m->params, b->params, m->n_params * sizeof(float)), 0);
+    align_model_free(b);
+    free(dir);
+    align_model_free(m);
+}
+END_TEST
+
 /* DPO with LoRA on Llama: prompts "v:xyz " prefer a vowel answer, "c:xyz "
  * a consonant one; the held-out preference accuracy rises and the base and
  * the shared reference stay bitwise. */
@@ -525,6 +554,7 @@ Suite *internal_lora_llama_suite(void)
     tcase_add_test(tc, test_llama_reference_merge_decode);
     tcase_add_test(tc, test_llama_peft_roundtrip);
     tcase_add_test(tc, test_llama_scalar_head_copy);
+    tcase_add_test(tc, test_llama_checkpoint_keeps_adapters);
     tcase_add_test(tc, test_llama_dpo_lora_learns);
     return s;
 }
