@@ -490,7 +490,45 @@ static double accuracy(align_model *m, const align_tokenizer *t, uint32_t seed, 
     return (double)ok / n;
 }
 
-START_TEST(test_llama_dpo_lora_learns)
+typedef struct {
+    align_model *m, *ref;
+    align_optimizer *o;
+    align_trainer *tr;
+} run;
+
+static void run_open(run *r, align_dataset *d, align_tokenizer *t, int max_steps)
+{
+    r->m = mk_llama(2, 0, 11);
+    attach(r->m, "all-linear", 8, 16.0f);
+    ck_assert_int_eq(align_model_clone(&r->ref, r->m, ALIGN_FROZEN | ALIGN_CLONE_NO_ADAPTERS), ALIGN_OK);
+    align_optimizer_params op;
+    ALIGN_OPTIMIZER_DEFAULT_PARAMS(&op);
+    op.learning_rate = 3e-3f;
+    ck_assert_int_eq(align_optimizer_create(&r->o, r->m, &op), ALIGN_OK);
+    align_dpo_params dp;
+    ALIGN_DPO_DEFAULT_PARAMS(&dp);
+    dp.micro_batch = 8;
+    dp.max_steps = max_steps;
+    ck_assert_int_eq(align_trainer_create_dpo(&r->tr, r->m, r->ref, t, d, r->o, &dp), ALIGN_OK);
+}
+
+static void run_close(run *r)
+{
+    align_trainer_free(r->tr);
+    align_optimizer_free(r->o);
+    align_model_free(r->ref);
+    align_model_free(r->m);
+}
+
+static int run_steps(run *r, int n)
+{
+    int k = 0;
+    while (k < n && align_trainer_step(r->tr, NULL) == ALIGN_OK)
+        k++;
+    return k;
+}
+
+START_TEST(test_llama_dpo_lora_learns_and_resumes)
 {
     align_tokenizer *t = NULL;
     ck_assert_int_eq(align_tokenizer_bytes(&t), ALIGN_OK);
@@ -502,43 +540,44 @@ START_TEST(test_llama_dpo_lora_learns)
         pref_example(&rs, p, c, r);
         ck_assert_int_eq(align_dataset_add_preference(d, p, c, r, NULL), ALIGN_OK);
     }
-    const int total = 30;
-    align_model *m = mk_llama(2, 0, 11), *ref = NULL;
-    attach(m, "all-linear", 8, 16.0f);
-    ck_assert_int_eq(align_model_clone(&ref, m, ALIGN_FROZEN | ALIGN_CLONE_NO_ADAPTERS), ALIGN_OK);
-    align_optimizer_params op;
-    ALIGN_OPTIMIZER_DEFAULT_PARAMS(&op);
-    op.learning_rate = 3e-3f;
-    align_optimizer *o = NULL;
-    ck_assert_int_eq(align_optimizer_create(&o, m, &op), ALIGN_OK);
-    align_dpo_params dp;
-    ALIGN_DPO_DEFAULT_PARAMS(&dp);
-    dp.micro_batch = 8;
-    dp.max_steps = total;
-    align_trainer *tr = NULL;
-    ck_assert_int_eq(align_trainer_create_dpo(&tr, m, ref, t, d, o, &dp), ALIGN_OK);
-    size_t nb = m->n_params;
+    const int total = 30, at = 11;
+    run a, b, c;
+    run_open(&a, d, t, total);
+    size_t nb = a.m->n_params;
     float *base0 = malloc(nb * sizeof(float));
-    memcpy(base0, m->params, nb * sizeof(float));
+    memcpy(base0, a.m->params, nb * sizeof(float));
     double mg0, mg1;
-    double acc0 = accuracy(m, t, 777, 100, &mg0);
-    int k = 0;
-    while (k < 1000 && align_trainer_step(tr, NULL) == ALIGN_OK)
-        k++;
-    ck_assert_int_eq(k, total);
-    double acc1 = accuracy(m, t, 777, 100, &mg1);
+    double acc0 = accuracy(a.m, t, 777, 100, &mg0);
+    ck_assert_int_eq(run_steps(&a, 1000), total);
+    double acc1 = accuracy(a.m, t, 777, 100, &mg1);
     fprintf(stderr, "llama dpo + lora (r 8, all-linear): held-out accuracy %.2f -> %.2f, margin %.3f -> %.3f "
             "after %d steps\n", acc0, acc1, mg0, mg1, total);
     ck_assert(acc0 > 0.2 && acc0 < 0.8);
     ck_assert(acc1 >= 0.85);
     ck_assert(mg1 > mg0 + 1.0);
-    ck_assert_int_eq(memcmp(base0, m->params, nb * sizeof(float)), 0);
-    ck_assert_ptr_eq(ref->wts, m->wts);
+    ck_assert_int_eq(memcmp(base0, a.m->params, nb * sizeof(float)), 0);
+    ck_assert_ptr_eq(a.ref->wts, a.m->wts);
+    /* save after `at` steps, resume in a new run: the same adapters, bitwise */
+    run_open(&b, d, t, total);
+    ck_assert_int_eq(run_steps(&b, at), at);
+    char *dir = test_tmpdir("lora-llama-resume");
+    char ck[4200];
+    snprintf(ck, sizeof ck, "%s/ck", dir);
+    ck_assert_int_eq(align_trainer_save(b.tr, ck), ALIGN_OK);
+    run_close(&b);
+    run_open(&c, d, t, total);
+    ck_assert_int_eq(align_trainer_resume(c.tr, ck), ALIGN_OK);
+    ck_assert_ptr_eq(c.ref->wts, c.m->wts);
+    ck_assert_int_eq(run_steps(&c, 1000), total - at);
+    align__train_view va, vc;
+    align__model_train_view(a.m, &va);
+    align__model_train_view(c.m, &vc);
+    ck_assert_int_eq(va.n, vc.n);
+    ck_assert_int_eq(memcmp(va.params, vc.params, va.n * sizeof(float)), 0);
+    run_close(&c);
+    run_close(&a);
     free(base0);
-    align_trainer_free(tr);
-    align_optimizer_free(o);
-    align_model_free(ref);
-    align_model_free(m);
+    free(dir);
     align_dataset_free(d);
     align_tokenizer_free(t);
 }
@@ -555,6 +594,6 @@ Suite *internal_lora_llama_suite(void)
     tcase_add_test(tc, test_llama_peft_roundtrip);
     tcase_add_test(tc, test_llama_scalar_head_copy);
     tcase_add_test(tc, test_llama_checkpoint_keeps_adapters);
-    tcase_add_test(tc, test_llama_dpo_lora_learns);
+    tcase_add_test(tc, test_llama_dpo_lora_learns_and_resumes);
     return s;
 }
