@@ -2,8 +2,9 @@
  * (grouped-query attention, untied head, scalar head): a fresh adapter
  * changes nothing, adapter gradients against finite differences, the base
  * frozen and shared with the "adapters off" reference, merge, decoding, the
- * PEFT folder round trip (Llama's module names, fan_in_fan_out false), and a
- * DPO run with LoRA that learns a task the test makes. */
+ * PEFT folder and checkpoint round trips (Llama's module names, fan_in_fan_out
+ * false), forwards of a frozen clone from several threads, and a
+ * DPO run with LoRA that learns a task the test makes and resumes bitwise. */
 #include "testutil.h"
 
 #include "align.h"
@@ -12,6 +13,7 @@
 
 #include <jansson.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 
 #define V_ 257
@@ -432,6 +434,54 @@ START_TEST(test_llama_checkpoint_keeps_adapters)
 }
 END_TEST
 
+/* A frozen Llama with adapters serves forwards from several threads at once
+ * (adapter scratch per call), each equal to the single-threaded result and
+ * to the trainable model's. */
+typedef struct {
+    align_model *m;
+    float lp[NLP];
+    int rc;
+} fwd_job;
+
+static void *fwd_thread(void *p)
+{
+    fwd_job *j = p;
+    for (int k = 0; k < 5 && !j->rc; k++)
+        j->rc = align_model_forward(j->m, toks, lens, NSEQ, TLEN, j->lp, NULL, NULL);
+    return NULL;
+}
+
+START_TEST(test_llama_frozen_threads)
+{
+    align_model *m = mk_llama(2, 0, 8);
+    attach(m, "all-linear", 4, 8.0f);
+    randomize_adapters(m, 4, 0.5f);
+    align_model *fz = NULL;
+    ck_assert_int_eq(align_model_clone(&fz, m, ALIGN_FROZEN), ALIGN_OK);
+    ck_assert_ptr_eq(fz->wts, m->wts);
+    float want[NLP], mine[NLP];
+    fwd(fz, want);
+    fwd(m, mine);
+    ck_assert_int_eq(memcmp(mine, want, sizeof want), 0);
+    fwd_job jobs[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        jobs[i].m = fz;
+        jobs[i].rc = 0;
+        ck_assert_int_eq(pthread_create(&th[i], NULL, fwd_thread, &jobs[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_int_eq(jobs[i].rc, ALIGN_OK);
+        ck_assert_int_eq(memcmp(jobs[i].lp, want, sizeof want), 0);
+    }
+    align_model_free(m); /* the clone keeps the shared base alive */
+    fwd(fz, mine);
+    ck_assert_int_eq(memcmp(mine, want, sizeof want), 0);
+    align_model_free(fz);
+}
+END_TEST
+
 /* DPO with LoRA on Llama: prompts "v:xyz " prefer a vowel answer, "c:xyz "
  * a consonant one; the held-out preference accuracy rises and the base and
  * the shared reference stay bitwise. */
@@ -594,6 +644,7 @@ Suite *internal_lora_llama_suite(void)
     tcase_add_test(tc, test_llama_peft_roundtrip);
     tcase_add_test(tc, test_llama_scalar_head_copy);
     tcase_add_test(tc, test_llama_checkpoint_keeps_adapters);
+    tcase_add_test(tc, test_llama_frozen_threads);
     tcase_add_test(tc, test_llama_dpo_lora_learns_and_resumes);
     return s;
 }
