@@ -253,7 +253,10 @@ typedef struct align_lora_params {
     float       dropout;      /* must be 0 (dropout on the adapter input is not implemented) */
     const char *targets;      /* comma list of module names (default "c_attn"); GPT-2: c_attn, c_proj
                                  (both), attn.c_proj, mlp.c_proj, c_fc, all-linear; aliases o, up, down.
-                                 q / k / v are refused on GPT-2 (fused into c_attn). Copied. */
+                                 q / k / v are refused on GPT-2 (fused into c_attn). Llama: q_proj,
+                                 k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, all-linear;
+                                 aliases q, k, v, o, gate, up, down (give them: the default is
+                                 GPT-2's). Copied. */
     uint64_t    seed;         /* A's initialisation (Kaiming-uniform as PEFT); B starts at 0 */
     const char *base_model_name_or_path; /* recorded in adapter_config.json (NULL: ""). Copied. */
 } align_lora_params;

@@ -8,8 +8,11 @@
  * (LlamaForCausalLM: nn.Linear weights [out][in]), so a published folder
  * loads by name. Forward, backward, and decoding with a KV cache.
  *
- * Every linear layer goes through linear_fwd / linear_bwd (one place to hook
- * per-layer adapters). */
+ * Every linear layer goes through linear_fwd / linear_bwd, which call the
+ * LoRA hooks (lora.c) for the adaptable ones. While adapters are attached
+ * the base holds no gradients (m->grads NULL): G() is NULL and the
+ * backward skips the base's weight gradients. */
+#include "model/lora.h"
 #include "model/model_impl.h"
 #include "nn/nn.h"
 #include "nn/nn_llama.h"
@@ -74,7 +77,10 @@ static void layer_of(const align_model *m, int l, llama_layer *L)
 }
 
 static const float *P(const align_model *m, int ti) { return ti < 0 ? NULL : m->params + m->tensors[ti].offset; }
-static float *G(const align_model *m, int ti) { return ti < 0 ? NULL : m->grads + m->tensors[ti].offset; }
+static float *G(const align_model *m, int ti)
+{
+    return ti < 0 || !m->grads ? NULL : m->grads + m->tensors[ti].offset;
+}
 
 /* ---- configuration ------------------------------------------------------------- */
 
@@ -183,7 +189,20 @@ static void llama_build_tensors(align_model *m)
     m->n_params = off;
 }
 
-static void llama_point(align_model *m) { (void)m; /* views are computed from the table */ }
+/* Views are computed from the table, except the scalar head's, which LoRA
+ * re-points at its trainable copy (align__lora_repoint, as for GPT-2). */
+static void llama_point(align_model *m)
+{
+    llama_dims d;
+    dims_of(m, &d);
+    m->w.scorew = m->g.scorew = m->w.scoreb = m->g.scoreb = NULL;
+    if (d.score_w >= 0) {
+        m->w.scorew = m->params + m->tensors[d.score_w].offset;
+        m->w.scoreb = m->params + m->tensors[d.score_b].offset;
+        m->g.scorew = G(m, d.score_w);
+        m->g.scoreb = G(m, d.score_b);
+    }
+}
 
 /* transformers' Llama initialisation: N(0, 0.02) matrices and embeddings,
  * zero biases, unit norm gains; each tensor from its own Philox stream. */
@@ -289,23 +308,31 @@ static size_t llama_acts_layout(const align_model *m, align__acts *a, int64_t B,
 /* ---- linear layers: the one place every projection goes through ------------------ */
 
 /* out[N][OC] = beta * out + inp[N][IC] @ W^T (+ bias), W = tensor wi [OC][IC]
- * (nn.Linear's layout). decode: the few-row product of decoding. */
-static void linear_fwd(const align_model *m, int wi, int bi, float *out, const float *inp, int64_t N,
-                       float beta, int decode)
+ * (nn.Linear's layout), plus the LoRA adapter of (layer l, site) if any
+ * (site -1: the heads, never adapted). a: the forward's arena (NULL when
+ * decoding). decode: the few-row product of decoding. */
+static void linear_fwd(const align_model *m, const align__acts *a, int l, int site, int wi, int bi, float *out,
+                       const float *inp, int64_t N, float beta, int decode)
 {
     const align__tensor *t = &m->tensors[wi];
     (decode ? align__nn_matmul_decode : align__nn_matmul_forward)(out, inp, P(m, wi), P(m, bi), N,
                                                                   t->shape[1], t->shape[0],
                                                                   ALIGN__W_OUT_IN, beta);
+    if (site >= 0)
+        align__lora_fwd(m, a, l, site, out, inp, N);
 }
 
-/* dinp[N][IC] = dout @ W (overwritten), dW += dout^T inp, dbias += column sums. */
-static void linear_bwd(align_model *m, int wi, int bi, float *dinp, const float *dout,
+/* dinp[N][IC] = dout @ W (overwritten), dW += dout^T inp, dbias += column sums
+ * (skipped without base gradients), then the adapter's part of dinp and its
+ * dA, dB. */
+static void linear_bwd(align_model *m, int l, int site, int wi, int bi, float *dinp, const float *dout,
                        const float *inp, int64_t N)
 {
     const align__tensor *t = &m->tensors[wi];
     align__nn_matmul_backward(dinp, G(m, wi), G(m, bi), dout, inp, P(m, wi), N, t->shape[1],
                               t->shape[0], ALIGN__W_OUT_IN);
+    if (site >= 0)
+        align__lora_bwd(m, l, site, dinp, dout, inp, N);
 }
 
 static void add_into(float *dst, const float *src, int64_t n)
@@ -331,27 +358,27 @@ static void llama_forward(const align_model *m, align__acts *a, float *token_log
         slot(m, a, l, &la);
         layer_of(m, l, &L);
         align__nn_rmsnorm_forward(la.ln1, la.rstd1, resid, P(m, L.ti[T_LN1]), eps, N, C);
-        linear_fwd(m, L.ti[T_Q], L.ti[T_QB], la.q, la.ln1, N, 0.0f, 0);
-        linear_fwd(m, L.ti[T_K], L.ti[T_KB], la.k, la.ln1, N, 0.0f, 0);
-        linear_fwd(m, L.ti[T_V], L.ti[T_VB], la.v, la.ln1, N, 0.0f, 0);
+        linear_fwd(m, a, l, ALIGN__LORA_LLAMA_Q, L.ti[T_Q], L.ti[T_QB], la.q, la.ln1, N, 0.0f, 0);
+        linear_fwd(m, a, l, ALIGN__LORA_LLAMA_K, L.ti[T_K], L.ti[T_KB], la.k, la.ln1, N, 0.0f, 0);
+        linear_fwd(m, a, l, ALIGN__LORA_LLAMA_V, L.ti[T_V], L.ti[T_VB], la.v, la.ln1, N, 0.0f, 0);
         align__nn_rope(la.q, a->rope_cos, a->rope_sin, B, T, d.NH, d.hs, C, 0);
         align__nn_rope(la.k, a->rope_cos, a->rope_sin, B, T, d.KVH, d.hs, d.KVD, 0);
         align__nn_gqa_forward(la.atty, la.att, la.q, la.k, la.v, a->lengths, B, T, d.NH, d.KVH, d.hs);
         memcpy(la.res2, resid, (size_t)(N * C) * sizeof(float));
-        linear_fwd(m, L.ti[T_O], -1, la.res2, la.atty, N, 1.0f, 0);
+        linear_fwd(m, a, l, ALIGN__LORA_LLAMA_O, L.ti[T_O], -1, la.res2, la.atty, N, 1.0f, 0);
         align__nn_rmsnorm_forward(la.ln2, la.rstd2, la.res2, P(m, L.ti[T_LN2]), eps, N, C);
-        linear_fwd(m, L.ti[T_GATE], -1, la.gate, la.ln2, N, 0.0f, 0);
-        linear_fwd(m, L.ti[T_UP], -1, la.up, la.ln2, N, 0.0f, 0);
+        linear_fwd(m, a, l, ALIGN__LORA_LLAMA_GATE, L.ti[T_GATE], -1, la.gate, la.ln2, N, 0.0f, 0);
+        linear_fwd(m, a, l, ALIGN__LORA_LLAMA_UP, L.ti[T_UP], -1, la.up, la.ln2, N, 0.0f, 0);
         align__nn_swiglu_forward(la.h, la.gate, la.up, N * d.I);
         memcpy(la.res3, la.res2, (size_t)(N * C) * sizeof(float));
-        linear_fwd(m, L.ti[T_DOWN], -1, la.res3, la.h, N, 1.0f, 0);
+        linear_fwd(m, a, l, ALIGN__LORA_LLAMA_DOWN, L.ti[T_DOWN], -1, la.res3, la.h, N, 1.0f, 0);
         resid = la.res3;
     }
     align__nn_rmsnorm_forward(a->lnf, a->lnf_rstd, resid, P(m, d.norm), eps, N, C);
 
     a->head_done = 0;
     if (token_logprobs || logits || argmax) {
-        linear_fwd(m, d.head, -1, a->probs, a->lnf, N, 0.0f, 0);
+        linear_fwd(m, a, -1, -1, d.head, -1, a->probs, a->lnf, N, 0.0f, 0);
         align__nn_logsoftmax_forward(a->logprob, a->argmax, logits, a->probs, a->targets, N, d.V);
         a->head_done = 1;
         for (int64_t b = 0; b < B; b++)
@@ -363,7 +390,7 @@ static void llama_forward(const align_model *m, align__acts *a, float *token_log
             }
     }
     if (scalar) {
-        const float *sw = P(m, d.score_w), *sb = P(m, d.score_b);
+        const float *sw = m->w.scorew, *sb = m->w.scoreb; /* sw: LoRA's copy while attached */
         for (int64_t r = 0; r < N; r++) {
             if (a->targets[r] == -2) {
                 scalar[r] = 0.0f;
@@ -403,12 +430,12 @@ static void llama_backward(align_model *m, const float *dlp, const float *ds)
     }
     if (any) {
         align__nn_logsoftmax_backward(a->probs, a->logprob, a->targets, N, d.V);
-        linear_bwd(m, d.head, -1, a->dC, a->probs, a->lnf, N);
+        linear_bwd(m, -1, -1, d.head, -1, a->dC, a->probs, a->lnf, N);
     }
     a->head_done = 0;
     if (ds && d.score_w >= 0) {
-        const float *sw = P(m, d.score_w);
-        float *gsw = G(m, d.score_w), *gsb = G(m, d.score_b);
+        const float *sw = m->w.scorew;
+        float *gsw = m->g.scorew, *gsb = m->g.scoreb; /* gsb NULL, gsw LoRA's copy while attached */
         for (int64_t r = 0; r < N; r++) {
             if (a->targets[r] == -2 || ds[r] == 0.0f)
                 continue;
@@ -417,9 +444,11 @@ static void llama_backward(align_model *m, const float *dlp, const float *ds)
             float *dx = a->dC + r * C;
             for (int64_t i = 0; i < C; i++) {
                 dx[i] += g * sw[i];
-                gsw[i] += g * x[i];
+                if (gsw)
+                    gsw[i] += g * x[i];
             }
-            gsb[0] += g;
+            if (gsb)
+                gsb[0] += g;
         }
     }
     llama_acts la;
@@ -438,27 +467,28 @@ static void llama_backward(align_model *m, const float *dlp, const float *ds)
             resid = prev.res3;
         }
         /* MLP: dres holds d(res3), which is also d(res2) through the identity path */
-        linear_bwd(m, Lw.ti[T_DOWN], -1, dh, a->dres, la.h, N);
+        linear_bwd(m, l, ALIGN__LORA_LLAMA_DOWN, Lw.ti[T_DOWN], -1, dh, a->dres, la.h, N);
         align__nn_swiglu_backward(dgate, dup, dh, la.gate, la.up, N * I);
-        linear_bwd(m, Lw.ti[T_GATE], -1, a->dC, dgate, la.ln2, N);
-        linear_bwd(m, Lw.ti[T_UP], -1, dtmp, dup, la.ln2, N);
+        linear_bwd(m, l, ALIGN__LORA_LLAMA_GATE, Lw.ti[T_GATE], -1, a->dC, dgate, la.ln2, N);
+        linear_bwd(m, l, ALIGN__LORA_LLAMA_UP, Lw.ti[T_UP], -1, dtmp, dup, la.ln2, N);
         add_into(a->dC, dtmp, N * C);
         align__nn_rmsnorm_backward(a->dres, G(m, Lw.ti[T_LN2]), a->dC, la.res2, P(m, Lw.ti[T_LN2]), la.rstd2, N, C);
         /* attention */
-        linear_bwd(m, Lw.ti[T_O], -1, a->dC, a->dres, la.atty, N);
+        linear_bwd(m, l, ALIGN__LORA_LLAMA_O, Lw.ti[T_O], -1, a->dC, a->dres, la.atty, N);
         align__nn_gqa_backward(dq, dk, dv, a->att_scratch, a->dC, la.q, la.k, la.v, la.att, a->lengths,
                                B, T, d.NH, d.KVH, d.hs);
         /* the rotation is orthogonal: its transpose carries the gradient back */
         align__nn_rope(dq, a->rope_cos, a->rope_sin, B, T, d.NH, d.hs, C, 1);
         align__nn_rope(dk, a->rope_cos, a->rope_sin, B, T, d.KVH, d.hs, d.KVD, 1);
-        linear_bwd(m, Lw.ti[T_Q], Lw.ti[T_QB], a->dC, dq, la.ln1, N);
-        linear_bwd(m, Lw.ti[T_K], Lw.ti[T_KB], dtmp, dk, la.ln1, N);
+        linear_bwd(m, l, ALIGN__LORA_LLAMA_Q, Lw.ti[T_Q], Lw.ti[T_QB], a->dC, dq, la.ln1, N);
+        linear_bwd(m, l, ALIGN__LORA_LLAMA_K, Lw.ti[T_K], Lw.ti[T_KB], dtmp, dk, la.ln1, N);
         add_into(a->dC, dtmp, N * C);
-        linear_bwd(m, Lw.ti[T_V], Lw.ti[T_VB], dtmp, dv, la.ln1, N);
+        linear_bwd(m, l, ALIGN__LORA_LLAMA_V, Lw.ti[T_V], Lw.ti[T_VB], dtmp, dv, la.ln1, N);
         add_into(a->dC, dtmp, N * C);
         align__nn_rmsnorm_backward(a->dres, G(m, Lw.ti[T_LN1]), a->dC, resid, P(m, Lw.ti[T_LN1]), la.rstd1, N, C);
     }
-    align__nn_embed_backward(G(m, d.embed), a->dres, a->tokens, a->lengths, B, T, C);
+    if (m->grads) /* NULL: frozen base (LoRA) */
+        align__nn_embed_backward(G(m, d.embed), a->dres, a->tokens, a->lengths, B, T, C);
 }
 
 /* ---- KV cache and decoding ----------------------------------------------------------- */
@@ -673,9 +703,9 @@ static int llama_decode(align_model *m, align__kv_cache *kc, const int32_t *toke
         llama_layer Lw;
         layer_of(m, (int)l, &Lw);
         align__nn_rmsnorm_forward(c->ln, NULL, c->x, P(m, Lw.ti[T_LN1]), eps, R, C);
-        linear_fwd(m, Lw.ti[T_Q], Lw.ti[T_QB], c->q, c->ln, R, 0.0f, 1);
-        linear_fwd(m, Lw.ti[T_K], Lw.ti[T_KB], c->kn, c->ln, R, 0.0f, 1);
-        linear_fwd(m, Lw.ti[T_V], Lw.ti[T_VB], c->vn, c->ln, R, 0.0f, 1);
+        linear_fwd(m, NULL, (int)l, ALIGN__LORA_LLAMA_Q, Lw.ti[T_Q], Lw.ti[T_QB], c->q, c->ln, R, 0.0f, 1);
+        linear_fwd(m, NULL, (int)l, ALIGN__LORA_LLAMA_K, Lw.ti[T_K], Lw.ti[T_KB], c->kn, c->ln, R, 0.0f, 1);
+        linear_fwd(m, NULL, (int)l, ALIGN__LORA_LLAMA_V, Lw.ti[T_V], Lw.ti[T_VB], c->vn, c->ln, R, 0.0f, 1);
         for (r = 0; r < R; r++) { /* rotate, then append k, v to the cache before attending */
             align__nn_rope_row(c->q + r * C, c->row_pos[r], d.NH, d.hs, theta);
             align__nn_rope_row(c->kn + r * KVD, c->row_pos[r], d.KVH, d.hs, theta);
@@ -685,12 +715,12 @@ static int llama_decode(align_model *m, align__kv_cache *kc, const int32_t *toke
         }
         kvatt_ctx kx = {c, l, d.NH, d.KVH, d.hs};
         align__parallel_for(R * d.NH, kv_attention, &kx);
-        linear_fwd(m, Lw.ti[T_O], -1, c->x, c->atty, R, 1.0f, 1);
+        linear_fwd(m, NULL, (int)l, ALIGN__LORA_LLAMA_O, Lw.ti[T_O], -1, c->x, c->atty, R, 1.0f, 1);
         align__nn_rmsnorm_forward(c->ln, NULL, c->x, P(m, Lw.ti[T_LN2]), eps, R, C);
-        linear_fwd(m, Lw.ti[T_GATE], -1, c->gate, c->ln, R, 0.0f, 1);
-        linear_fwd(m, Lw.ti[T_UP], -1, c->up, c->ln, R, 0.0f, 1);
+        linear_fwd(m, NULL, (int)l, ALIGN__LORA_LLAMA_GATE, Lw.ti[T_GATE], -1, c->gate, c->ln, R, 0.0f, 1);
+        linear_fwd(m, NULL, (int)l, ALIGN__LORA_LLAMA_UP, Lw.ti[T_UP], -1, c->up, c->ln, R, 0.0f, 1);
         align__nn_swiglu_forward(c->h, c->gate, c->up, R * d.I);
-        linear_fwd(m, Lw.ti[T_DOWN], -1, c->x, c->h, R, 1.0f, 1);
+        linear_fwd(m, NULL, (int)l, ALIGN__LORA_LLAMA_DOWN, Lw.ti[T_DOWN], -1, c->x, c->h, R, 1.0f, 1);
     }
     int64_t n_adv = 0;
     r = 0;
@@ -703,7 +733,7 @@ static int llama_decode(align_model *m, align__kv_cache *kc, const int32_t *toke
     }
     align__nn_rmsnorm_forward(c->head_in, NULL, c->head_in, P(m, d.norm), eps, n_adv, C);
     if (logits_last) {
-        linear_fwd(m, d.head, -1, c->head_out, c->head_in, n_adv, 0.0f, 1);
+        linear_fwd(m, NULL, -1, -1, d.head, -1, c->head_out, c->head_in, n_adv, 0.0f, 1);
         n_adv = 0;
         for (int32_t i = 0; i < c->n_seq; i++)
             if (n_new[i] > 0)

@@ -6,6 +6,7 @@
  * GPT-2 loader, every name, dtype and shape is checked before the model is
  * allocated, and the model is handed out only when everything loaded.
  * docs/architectures.md lists what is honoured and what is refused. */
+#include "model/lora.h"
 #include "model/model_impl.h"
 #include "model/safetensors.h"
 
@@ -417,6 +418,7 @@ static const align__st_file *find(const shards *s, const char *name)
 typedef struct {
     const align_model *table; /* tensor table of the configuration (no weights) */
     const char *bad;
+    int lora;                 /* the file carries LoRA adapters (libalign.lora metadata) */
 } names_ctx;
 
 static int check_name(const char *name, void *ud)
@@ -424,6 +426,8 @@ static int check_name(const char *name, void *ud)
     names_ctx *x = ud;
     if (align__model_find_tensor(x->table, name) || !strcmp(name, "score.weight") ||
         !strcmp(name, "score.bias") || !strcmp(name, "lm_head.weight"))
+        return 0;
+    if (x->lora && align__lora_is_adapter_name(name)) /* checked by align__lora_from_ckpt */
         return 0;
     size_t n = strlen(name);
     if (n > 22 && !strcmp(name + n - 22, ".rotary_emb.inv_freq")) /* a buffer in older files */
@@ -501,7 +505,8 @@ int align__llama_load(align_model **out, const char *path, const align_model_par
     }
     table.tensors = tab;
     align__llama_ops.build_tensors(&table);
-    names_ctx nc = {&table, NULL};
+    const char *lora_meta = align__st_meta_get(f0, "libalign.lora");
+    names_ctx nc = {&table, NULL, lora_meta != NULL};
     for (int i = 0; i < sh.n; i++)
         if (align__st_each(&sh.f[i], check_name, &nc)) {
             rc = align__error(NULL, ALIGN_EFORMAT, "%s: unexpected tensor '%s' for a %d-layer Llama of width %d",
@@ -547,6 +552,11 @@ int align__llama_load(align_model **out, const char *path, const align_model_par
             align_model_free(m);
             goto done;
         }
+    }
+    /* a LoRA trainer's checkpoint: the adapters ride along (align__llama_save) */
+    if (lora_meta && (rc = align__lora_from_ckpt(m, lora_meta, f0))) {
+        align_model_free(m);
+        goto done;
     }
     if (has_rn) {
         m->reward_norm.set = 1;
@@ -620,8 +630,18 @@ int align__llama_save(const align_model *m, const char *path, uint32_t flags, al
             return align__error(eb, ALIGN_ENOMEM, "align_model_save: out of memory");
         }
     }
-    align__st_tensor *t = align__malloc(sizeof *t * (size_t)m->n_tensors);
-    if (!t) {
+    /* LoRA adapters ride along under their PEFT names, with their
+     * configuration in the metadata (a LoRA trainer's checkpoint) */
+    int n_lora;
+    align__lora_ckpt_tensors(m, &n_lora);
+    size_t n_all = (size_t)m->n_tensors + (size_t)n_lora;
+    align__st_tensor *t = align__malloc(sizeof *t * n_all);
+    char (*names)[ALIGN__TENSOR_NAME_CAP + 32] = n_lora ? align__malloc(sizeof *names * (size_t)n_lora) : NULL;
+    char *lora_meta = n_lora ? align__malloc(8192) : NULL;
+    if (!t || (n_lora && (!names || !lora_meta || align__lora_ckpt_meta(m, lora_meta, 8192)))) {
+        align__free(t);
+        align__free(names);
+        align__free(lora_meta);
         align__free(st_path);
         align__free(cfg_path);
         return align__error(eb, ALIGN_ENOMEM, "align_model_save: out of memory");
@@ -643,6 +663,14 @@ int align__llama_save(const align_model *m, const char *path, uint32_t flags, al
         t[n].shape[1] = mt->shape[1];
         n++;
     }
+    for (int i = 0; i < n_lora; i++, n++) {
+        const float *d;
+        const char *ln = align__lora_ckpt_name(m, i, &d, t[n].shape);
+        snprintf(names[i], sizeof names[i], "base_model.model.%s", ln);
+        t[n].name = names[i];
+        t[n].data = d;
+        t[n].ndim = 2;
+    }
     const align_model_params *c = &m->cfg;
     char v[13][40];
     snprintf(v[0], sizeof v[0], "%d", c->n_layer);
@@ -659,7 +687,7 @@ int align__llama_save(const align_model *m, const char *path, uint32_t flags, al
     snprintf(v[10], sizeof v[10], "%.9g", (double)score_bias);
     snprintf(v[11], sizeof v[11], "%.9g", (double)m->reward_norm.bias);
     snprintf(v[12], sizeof v[12], "%.9g", (double)m->reward_norm.scale);
-    align__st_meta meta[15] = {
+    align__st_meta meta[16] = {
         {"format", "pt"},          {"libalign.arch", "llama"},   {"n_layer", v[0]},
         {"n_head", v[1]},          {"n_kv_head", v[2]},          {"n_embd", v[3]},
         {"vocab_size", v[4]},      {"n_positions", v[5]},        {"intermediate_size", v[6]},
@@ -672,10 +700,14 @@ int align__llama_save(const align_model *m, const char *path, uint32_t flags, al
         meta[nm++] = (align__st_meta){"libalign.reward_bias", v[11]};
         meta[nm++] = (align__st_meta){"libalign.reward_scale", v[12]};
     }
+    if (n_lora)
+        meta[nm++] = (align__st_meta){"libalign.lora", lora_meta};
     int rc = align__st_write_dtype(eb, folder ? st_path : path, t, n, meta, nm, bf16);
     if (!rc && folder)
         rc = write_config(eb, m, cfg_path, seqcls, bf16);
     align__free(t);
+    align__free(names);
+    align__free(lora_meta);
     align__free(st_path);
     align__free(cfg_path);
     return rc;

@@ -72,11 +72,11 @@ struct align__lora {
  * One table entry per architecture: its adaptable linears (PEFT module names,
  * shapes, weight layout), where their base weights live, the target names
  * and aliases it accepts, and how a site set is written as PEFT
- * target_modules. Another architecture (e.g. Llama: q_proj, k_proj, v_proj,
- * o_proj, gate_proj, up_proj, down_proj, nn.Linear weights [out][in], PEFT
- * fan_in_fan_out false, layers under "model.layers.") adds an entry here and
- * calls align__lora_fwd / _bwd after each of its linears with its site
- * numbers; nothing else in this file depends on the architecture. */
+ * target_modules. The architecture calls align__lora_fwd / _bwd after each
+ * of its linears with its site numbers (lora.h); nothing else in this file
+ * depends on the architecture. Neither LM head (GPT-2's tied one, Llama's
+ * tied or untied lm_head) is adapted, as PEFT's "all-linear" leaves out the
+ * output layer; a scalar head trains a full copy (see above). */
 typedef struct lora_name {
     const char *name;
     uint32_t bits;     /* sites */
@@ -147,9 +147,68 @@ static int gpt2_refuse(const char *t, align__errbuf *eb)
                         "all-linear, or the aliases o, up, down)", t);
 }
 
+/* Llama: nn.Linear weights [out][in] (PEFT: fan_in_fan_out = false); k_proj
+ * and v_proj are n_kv_head * head_size wide (grouped-query attention). */
+static int llama_sites(const align_model_params *c, site_desc *s)
+{
+    int64_t C = c->n_embd, KVD = (int64_t)(c->n_kv_head ? c->n_kv_head : c->n_head) * (C / c->n_head);
+    int64_t I = c->intermediate_size ? c->intermediate_size : 4 * C;
+    s[ALIGN__LORA_LLAMA_Q] = (site_desc){"self_attn.q_proj", C, C, ALIGN__W_OUT_IN};
+    s[ALIGN__LORA_LLAMA_K] = (site_desc){"self_attn.k_proj", C, KVD, ALIGN__W_OUT_IN};
+    s[ALIGN__LORA_LLAMA_V] = (site_desc){"self_attn.v_proj", C, KVD, ALIGN__W_OUT_IN};
+    s[ALIGN__LORA_LLAMA_O] = (site_desc){"self_attn.o_proj", C, C, ALIGN__W_OUT_IN};
+    s[ALIGN__LORA_LLAMA_GATE] = (site_desc){"mlp.gate_proj", C, I, ALIGN__W_OUT_IN};
+    s[ALIGN__LORA_LLAMA_UP] = (site_desc){"mlp.up_proj", C, I, ALIGN__W_OUT_IN};
+    s[ALIGN__LORA_LLAMA_DOWN] = (site_desc){"mlp.down_proj", I, C, ALIGN__W_OUT_IN};
+    return 7;
+}
+
+/* The base weight by its Hugging Face name (llama.c's layout is its own). */
+static float *llama_base_weight(align_model *m, int l, int site)
+{
+    site_desc s[ALIGN__LORA_MAX_SITES];
+    if (site < 0 || site >= llama_sites(&m->cfg, s))
+        return NULL;
+    char nm[ALIGN__TENSOR_NAME_CAP];
+    snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", l, s[site].peft);
+    const align__tensor *t = align__model_find_tensor(m, nm);
+    return t ? m->params + t->offset : NULL;
+}
+
+#define B_(s) (1u << ALIGN__LORA_LLAMA_##s)
+static const lora_name llama_names[] = {
+    {"q_proj", B_(Q)},       {"self_attn.q_proj", B_(Q)},  {"q", B_(Q)},
+    {"k_proj", B_(K)},       {"self_attn.k_proj", B_(K)},  {"k", B_(K)},
+    {"v_proj", B_(V)},       {"self_attn.v_proj", B_(V)},  {"v", B_(V)},
+    {"o_proj", B_(O)},       {"self_attn.o_proj", B_(O)},  {"o", B_(O)},
+    {"gate_proj", B_(GATE)}, {"mlp.gate_proj", B_(GATE)},  {"gate", B_(GATE)},
+    {"up_proj", B_(UP)},     {"mlp.up_proj", B_(UP)},      {"up", B_(UP)},
+    {"down_proj", B_(DOWN)}, {"mlp.down_proj", B_(DOWN)},  {"down", B_(DOWN)},
+    {"all-linear", B_(Q) | B_(K) | B_(V) | B_(O) | B_(GATE) | B_(UP) | B_(DOWN)},
+};
+static const lora_name llama_peft[] = {
+    {"q_proj", B_(Q)},         {"k_proj", B_(K)},   {"v_proj", B_(V)},       {"o_proj", B_(O)},
+    {"gate_proj", B_(GATE)},   {"up_proj", B_(UP)}, {"down_proj", B_(DOWN)},
+};
+#undef B_
+
+static int llama_refuse(const char *t, align__errbuf *eb)
+{
+    if (!strcmp(t, "c_attn") || !strcmp(t, "attn.c_attn"))
+        return align__error(eb, ALIGN_EINVAL,
+                            "lora: Llama has separate q, k and v projections: target q_proj,v_proj (PEFT's "
+                            "Llama default) or q, k, v instead of '%s'", t);
+    return align__error(eb, ALIGN_EINVAL,
+                        "lora: unknown target '%s' (Llama: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, "
+                        "down_proj, all-linear, or the aliases q, k, v, o, gate, up, down)", t);
+}
+
 static const lora_arch archs[] = {
     {ALIGN_ARCH_GPT2, "transformer.h.", 1, gpt2_sites, gpt2_base_weight, gpt2_names,
      sizeof gpt2_names / sizeof gpt2_names[0], gpt2_peft, sizeof gpt2_peft / sizeof gpt2_peft[0], gpt2_refuse},
+    {ALIGN_ARCH_LLAMA, "model.layers.", 0, llama_sites, llama_base_weight, llama_names,
+     sizeof llama_names / sizeof llama_names[0], llama_peft, sizeof llama_peft / sizeof llama_peft[0],
+     llama_refuse},
 };
 
 static const lora_arch *arch_of(const align_model_params *c)

@@ -4,8 +4,8 @@
  * (alpha/r) (x A^T) B^T with A [r][in], B [out][r] (PEFT's layout), the
  * base W frozen. The architecture's forward / backward call one hook after
  * each adaptable linear ("site"); lora.c does the rest. Sites are numbered
- * per architecture (the GPT-2 ones below; another architecture adds its own
- * table in lora.c and calls the same hooks).
+ * per architecture (GPT-2's and Llama's below; each has an entry in lora.c's
+ * table and calls the same hooks).
  */
 #ifndef ALIGN_MODEL_LORA_H
 #define ALIGN_MODEL_LORA_H
@@ -21,6 +21,17 @@ enum {
     ALIGN__LORA_FC = 2,      /* mlp.c_fc */
     ALIGN__LORA_FCPROJ = 3,  /* mlp.c_proj */
     ALIGN__LORA_MAX_SITES = 8
+};
+
+/* Llama's (llama.c; PEFT's module names under model.layers.N). */
+enum {
+    ALIGN__LORA_LLAMA_Q = 0,    /* self_attn.q_proj */
+    ALIGN__LORA_LLAMA_K = 1,    /* self_attn.k_proj */
+    ALIGN__LORA_LLAMA_V = 2,    /* self_attn.v_proj */
+    ALIGN__LORA_LLAMA_O = 3,    /* self_attn.o_proj */
+    ALIGN__LORA_LLAMA_GATE = 4, /* mlp.gate_proj */
+    ALIGN__LORA_LLAMA_UP = 5,   /* mlp.up_proj */
+    ALIGN__LORA_LLAMA_DOWN = 6  /* mlp.down_proj */
 };
 
 typedef struct align__lora align__lora;

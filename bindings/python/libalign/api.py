@@ -782,7 +782,10 @@ class Model(_Owned):
                     seed: int = 0, base_model_name_or_path: Optional[str] = None) -> None:
         """Attaches fresh LoRA adapters of rank ``r`` (scaling alpha / r) on
         ``targets`` (GPT-2: "c_attn", "c_proj", "attn.c_proj", "mlp.c_proj",
-        "c_fc", "all-linear"; aliases "o", "up", "down"). Only the adapters
+        "c_fc", "all-linear"; aliases "o", "up", "down"; Llama: "q_proj",
+        "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+        "all-linear"; aliases "q", "k", "v", "o", "gate", "up", "down" -- the
+        default "c_attn" is GPT-2's). Only the adapters
         train from then on: create the Optimizer after attaching."""
         p = _raw.align_lora_params.defaults()
         p.r = r

@@ -210,5 +210,132 @@ class TestLoraTorch(_util.TestCase):
                 other.lora_attach(targets="q,v")
 
 
+# ---- Llama (GQA 4 / 2 heads, untied head): q_proj, v_proj, gate_proj ---------------
+LL = dict(arch="llama", n_layer=2, n_head=4, n_kv_head=2, n_embd=32, intermediate_size=48, vocab_size=V,
+          max_seq_len=64, rope_theta=500.0, norm_eps=1e-5)
+LPREFIX = "base_model.model.model.layers."
+LSITES = {"self_attn.q_proj": (32, 32), "self_attn.v_proj": (32, 16), "mlp.gate_proj": (32, 48)}
+
+
+def llama_logprobs(w: Dict[str, "torch.Tensor"], ad: Dict[str, "torch.Tensor"], scale: float,
+                   seqs: List[List[int]]) -> "torch.Tensor":
+    """Sum of the token log-probs, float64: Hugging Face's Llama (RMSNorm,
+    rotate_half rotary, repeat_kv, SwiGLU, nn.Linear [out][in]) with PEFT's
+    LoRA y = x W^T + scale (x A^T) B^T on the linears ad names."""
+    nh, kvh, c, hs = LL["n_head"], LL["n_kv_head"], LL["n_embd"], LL["n_embd"] // LL["n_head"]
+    eps, theta = LL["norm_eps"], LL["rope_theta"]
+
+    def rms(x, g):
+        return g * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
+
+    def rot(x):
+        return torch.cat((-x[..., hs // 2:], x[..., : hs // 2]), dim=-1)
+
+    total = torch.zeros((), dtype=torch.float64)
+    for ids in seqs:
+        n = len(ids)
+        x = w["model.embed_tokens.weight"][torch.tensor(ids)]
+        inv = 1.0 / (theta ** (torch.arange(0, hs, 2, dtype=torch.float64) / hs))
+        fr = torch.arange(n, dtype=torch.float64)[:, None] * inv[None, :]
+        cos, sin = torch.cat((fr, fr), -1).cos(), torch.cat((fr, fr), -1).sin()
+        mask = torch.tril(torch.ones(n, n, dtype=torch.bool))
+        for l in range(LL["n_layer"]):
+            p = f"model.layers.{l}."
+
+            def lin(site: str, h: "torch.Tensor") -> "torch.Tensor":
+                y = h @ w[p + site + ".weight"].T
+                a = ad.get(f"{LPREFIX}{l}.{site}.lora_A.weight")
+                if a is not None:
+                    y = y + scale * (h @ a.T) @ ad[f"{LPREFIX}{l}.{site}.lora_B.weight"].T
+                return y
+
+            h = rms(x, w[p + "input_layernorm.weight"])
+            q = lin("self_attn.q_proj", h).view(n, nh, hs).transpose(0, 1)
+            k = lin("self_attn.k_proj", h).view(n, kvh, hs).transpose(0, 1)
+            v = lin("self_attn.v_proj", h).view(n, kvh, hs).transpose(0, 1)
+            q, k = q * cos + rot(q) * sin, k * cos + rot(k) * sin
+            k, v = k.repeat_interleave(nh // kvh, 0), v.repeat_interleave(nh // kvh, 0)
+            att = ((q @ k.transpose(-1, -2)) / math.sqrt(hs)).masked_fill(~mask, float("-inf")).softmax(-1)
+            x = x + lin("self_attn.o_proj", (att @ v).transpose(0, 1).reshape(n, c))
+            h = rms(x, w[p + "post_attention_layernorm.weight"])
+            f = torch.nn.functional.silu(lin("mlp.gate_proj", h)) * lin("mlp.up_proj", h)
+            x = x + lin("mlp.down_proj", f)
+        x = rms(x, w["model.norm.weight"])
+        lp = (x @ w["lm_head.weight"].T).log_softmax(-1)
+        total = total + lp[torch.arange(n - 1), torch.tensor(ids[1:])].sum()
+    return total
+
+
+@unittest.skipIf(torch is None, "python3-torch is not installed")
+class TestLoraLlamaTorch(_util.TestCase):
+    def test_llama_forward_step_and_merge_match_torch(self) -> None:
+        d = _util.scratch_dir(self)
+        m = la.Model(seed=4, untied_head=True, **LL)
+        self.addCleanup(m.close)
+        m.save(d / "base.safetensors")
+        base = {k: v.double() for k, v in read_safetensors(d / "base.safetensors").items()}
+        g = torch.Generator().manual_seed(6)
+        ad = {}
+        for l in range(LL["n_layer"]):
+            for s, (i, o) in LSITES.items():
+                ad[f"{LPREFIX}{l}.{s}.lora_A.weight"] = (torch.rand(R, i, generator=g) * 2 - 1) / math.sqrt(i)
+                ad[f"{LPREFIX}{l}.{s}.lora_B.weight"] = torch.randn(o, R, generator=g) * 0.2
+        peft = d / "peft"
+        peft.mkdir()
+        write_safetensors(peft / "adapter_model.safetensors", ad)
+        (peft / "adapter_config.json").write_text(json.dumps({
+            "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": R, "lora_alpha": ALPHA, "lora_dropout": 0.0,
+            "target_modules": ["q_proj", "v_proj", "gate_proj"], "fan_in_fan_out": False, "bias": "none",
+            "base_model_name_or_path": "tiny-llama", "modules_to_save": None}))
+        m.lora_load(peft)
+        self.assertEqual(m.lora_num_params, sum(t.numel() for t in ad.values()))
+        ref = float(llama_logprobs(base, {k: v.double() for k, v in ad.items()}, ALPHA / R, SEQS))
+        got = sum(sum(r) for r in m.forward(SEQS).token_logprobs)
+        self.assertAlmostEqual(got, ref, delta=2e-4 * abs(ref))
+        # one AdamW step of the adapters on -mean token log-prob
+        n_tok = sum(len(s) - 1 for s in SEQS)
+        lr = 1e-3
+        opt = la.Optimizer(m, learning_rate=lr, max_grad_norm=0.0, weight_decay=0.01)
+        self.addCleanup(opt.close)
+        m.forward(SEQS)
+        m.backward([[-1.0 / n_tok] * (len(s) - 1) for s in SEQS])
+        opt.step()
+        m.lora_save(d / "after")
+        after = read_safetensors(d / "after" / "adapter_model.safetensors")
+        self.assertEqual(set(after), set(ad))
+        cfg = json.loads((d / "after" / "adapter_config.json").read_text())
+        self.assertEqual((cfg["fan_in_fan_out"], sorted(cfg["target_modules"])),
+                         (False, ["gate_proj", "q_proj", "v_proj"]))
+        params = {k: v.clone().double().requires_grad_(True) for k, v in ad.items()}
+        topt = torch.optim.AdamW(list(params.values()), lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
+        loss = -llama_logprobs(base, params, ALPHA / R, SEQS) / n_tok
+        loss.backward()
+        grads = {k: p.grad.clone() for k, p in params.items()}
+        topt.step()
+        worst, compared = 0.0, 0
+        for k, p in params.items():
+            sel = grads[k].abs() > 1e-5  # Adam's first step is lr * sign(g) where |g| >> eps
+            dd = (after[k].double() - p.detach())[sel].abs()
+            compared += int(sel.sum())
+            if dd.numel():
+                worst = max(worst, float(dd.max()))
+        print(f"\nllama lora vs torch: log-prob sum {got:.6f} vs {ref:.6f}; AdamW step on {compared} adapter "
+              f"entries: worst |difference| {worst:.2e} (lr {lr})")
+        self.assertGreater(compared, 0.9 * sum(t.numel() for t in ad.values()))
+        self.assertLess(worst, 2e-2 * lr)
+        # merge: the forward of W + scale B A ([out][in])
+        got = sum(sum(r) for r in m.forward(SEQS).token_logprobs)
+        m.lora_merge()
+        merged = dict(base)
+        for l in range(LL["n_layer"]):
+            for s in LSITES:
+                a = after[f"{LPREFIX}{l}.{s}.lora_A.weight"].double()
+                b = after[f"{LPREFIX}{l}.{s}.lora_B.weight"].double()
+                merged[f"model.layers.{l}.{s}.weight"] = merged[f"model.layers.{l}.{s}.weight"] + (ALPHA / R) * (b @ a)
+        ref_m = float(llama_logprobs(merged, {}, 0.0, SEQS))
+        self.assertAlmostEqual(sum(sum(r) for r in m.forward(SEQS).token_logprobs), ref_m, delta=2e-4 * abs(ref_m))
+        self.assertAlmostEqual(got, ref_m, delta=2e-4 * abs(ref_m))
+
+
 if __name__ == "__main__":
     unittest.main()
