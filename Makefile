@@ -232,7 +232,7 @@ asan: deps
 
 # ThreadSanitizer on the suites that run model calls from several host threads at once
 # (TSAN_SUITES, one CK_RUN_SUITE each). tests/tsan.supp: OpenBLAS is not instrumented.
-TSAN_SUITES ?= internal_threads internal_generate internal_lora internal_dist
+TSAN_SUITES ?= internal_threads internal_generate internal_lora internal_lora_llama internal_dist
 tsan: deps
 	$(MAKE) BUILD=$(BUILD)-tsan OPT=-O1 SAN="-fsanitize=thread -fno-omit-frame-pointer" tsan-run
 tsan-run: lib $(BUILD)/tests/check_internal
