@@ -251,12 +251,12 @@ typedef struct align_lora_params {
     int32_t     r;            /* rank (default 8) */
     float       alpha;        /* scaling alpha / r (default 16) */
     float       dropout;      /* must be 0 (dropout on the adapter input is not implemented) */
-    const char *targets;      /* comma list of module names (default "c_attn"); GPT-2: c_attn, c_proj
+    const char *targets;      /* comma list of module names; NULL (default): the architecture's
+                                 default as PEFT's (GPT-2 "c_attn", Llama "q_proj,v_proj"). GPT-2: c_attn, c_proj
                                  (both), attn.c_proj, mlp.c_proj, c_fc, all-linear; aliases o, up, down.
                                  q / k / v are refused on GPT-2 (fused into c_attn). Llama: q_proj,
                                  k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, all-linear;
-                                 aliases q, k, v, o, gate, up, down (give them: the default is
-                                 GPT-2's). Copied. */
+                                 aliases q, k, v, o, gate, up, down. Copied. */
     uint64_t    seed;         /* A's initialisation (Kaiming-uniform as PEFT); B starts at 0 */
     const char *base_model_name_or_path; /* recorded in adapter_config.json (NULL: ""). Copied. */
 } align_lora_params;

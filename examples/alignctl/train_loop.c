@@ -58,9 +58,8 @@ static void parse_lora(train_opts *o, const char *spec)
         } else
             usage_die("--lora: unknown key '%s' (keys: r, alpha, targets, seed)", p);
     }
-    if (!have_targets)
-        snprintf(o->lora_targets, sizeof o->lora_targets, "c_attn");
-    o->lora.targets = o->lora_targets;
+    /* without targets=: the architecture's default (the library's NULL) */
+    o->lora.targets = have_targets ? o->lora_targets : NULL;
 }
 
 int train_lora_attach(train_opts *o, align_model *m, const char *model_path)
@@ -73,7 +72,8 @@ int train_lora_attach(train_opts *o, align_model *m, const char *model_path)
         return rt_fail(rc, align_model_errmsg(m), "cannot attach the LoRA adapters (--lora)");
     if (!o->quiet)
         msg("LoRA: rank %d, alpha %g, targets %s: %lld trainable parameters (base %lld frozen)", (int)o->lora.r,
-            (double)o->lora.alpha, o->lora_targets, (long long)align_model_lora_num_params(m),
+            (double)o->lora.alpha, o->lora.targets ? o->lora_targets : "(the architecture's default)",
+            (long long)align_model_lora_num_params(m),
             (long long)align_model_num_params(m));
     return 0;
 }

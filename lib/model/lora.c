@@ -237,7 +237,9 @@ static int parse_targets(const align_model_params *c, const char *list, uint32_t
     const lora_arch *A = arch_of(c);
     if (!A)
         return align__error(eb, ALIGN_EINVAL, "lora: not available for architecture %d", (int)c->arch);
-    if (!list || !*list)
+    if (!list) /* the architecture's default, as PEFT's: GPT-2 c_attn, Llama q_proj and v_proj */
+        list = c->arch == ALIGN_ARCH_LLAMA ? "q_proj,v_proj" : "c_attn";
+    if (!*list)
         return align__error(eb, ALIGN_EINVAL, "lora: no target modules given");
     const char *p = list;
     while (*p) {
@@ -550,7 +552,7 @@ static const align_lora_params lora_defaults = {
     .r = 8,
     .alpha = 16.0f,
     .dropout = 0.0f,
-    .targets = "c_attn",
+    .targets = NULL, /* the architecture's default (parse_targets) */
     .seed = 0,
     .base_model_name_or_path = NULL,
 };

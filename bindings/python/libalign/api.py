@@ -778,20 +778,20 @@ class Model(_Owned):
         return Model._wrap(h, bool(frozen))
 
     # ---- LoRA adapters (docs/lora.md) ----
-    def lora_attach(self, *, r: int = 8, alpha: float = 16.0, targets: Union[str, Sequence[str]] = "c_attn",
+    def lora_attach(self, *, r: int = 8, alpha: float = 16.0, targets: Union[str, Sequence[str], None] = None,
                     seed: int = 0, base_model_name_or_path: Optional[str] = None) -> None:
         """Attaches fresh LoRA adapters of rank ``r`` (scaling alpha / r) on
         ``targets`` (GPT-2: "c_attn", "c_proj", "attn.c_proj", "mlp.c_proj",
         "c_fc", "all-linear"; aliases "o", "up", "down"; Llama: "q_proj",
         "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
-        "all-linear"; aliases "q", "k", "v", "o", "gate", "up", "down" -- the
-        default "c_attn" is GPT-2's). Only the adapters
+        "all-linear"; aliases "q", "k", "v", "o", "gate", "up", "down"; None:
+        the architecture's default as PEFT's, GPT-2 "c_attn", Llama "q_proj,v_proj").
+        Only the adapters
         train from then on: create the Optimizer after attaching."""
         p = _raw.align_lora_params.defaults()
         p.r = r
         p.alpha = alpha
-        t = targets if isinstance(targets, str) else ",".join(targets)
-        tb = t.encode()
+        tb = None if targets is None else (targets if isinstance(targets, str) else ",".join(targets)).encode()
         p.targets = tb
         p.seed = seed
         nb = base_model_name_or_path.encode() if base_model_name_or_path is not None else None
