@@ -62,7 +62,10 @@ for k in loss accuracy margin pairs 'rewards/mean' 'rewards/std' grad_norm; do
 done
 acc=$("$A" eval --model rm.safetensors --tokenizer bytes --data held.jsonl --json |
       python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["pairs"] > 300, d; print(d["accuracy"])')
-python3 -c "import sys; sys.exit(0 if $acc >= 0.90 else 1)" || fail "held-out pairwise accuracy $acc < 0.90"
+# Chance is 0.5. The accuracy after these 450 steps moves with the bits of the
+# run: seeds 7, 8, 9 gave 0.940, 0.942, 0.867 on one build and 0.897, 0.946,
+# 0.998 on a build whose vectorised GELU/softmax changed the last bits only.
+python3 -c "import sys; sys.exit(0 if $acc >= 0.80 else 1)" || fail "held-out pairwise accuracy $acc < 0.80"
 ok "alignctl rm: held-out pairwise accuracy $acc (alignctl eval)"
 grep -q "normalised on 4 responses" rm.err || { cat rm.err >&2; fail "--normalize-on message"; }
 
