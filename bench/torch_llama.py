@@ -4,7 +4,16 @@
 same batch, threads and step (forward, backward, clip, AdamW), in fp32.
 Prints one JSON object per measurement, names matching bench_llama's.
 Attention is written out as in torch_train.py (python3-torch 1.13 has no
-scaled_dot_product_attention)."""
+scaled_dot_product_attention).
+
+  torch_llama.py                  the full step at 4 x 128 (bench_llama's names)
+  torch_llama.py sft_full|sft_lora [BxT]
+      bench_lora's smollm2 SFT step (default 2 x 64): every weight trains, or
+      LoRA adapters r 16, alpha 32 on q_proj and v_proj written by hand (no
+      peft): A Kaiming-uniform, B zero, y = x W^T + (alpha/r) (x A^T) B^T, the
+      base frozen (embedding and tied head included), AdamW over the adapters.
+      Prints lora_sft_smollm2_ms_per_step_<full|lora> and _peak_mb_<full|lora>
+      (ru_maxrss of this process: run each variant in its own process)."""
 import json, math, os, resource, sys, time
 
 from blas_kernel import blas_kernel
@@ -14,6 +23,14 @@ HS = C // H
 
 
 def main():
+    global B, T
+    variant = sys.argv[1] if len(sys.argv) > 1 else None
+    if variant not in (None, "sft_full", "sft_lora"):
+        sys.exit("torch_llama.py: unknown variant %r (sft_full, sft_lora)" % variant)
+    if variant:
+        B, T = (int(x) for x in (sys.argv[2] if len(sys.argv) > 2 else "2x64").split("x"))
+    lora = variant == "sft_lora"
+    R, ALPHA = 16, 32.0
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
@@ -38,6 +55,18 @@ def main():
     def rope(x):
         x1, x2 = x[..., : HS // 2], x[..., HS // 2:]
         return x * cos + torch.cat((-x2, x1), -1) * sin
+
+    class LoRALinear(nn.Module):
+        """A frozen nn.Linear plus (alpha/r) (x A^T) B^T, PEFT's layout and init."""
+        def __init__(self, base):
+            super().__init__()
+            self.base = base
+            self.A = nn.Parameter(torch.empty(R, base.in_features))
+            nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
+            self.B = nn.Parameter(torch.zeros(base.out_features, R))
+
+        def forward(self, x):
+            return self.base(x) + (x @ self.A.t()) @ self.B.t() * (ALPHA / R)
 
     class Block(nn.Module):
         def __init__(self):
@@ -81,7 +110,13 @@ def main():
 
     torch.manual_seed(0)
     model = Llama()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
+    if lora:
+        for prm in model.parameters():
+            prm.requires_grad_(False)
+        for blk in model.layers:
+            blk.q, blk.v = LoRALinear(blk.q), LoRALinear(blk.v)
+    trainable = [prm for prm in model.parameters() if prm.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=1e-4, weight_decay=0.1)
     idx = torch.randint(0, V, (B, T + 1))
     times = []
     for it in range(iters + 1):
@@ -90,12 +125,19 @@ def main():
         loss = F.cross_entropy(logits.reshape(-1, V), idx[:, 1:].reshape(-1))
         opt.zero_grad(set_to_none=False)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
         if it > 0:
             times.append(time.perf_counter() - t0)
     ms = sum(times) / len(times) * 1e3
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    if variant:
+        v = variant[4:]
+        for name, val, unit in (("ms_per_step_" + v, ms, "ms"), ("peak_mb_" + v, rss, "MB")):
+            print(json.dumps({"name": "lora_sft_smollm2_" + name, "value": val, "unit": unit,
+                              "kernel": blas_kernel(), "impl": "torch", "shape": "%dx%d" % (B, T)}),
+                  flush=True)
+        return 0
     pre = "llama_smollm2_135M_%dx%d_" % (B, T)
     for suffix, v, unit in (("ms_per_step", ms, "ms"), ("tokens_per_s", B * T / (ms / 1e3), "tokens/s"),
                             ("peak_rss_mb", rss, "MB")):
