@@ -150,8 +150,10 @@ int train_save(const train_opts *o, align_model *m);
 /* The common help lines of --lora / --lora-merged. */
 #define LORA_HELP                                                                                        \
     "  --lora SPEC         train LoRA adapters only: r=N,alpha=X,targets=LIST[,seed=N]\n"                \
-    "                      (GPT-2 targets: c_attn, c_proj, attn.c_proj, mlp.c_proj, c_fc,\n"              \
-    "                      all-linear; aliases o, up, down). --out is then a PEFT adapter\n"              \
+    "                      (GPT-2: c_attn, c_proj, attn.c_proj, mlp.c_proj, c_fc; Llama:\n"              \
+    "                      q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj;\n"            \
+    "                      all-linear; aliases q, k, v, o, gate, up, down; default: c_attn\n"          \
+    "                      on GPT-2, q_proj,v_proj on Llama). --out is then a PEFT adapter\n"           \
     "                      folder; the reference is the model with adapters off (no copy)\n"             \
     "  --lora-merged PATH  with --lora: also save the model with the adapters merged\n"
 /* Checks the common options and resolves --resume and the checkpoint folder. */

@@ -228,7 +228,10 @@ static int run_pref(int argc, char **argv, int kto)
         (long long)align_dataset_size(data), evald ? " (+ eval data)" : "", to.steps ? "" : "about ",
         (long long)total, kto ? "kto" : losses[sp.loss], (int)sp.micro_batch, (int)sp.grad_accum,
         (double)to.op.learning_rate, (double)(kto ? kp.beta : sp.beta),
-        ref_path ? ref_path : need_ref ? "a copy of the model" : "none");
+        ref_path   ? ref_path
+        : !need_ref ? "none"
+        : to.use_lora ? "the model with adapters off (shared weights, no copy)"
+                      : "a frozen copy of the model");
     r = train_run(&to, argc, argv, tr, o, evald, m, total);
 out:
     signals_restore();

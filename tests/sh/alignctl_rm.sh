@@ -47,6 +47,9 @@ with open("score.jsonl", "w") as f:
     f.write(json.dumps({"prompt": "count a:", "completion": "bbbbbb"}) + "\n")
     f.write(json.dumps({"prompt": "count b:", "responses": ["bbbbba", "bbaaaa", "aaaaaa"], "ranking": [0, 1, 2]}) + "\n")
     f.write(json.dumps({"prompt": "count c:", "chosen": "cccccc", "rejected": "aaaaaa"}) + "\n")
+    # the same pairs again as single responses: each kind of record scores alike
+    f.write(json.dumps({"prompt": "count b:", "response": "bbaaaa"}) + "\n")
+    f.write(json.dumps({"prompt": "count c:", "completion": "aaaaaa"}) + "\n")
 PY
 "$A" init --layers 2 --heads 4 --width 48 --vocab 257 --context 24 --out base.safetensors >/dev/null
 COMMON=(--model base.safetensors --tokenizer bytes --data train.jsonl --batch 16 --threads 1
@@ -73,11 +76,18 @@ grep -q "normalised on 4 responses" rm.err || { cat rm.err >&2; fail "--normaliz
 "$A" score --model rm.safetensors --tokenizer bytes --data score.jsonl --json > s.jsonl
 python3 - <<'PY' || fail "alignctl score output"
 import json
+import math
 L = [json.loads(l) for l in open("s.jsonl")]
-assert len(L) == 4
-assert "score" in L[0] and "score" in L[1] and L[0]["score"] > L[1]["score"], L[:2]
-s = L[2]["scores"]; assert len(s) == 3 and s[0] > s[1] > s[2], s
-assert len(L[3]["scores"]) == 2 and L[3]["scores"][0] > L[3]["scores"][1], L[3]
+assert len(L) == 6, L
+# The format and the scoring of every kind of record. Whether this small model
+# orders these particular pairs rightly is its accuracy (checked above with
+# alignctl eval over 500+ held-out pairs), not the output's correctness.
+assert all(math.isfinite(L[i]["score"]) for i in (0, 1, 4, 5)), L
+assert L[0]["response"] == "aaaaab" and L[1]["completion"] == "bbbbbb", L[:2]
+s = L[2]["scores"]; assert len(s) == 3 and all(map(math.isfinite, s)), s
+assert len(L[3]["scores"]) == 2, L[3]
+assert abs(L[4]["score"] - s[1]) < 1e-5, (L[4], s)
+assert abs(L[5]["score"] - L[3]["scores"][1]) < 1e-5, (L[5], L[3])
 PY
 "$A" score --model rm.safetensors --tokenizer bytes --data demos.jsonl --json |
     python3 -c 'import json,sys; s=[json.loads(l)["score"] for l in sys.stdin]; m=sum(s)/len(s); assert abs(m) < 1e-4, m' ||
