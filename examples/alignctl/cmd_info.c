@@ -13,7 +13,8 @@ static const char *const HELP_INFO =
     "usage: alignctl info MODEL.safetensors [--json]\n"
     "\n"
     "Shows a model file: architecture, parameter count, the tensors with their\n"
-    "dtypes and shapes, file size. The file is loaded and checked by libalign.\n"
+    "dtypes and shapes, file size. The file is loaded and checked by libalign;\n"
+    "dtypes are those in memory (BF16 / F16 files are converted to F32 on load).\n"
     "\n"
     "  --json   one JSON object instead of text\n";
 
@@ -61,7 +62,15 @@ static int print_json(const char *path, long long fsize, const align_model_param
     }
     json_put(o, "file", json_bytes(path, strlen(path)));
     json_put(o, "bytes", json_integer(fsize));
-    json_put(o, "arch", json_string("gpt2"));
+    json_put(o, "arch", json_string(c->arch == ALIGN_ARCH_LLAMA ? "llama" : "gpt2"));
+    if (c->arch == ALIGN_ARCH_LLAMA) {
+        json_put(o, "n_kv_head", json_integer(c->n_kv_head));
+        json_put(o, "intermediate_size", json_integer(c->intermediate_size));
+        json_put(o, "rope_theta", json_real(c->rope_theta));
+        json_put(o, "norm_eps", json_real(c->norm_eps));
+        json_put(o, "untied_head", json_boolean((c->flags & ALIGN_MODEL_UNTIED_HEAD) != 0));
+        json_put(o, "qkv_bias", json_boolean((c->flags & ALIGN_MODEL_QKV_BIAS) != 0));
+    }
     json_put(o, "n_layer", json_integer(c->n_layer));
     json_put(o, "n_head", json_integer(c->n_head));
     json_put(o, "n_embd", json_integer(c->n_embd));
@@ -91,7 +100,12 @@ static void print_text(const char *path, long long fsize, const align_model_para
     fmt_bytes(sz, sizeof sz, (double)fsize);
     printf("file:         %s\n", path);
     printf("size:         %lld bytes (%s)\n", fsize, sz);
-    printf("arch:         gpt2\n");
+    printf("arch:         %s\n", c->arch == ALIGN_ARCH_LLAMA ? "llama" : "gpt2");
+    if (c->arch == ALIGN_ARCH_LLAMA)
+        printf("kv heads:     %d\nmlp width:    %d\nrope theta:   %g\nnorm eps:     %g\n"
+               "untied head:  %s\nqkv bias:     %s\n",
+               (int)c->n_kv_head, (int)c->intermediate_size, (double)c->rope_theta, (double)c->norm_eps,
+               (c->flags & ALIGN_MODEL_UNTIED_HEAD) ? "yes" : "no", (c->flags & ALIGN_MODEL_QKV_BIAS) ? "yes" : "no");
     printf("layers:       %d\nheads:        %d\nwidth:        %d\n", (int)c->n_layer,
            (int)c->n_head, (int)c->n_embd);
     printf("vocab:        %d\ncontext:      %d\nscalar head:  %s\n", (int)c->vocab_size,
