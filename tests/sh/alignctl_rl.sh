@@ -204,10 +204,10 @@ ok "ppo --reward-model --ptx-data: 6 steps, value, policy and ptx metrics; the p
     --metrics h.jsonl 2> /dev/null &
 pid=$!
 # (up to 60 s: a loaded CI machine starts the run and its Python scorer slowly)
-for _ in $(seq 1200); do
+for _ in $(seq 3000); do
     [ -f h.jsonl ] && [ "$(wc -l < h.jsonl)" -ge 3 ] && break
     kill -0 $pid 2> /dev/null || break
-    sleep 0.05
+    sleep 0.02
 done
 kill -INT $pid 2> /dev/null || true
 rc=0; wait $pid || rc=$?
