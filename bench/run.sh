@@ -37,17 +37,24 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 feat=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -xE 'avx2|fma|avx512f|avx512_bf16|avx512_vnni|amx_bf16|amx_tile' | tr '\n' ' ')
 echo "bench: CPU $cpu; features: ${feat:-none of avx2/avx512/amx}"
 echo "bench: $ALIGN_BENCH_THREADS threads, OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(unset: OpenBLAS detects)}, $ALIGN_BENCH_ITERS timed iterations"
-# BENCH_ONLY=word runs only the programs / baselines whose name contains word.
+# BENCH_ONLY=word[,word...] runs only the programs / baselines whose name contains
+# one of the words (e.g. BENCH_ONLY=train,bf16,generate).
 only=${BENCH_ONLY:-}
+selected() {
+  [ -z "$only" ] && return 0
+  local w
+  for w in ${only//,/ }; do case "$1" in *"$w"*) return 0 ;; esac; done
+  return 1
+}
 for b in "$BUILD"/bench/*; do
   [ -x "$b" ] || continue
-  case "$(basename "$b")" in *"$only"*) ;; *) continue ;; esac
+  selected "$(basename "$b")" || continue
   echo "bench: running $(basename "$b")"
   "$b" >> "$tmp/ours.jsonl" || echo "bench: $(basename "$b") failed" >&2
 done
 for py in bench/torch_*.py; do
   [ -f "$py" ] || continue
-  case "$(basename "$py")" in *"$only"*) ;; *) continue ;; esac
+  selected "$(basename "$py")" || continue
   if $PY -c 'import torch' 2>/dev/null; then
     echo "bench: running $(basename "$py") (PyTorch baseline)"
     OMP_WAIT_POLICY=PASSIVE $PY "$py" >> "$tmp/torch.jsonl" || echo "bench: $py failed" >&2
