@@ -1,6 +1,6 @@
 /* check_generate_prompts.c — the ways of giving generation its prompts
  * (text, token ids, conversations, special tokens in text) and the
- * issue-16 regressions: ids the tokenizer cannot decode are never sampled,
+ * regressions: ids the tokenizer cannot decode are never sampled,
  * an empty prompt without an end-of-text token is a clear error. Public
  * API only. */
 #include "testutil.h"
@@ -65,7 +65,7 @@ static int decodable(const align_tokenizer *t, int32_t id)
     return rc == ALIGN_OK;
 }
 
-/* Issue 16 (a): a model vocabulary (64) larger than the tokenizer's (10, with
+/* (a) a model vocabulary (64) larger than the tokenizer's (10, with
  * two holes). Greedy decoding picks the best id the tokenizer can decode
  * (checked against a full forward pass), log-probs stay those of the
  * forward pass over all 64 logits, and sampling with temperature, top-k and
@@ -136,7 +136,7 @@ START_TEST(test_only_decodable_ids_are_sampled)
 }
 END_TEST
 
-/* Issue 16 (b): an empty prompt starts from end-of-text; a tokenizer
+/* (b) an empty prompt starts from end-of-text; a tokenizer
  * without one gets a clear ALIGN_EINVAL (no "token -1" from the model). */
 START_TEST(test_empty_prompt)
 {

@@ -496,7 +496,7 @@ START_TEST(test_sft_chat_then_generate_chat)
 }
 END_TEST
 
-/* Issue 16 (c): when every record is too long, the message says so. */
+/* when every record is too long, the message says so. */
 START_TEST(test_all_records_too_long)
 {
     align_tokenizer *t = bytes_tok();

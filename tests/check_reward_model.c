@@ -537,7 +537,7 @@ START_TEST(test_hf_config_and_refusals)
 }
 END_TEST
 
-/* Issue 16: a tiny file whose metadata claims a 24-layer, 1792-wide model (a
+/* A tiny file whose metadata claims a 24-layer, 1792-wide model (a
  * billion parameters) is refused before anything that size is allocated. */
 START_TEST(test_hostile_file_refused_before_allocation)
 {
