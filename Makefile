@@ -196,10 +196,10 @@ $(BUILD)/tests/int_suites.h: $(INT_TESTS) Makefile
 	@mkdir -p $(dir $@)
 	@{ for f in $(INT_TESTS); do n=$${f#tests/check_}; echo "SUITE($${n%.c})"; done; } > $@.tmp && mv $@.tmp $@
 
-$(BUILD)/tests/check_public: tests/check_main.c $(PUB_TESTS) tests/testutil.h $(BUILD)/tests/pub_suites.h $(SO_DEV)
+$(BUILD)/tests/check_public: tests/check_main.c $(PUB_TESTS) $(wildcard tests/*.h) $(BUILD)/tests/pub_suites.h $(SO_DEV)
 	$(CC) $(TEST_CFLAGS) -DSUITES_H='"pub_suites.h"' tests/check_main.c $(PUB_TESTS) -o $@ \
 	  -L$(BUILD) -lalign -Wl,-rpath,'$$ORIGIN/..' $(UV_LIBS) $(CHECK_LIBS) -lm -lpthread $(LDFLAGS)
-$(BUILD)/tests/check_internal: tests/check_main.c $(INT_TESTS) tests/testutil.h $(BUILD)/tests/int_suites.h $(ARCHIVE)
+$(BUILD)/tests/check_internal: tests/check_main.c $(INT_TESTS) $(wildcard tests/*.h) $(BUILD)/tests/int_suites.h $(ARCHIVE)
 	$(CC) $(TEST_CFLAGS) -DSUITES_H='"int_suites.h"' tests/check_main.c $(INT_TESTS) -o $@ \
 	  $(ARCHIVE) $(LIB_LIBS) $(CHECK_LIBS) -lm $(LDFLAGS)
 
