@@ -345,7 +345,7 @@ help:
 	@echo "  tsan           the threaded C suites (TSAN_SUITES) under -fsanitize=thread in $(BUILD)-tsan/"
 	@echo "  fuzz           libFuzzer harnesses (tests/fuzz, clang) for FUZZ_SECONDS=$(FUZZ_SECONDS) each"
 	@echo "  abi-check      compare exports and ABI with abi/ (self-test included); abi-baseline rewrites it"
-	@echo "  demo           train a small model end to end and show samples"
+	@echo "  demo           the whole pipeline: SFT, rankings, reward model, GRPO, before/after table"
 	@echo "  bench          benchmarks against PyTorch (BENCH_JSON=file for JSON lines)"
 	@echo "  examples       example programs and alignctl in $(BUILD)/bin"
 	@echo "  deps           check/install build and test dependencies (apt-get on Debian as root)"

@@ -5,7 +5,7 @@
 #  2. (a) SFT of a small transformer from scratch (byte tokenizer),
 #     (b) K = 4 samples per request ranked by a program labeler,
 #     (c) a reward model trained on the rankings,
-#     (d) PPO (DEMO_ALGO=grpo: GRPO) against the reward model
+#     (d) GRPO (DEMO_ALGO=ppo: PPO with a value model) against the reward model
 #         (DEMO_REWARD=rule: against the labeler's rule itself, the control run),
 #     (e) held-out evaluation by the labeler's rule, SFT vs RL policy,
 #  3. draws the training curves (alignctl plot) as SVG files.
@@ -20,7 +20,7 @@ if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -q avx512f /proc/cpuinfo 2>/dev/null;
   export OPENBLAS_CORETYPE=SkylakeX
 fi
 export OPENBLAS_THREAD_TIMEOUT=${OPENBLAS_THREAD_TIMEOUT:-4}
-algo=${DEMO_ALGO:-ppo}
+algo=${DEMO_ALGO:-grpo}
 seed=${DEMO_SEED:-1}
 reward=${DEMO_REWARD:-rm}
 read -r -a extra <<< "${DEMO_ARGS:-}"
@@ -30,8 +30,10 @@ mkdir -p "$out"
 # DEMO_RL_SHARE=F: collection and RL on requests the SFT data does not answer
 # (make_shopping_data.py --rl-share); otherwise on the SFT data's own requests
 rm -f "$out/rl_prompts.jsonl"
+# DEMO_CARELESS=P: the share of demonstrations with a slip (make_shopping_data.py
+# --careless; 0 = a flawless demonstrator, which leaves RL nothing to fix: docs/pipeline.md)
 /usr/bin/env python3 "$here/make_shopping_data.py" "$out" --train 4000 --test 100 --seed 1 \
-  --rl-share "${DEMO_RL_SHARE:-0}"
+  --careless "${DEMO_CARELESS:-0.4}" --rl-share "${DEMO_RL_SHARE:-0}"
 echo "example: $(head -n 1 "$out/train.jsonl")"
 "$BUILD/bin/pipeline" "$out" --algo "$algo" --reward "$reward" --seed "$seed" "${fast[@]}" "${extra[@]}"
 echo

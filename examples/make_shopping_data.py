@@ -11,6 +11,13 @@ The held-out file holds (dishes, phrasing) combinations that never occur in
 the training file: the model must answer a request worded in a way it has
 not seen for that pair of dishes.
 
+With --careless P, the demonstrator is careless: in a share P of the
+training lists one slip is made (an item repeated, an item left out, or an
+item of a dish nobody asked for added), as people writing demonstrations
+slip. A model trained on them learns the slips too: sampled at
+temperature 1, it makes them about as often. The held-out file always
+holds the right lists.
+
 prompts.jsonl lists the distinct training requests, prompt only (for the
 alignctl version of the pipeline, docs/pipeline.md). With --rl-share F, a further share of those (dishes, phrasing) combinations
 is kept out of the training file too and written, prompt only, to
@@ -18,7 +25,7 @@ rl_prompts.jsonl: requests for the collection and RL stages that the SFT
 model has not seen answered (as InstructGPT's RL prompts were not its
 demonstrations' prompts).
 
-  make_shopping_data.py OUTDIR [--train N] [--test N] [--rl-share F] [--seed S]
+  make_shopping_data.py OUTDIR [--train N] [--test N] [--careless P] [--rl-share F] [--seed S]
 """
 import argparse, itertools, json, os, random
 
@@ -49,11 +56,27 @@ def example(dishes, phrase):
     return {"prompt": phrase.format(" and ".join(dishes)) + "\nList:", "completion": " " + ", ".join(items)}
 
 
+def careless(ex, dishes, rng):
+    """ex with one slip of a careless demonstrator in its list."""
+    items = ex["completion"][1:].split(", ")
+    slip = rng.randrange(3)
+    if slip == 0:  # an item written twice
+        i = rng.randrange(len(items))
+        items.insert(rng.randrange(i + 1, len(items) + 1), items[i])
+    elif slip == 1:  # an item left out
+        del items[rng.randrange(len(items))]
+    else:  # an item of a dish not asked for
+        other = rng.choice([d for d in sorted(DISHES) if d not in dishes])
+        items.insert(rng.randrange(len(items) + 1), rng.choice(DISHES[other]))
+    return {"prompt": ex["prompt"], "completion": " " + ", ".join(items)}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("outdir")
     ap.add_argument("--train", type=int, default=4000)
     ap.add_argument("--test", type=int, default=100)
+    ap.add_argument("--careless", type=float, default=0.0)
     ap.add_argument("--rl-share", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args()
@@ -74,8 +97,14 @@ def main():
             seen.append((dishes, p))
     os.makedirs(a.outdir, exist_ok=True)
     with open(os.path.join(a.outdir, "train.jsonl"), "w") as f:
+        slips = 0
         for _ in range(a.train):
-            f.write(json.dumps(example(*rng.choice(seen))) + "\n")
+            dishes, p = rng.choice(seen)
+            ex = example(dishes, p)
+            if a.careless > 0 and rng.random() < a.careless:
+                ex = careless(ex, dishes, rng)
+                slips += 1
+            f.write(json.dumps(ex) + "\n")
     with open(os.path.join(a.outdir, "test.jsonl"), "w") as f:
         for _ in range(a.test):
             f.write(json.dumps(example(*rng.choice(held))) + "\n")
@@ -87,8 +116,8 @@ def main():
         with open(os.path.join(a.outdir, "rl_prompts.jsonl"), "w") as f:
             for dishes, p in rl:
                 f.write(json.dumps({"prompt": example(dishes, p)["prompt"]}) + "\n")
-    print("wrote %d training and %d held-out examples to %s (%d combinations held out%s)"
-          % (a.train, a.test, a.outdir, len(held), ", %d RL prompts" % len(rl) if rl else ""))
+    print("wrote %d training examples (%d with a slip) and %d held-out examples to %s (%d combinations held out%s)"
+          % (a.train, slips, a.test, a.outdir, len(held), ", %d RL prompts" % len(rl) if rl else ""))
 
 
 if __name__ == "__main__":

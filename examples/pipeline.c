@@ -5,7 +5,7 @@
  *       temperature 1 and a labeler (a C function playing the person) ranks them,
  *   (c) a reward model trained on those rankings (the SFT model with a
  *       scalar head), with its pairwise accuracy on held-out rankings,
- *   (d) PPO (or GRPO) against the reward model, with the KL to the SFT policy,
+ *   (d) GRPO (or PPO) against the reward model, with the KL to the SFT policy,
  *   (e) an evaluation that does NOT use the reward model: exact match and the
  *       labeler's own score on held-out requests, SFT policy vs RL policy,
  *       sampled at temperature 1 and greedy.
@@ -13,10 +13,18 @@
  * The task (examples/make_shopping_data.py): a request such as
  * "What to buy for chili and tacos?\nList:" -> " beans, beef, peppers,
  * tortillas, salsa, lettuce". The held-out requests word a pair of dishes in
- * a way the training set never does.
+ * a way the training set never does. The demonstrator is careless (make demo
+ * writes the data with --careless 0.4): four lists in ten have one slip, an
+ * item repeated, left out or added. SFT learns the slips with the rest; the
+ * rankings say which lists are better, which is what RL can use.
  *
- *   pipeline DIR [--algo ppo|grpo] [--reward rm|rule] [--fast] [--seed S] [--threads N]
+ *   pipeline DIR [--algo grpo|ppo] [--reward rm|rule] [--fast] [--seed S] [--threads N]
  *            [stage sizes: pipeline --help]
+ *
+ * GRPO is the default: its baseline is the mean score of the other samples
+ * for the same request, which removes the per-request offset a reward model
+ * trained on within-request comparisons leaves in its scores; PPO must learn
+ * it with its value model (docs/pipeline.md measures both).
  *
  * --reward rule is the control run: RL against the labeler's rule itself
  * instead of the reward model learnt from its rankings.
@@ -405,7 +413,7 @@ static double tail_mean(const char *path, const char *key, int last)
 
 int main(int argc, char **argv)
 {
-    const char *dir = NULL, *algo = "ppo", *reward = "rm", *sft_from = NULL;
+    const char *dir = NULL, *algo = "grpo", *reward = "rm", *sft_from = NULL;
     int fast = 0, threads = 0;
     long seed = 1;
     /* knobs for the experiments docs/pipeline.md reports; -1 = the default of the mode */
@@ -433,7 +441,7 @@ int main(int argc, char **argv)
         else { fprintf(stderr, "pipeline: unknown option %s\n", a); return 2; }
     }
     if (!dir || (strcmp(algo, "ppo") && strcmp(algo, "grpo")) || (strcmp(reward, "rm") && strcmp(reward, "rule"))) {
-        fprintf(stderr, "usage: pipeline DIR [--algo ppo|grpo] [--reward rm|rule] [--fast] [--seed S] [--threads N]\n"
+        fprintf(stderr, "usage: pipeline DIR [--algo grpo|ppo] [--reward rm|rule] [--fast] [--seed S] [--threads N]\n"
                         "         [--sft-steps N] [--collect-rounds N] [--rl-steps N] [--rl-lr F] [--kl F] [--eval-rounds N]\n"
                         "         [--rm-epochs N] [--rm-lr F] [--sft-from MODEL.safetensors]\n");
         return 2;
@@ -442,10 +450,10 @@ int main(int argc, char **argv)
     align_threads_set(threads);
     /* sizes: the full run and the ~1-minute one (CI) */
     if (sft_steps < 0) sft_steps = fast ? 250 : 500;
-    if (rl_steps < 0) rl_steps = fast ? 24 : 60;
+    if (rl_steps < 0) rl_steps = fast ? 24 : 200;
     if (collect_rounds < 0) collect_rounds = fast ? 1 : 4;
     if (eval_rounds < 0) eval_rounds = fast ? 4 : 8;
-    if (rm_epochs < 0) rm_epochs = 2;
+    if (rm_epochs < 0) rm_epochs = fast ? 2 : 4; /* 4 epochs: better held-out accuracy than 2 (docs/pipeline.md) */
     if (rm_lr <= 0) rm_lr = 3e-4;
     int n_rm_eval = 48;
     char path[1024], path2[1024];
@@ -683,7 +691,7 @@ int main(int argc, char **argv)
         CHECK("grpo", align_trainer_create_grpo(&tr, &roles, prompts, &gr), align_last_errmsg());
     }
     snprintf(path, sizeof path, "%s/metrics_rl.jsonl", dir);
-    run(tr, algo, rl_steps, 5, path, (const char *const[]){"objective/scores", "objective/kl", "loss", NULL});
+    run(tr, algo, rl_steps, rl_steps > 60 ? 20 : 5, path, (const char *const[]){"objective/scores", "objective/kl", "loss", NULL});
     double score_first = tail_mean(path, "objective/scores", 1000) , kl_end = tail_mean(path, "objective/kl", 5);
     double score_end = tail_mean(path, "objective/scores", 5);
     {

@@ -45,7 +45,7 @@ def main():
     ap.add_argument("--algo", choices=["grpo", "ppo"], default="grpo")
     ap.add_argument("--reward", choices=["rm", "rule"], default="rm")
     ap.add_argument("--sft-steps", type=int, default=500)
-    ap.add_argument("--rl-steps", type=int, default=60)
+    ap.add_argument("--rl-steps", type=int, default=200)
     ap.add_argument("--rl-lr", type=float, default=2e-5)
     ap.add_argument("--eval-rounds", type=int, default=4)
     ap.add_argument("--seed", type=int, default=1)
@@ -55,7 +55,7 @@ def main():
         with open(os.path.join(a.dir, name)) as f:
             return [json.loads(line) for line in f]
     train_rows, test_rows = rows("train.jsonl"), rows("test.jsonl")
-    distinct = list(dict.fromkeys((r["prompt"], r["completion"]) for r in train_rows))
+    distinct = list(dict.fromkeys(r["prompt"] for r in train_rows))  # each request once (lists may differ: slips)
     held = list(dict.fromkeys((r["prompt"], r["completion"]) for r in test_rows))
     sft_path = os.path.join(a.dir, "sft_py.safetensors")
 
@@ -77,7 +77,7 @@ def main():
         before_sampled = evaluate(sft, tok, held, 1.0, a.eval_rounds, 1000 + a.seed)
 
         # (b) collection: K = 4 samples at T = 1 per request, ranked by the labeler
-        for p, _ in distinct:
+        for p in distinct:
             prompts.add_prompt(p)
         n_eval = min(48, len(distinct) // 4)
         n_train = len(distinct) - n_eval
@@ -90,7 +90,7 @@ def main():
         # (c) reward model: the SFT model with a fresh scalar head
         with la.Model.load(sft_path, scalar_head=True, seed=a.seed) as rm_model:
             with la.Optimizer(rm_model, learning_rate=3e-4) as o, \
-                    la.Trainer.reward(rm_model, tok, rankings, o, micro_batch=8, epochs=2, seed=a.seed) as tr:
+                    la.Trainer.reward(rm_model, tok, rankings, o, micro_batch=8, epochs=4, seed=a.seed) as tr:
                 for st in tr.steps():
                     pass
                 acc = tr.evaluate(rankings_eval).accuracy
@@ -117,7 +117,7 @@ def main():
                     with tr:
                         for st in tr.steps():
                             m = st.metrics
-                            if st.step % 5 == 0 or st.step == 1:
+                            if st.step % 20 == 0 or st.step == 1:
                                 print(f"[{a.algo}] step {st.step}/{a.rl_steps} score {m['objective/scores']:.3f} "
                                       f"kl {m['objective/kl']:.4f}", flush=True)
                     if vo is not None:
