@@ -469,8 +469,17 @@ int main(int argc, char **argv)
     snprintf(path, sizeof path, "%s/test.jsonl", dir);
     CHECK("held-out data", align_dataset_load_jsonl(test, path, 0), align_dataset_errmsg(test));
     demos held = read_demos(test, 1), train_prompts = read_demos(train, 1);
-    printf("data: %lld demonstrations (%d distinct requests), %d distinct held-out requests\n",
-           (long long)align_dataset_size(train), train_prompts.n, held.n);
+    /* how many demonstrations the labeler would fault (the careless demonstrator's slips) */
+    demos all = read_demos(train, 0);
+    int faulted = 0;
+    for (int i = 0; i < all.n; i++) {
+        const char *want[MAX_ITEMS];
+        faulted += rule_score(all.prompt[i], all.completion[i]) < 1.0 + 1.0 / wanted_items(all.prompt[i], want);
+    }
+    printf("data: %d demonstrations (%d distinct requests; %d with a slip the labeler faults), %d distinct held-out "
+           "requests\n",
+           all.n, train_prompts.n, faulted, held.n);
+    free_demos(&all);
 
     /* ---- (a) SFT -------------------------------------------------------- */
     printf("\n(a) supervised fine-tuning on the demonstrations\n");
