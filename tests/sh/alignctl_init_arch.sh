@@ -131,7 +131,7 @@ case "$info" in
         || { cat b.err >&2; fail "--compute bf16 failed where it is available"; }
     grep -q 'compute: bf16' b.err || fail "the startup line does not say bf16"
     [ "$(wc -l <b.jsonl)" -ge 2 ] || fail "--compute bf16: no steps recorded"
-    ! grep -q 'nan' b.jsonl || fail "--compute bf16: NaN loss"
+    ! grep -q '"loss":null' b.jsonl || fail "--compute bf16: the loss is not a number"
     "$A" info b.safetensors | grep -Eq '^arch: +llama$' || fail "bf16-trained model loads"
     "$A" generate --model b.safetensors --tokenizer bytes --prompt 'Q:' --max-new-tokens 2 \
         --compute bf16 >/dev/null 2>g.err || { cat g.err >&2; fail "generate --compute bf16"; }
@@ -145,6 +145,11 @@ case "$info" in
     [ ! -e b.safetensors ] || fail "--compute bf16 refused but a model was written"
     expect 1 'bf16 compute unavailable' "$A" generate --model llama.safetensors \
         --tokenizer bytes --prompt 'Q:' --compute bf16
+    # the shared training options: the same refusal before anything starts
+    expect 1 'bf16 compute unavailable' "$A" dpo --model llama.safetensors --tokenizer bytes \
+        --data sft.jsonl --compute bf16 --out b.safetensors
+    expect 1 'bf16 compute unavailable' "$A" grpo --policy llama.safetensors --tokenizer bytes \
+        --prompts sft.jsonl --reward-cmd cat --compute bf16 --out b.safetensors
     ok "--compute bf16 refused with the reason ($info)"
     ;;
 *) fail "unexpected compute report '$info'" ;;
