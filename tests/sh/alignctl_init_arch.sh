@@ -63,6 +63,15 @@ grep -Eq '^untied head: +yes$' info.txt || fail "info: untied head"
 grep -q 'lm_head.weight' info.txt || fail "info: lm_head.weight"
 ok "init --arch llama --out FOLDER/ (Hugging Face folder)"
 
+# the SmolLM2 preset implies --arch llama (one layer and a byte vocabulary keep it small)
+"$A" init --preset smollm2-135m --layers 1 --vocab 257 --out smol.safetensors >/dev/null
+"$A" info smol.safetensors >info.txt
+for want in 'arch: +llama' 'heads: +9' 'kv heads: +3' 'width: +576' 'mlp width: +1536' \
+            'rope theta: +100000' 'norm eps: +1e-05' 'untied head: +no' 'context: +2048'; do
+    grep -Eq "^$want\$" info.txt || fail "preset smollm2-135m: no '$want'"
+done
+ok "preset smollm2-135m"
+
 # ---- refusals -------------------------------------------------------------------
 for o in "--kv-heads 2" "--intermediate 64" "--rope-theta 1e5" "--norm-eps 1e-5" \
          "--untied-head" "--qkv-bias"; do
