@@ -83,6 +83,9 @@ _Noreturn void unknown_arg(const char *a);
 int parse_int(const char *name, const char *v, long long lo, long long hi);
 uint64_t parse_u64(const char *name, const char *v);
 float parse_float(const char *name, const char *v, double lo, double hi);
+/* --compute fp32|bf16: ALIGN_COMPUTE_FP32 or ALIGN_COMPUTE_BF16; anything else
+ * is a usage error. */
+int parse_compute(const char *v);
 
 /* ---- progress.c --------------------------------------------------------- */
 void log_install(void);   /* routes library log lines through on_log */
@@ -110,6 +113,10 @@ int check_vocab(const align_model *m, const align_tokenizer *t, const char *tok_
  * library says the BLAS kernel is a slow fallback; sets threads; prints the
  * banner. */
 void blas_setup(char **argv, int threads);
+/* --compute: align_compute_set(mode), nothing when mode < 0 (not given). 0, or
+ * EXIT_RUNTIME with the library's reason (no bf16 without oneDNN or without
+ * AVX512_BF16 / AMX on the CPU): there is no silent fallback to fp32. */
+int compute_apply(int mode);
 /* For commands without heavy math: swallows the one-time slow-kernel warning. */
 void blas_quiet(void);
 
@@ -126,6 +133,7 @@ typedef struct train_opts {
     const char *out, *eval_path, *resume, *metrics_path, *ckdir_arg;
     const char *dist;        /* --dist mpi|none|auto (dist.c) */
     int steps, epochs, threads, eval_every, save_every, quiet, log_every, lenient;
+    int compute;             /* --compute: ALIGN_COMPUTE_*, -1 not given */
     align_optimizer_params op;
     char ckdir[4096];        /* checkpoint folder (train_opts_finish) */
     char resume_dir[4200];   /* --resume resolved to a checkpoint folder */
@@ -138,7 +146,7 @@ void train_opts_init(train_opts *o);
 /* Consumes the common option at argv[*i] (--out, --steps, --epochs, --lr,
  * --schedule, --warmup, --min-lr-ratio, --weight-decay, --clip, --eval-data,
  * --eval-every, --save-every, --checkpoint-dir, --resume, --metrics,
- * --threads, --log-every, --quiet, --lenient): 1 if it was one. */
+ * --threads, --compute, --log-every, --quiet, --lenient): 1 if it was one. */
 int train_opt(int argc, char **argv, int *i, train_opts *o);
 /* With --lora: attaches the adapters to m (call before creating the optimizer
  * and the reference: the reference is then m without adapters, sharing its
@@ -156,7 +164,8 @@ int train_save(const train_opts *o, align_model *m);
     "                      on GPT-2, q_proj,v_proj on Llama). --out is then a PEFT adapter\n"           \
     "                      folder; the reference is the model with adapters off (no copy)\n"             \
     "  --lora-merged PATH  with --lora: also save the model with the adapters merged\n"
-/* Checks the common options and resolves --resume and the checkpoint folder. */
+/* Checks the common options, sets --compute (EXIT_RUNTIME if refused) and
+ * resolves --resume and the checkpoint folder. */
 int train_opts_finish(train_opts *o);
 /* Resumes if asked, then steps tr until ALIGN_DONE with progress, evaluation
  * of evald, --metrics lines, checkpoints and Ctrl-C (checkpoint + resume hint +

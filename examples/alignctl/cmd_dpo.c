@@ -57,6 +57,8 @@ static const char *const HELP_DPO =
     "                      rewards/margins, logps/chosen, logps/rejected, ...), lr,\n"
     "                      grad_norm, time (s); eval_<name> on evaluated steps\n"
     "  --threads N         CPU threads (default: all)\n"
+    "  --compute MODE      fp32 (default) or bf16: bf16 matrix products, fp32 weights and\n"
+    "                      optimizer (oneDNN; refused without AVX512_BF16 / AMX)\n"
     "  --seed S            data shuffling seed (default 1234)\n"
     "  --log-every N       plain log line every N steps when stderr is not a terminal\n"
     "  --quiet             no progress output\n"

@@ -21,6 +21,8 @@ static const char *const HELP_GENERATE =
     "  --stop TEXT           stop when TEXT appears (repeatable)\n"
     "  --batch N             prompts per batch (default 8)\n"
     "  --threads N           CPU threads (default: all)\n"
+    "  --compute MODE        fp32 (default) or bf16: bf16 matrix products for the prompt\n"
+    "                        pass (oneDNN; refused without AVX512_BF16 / AMX)\n"
     "  --chat                prompt through the chat template SFT trains with: each prompt\n"
     "                        is a user turn, then the assistant prefix; --prompts lines may\n"
     "                        hold {\"messages\": [{\"role\", \"content\"}, ...]} instead\n"
@@ -211,6 +213,7 @@ int cmd_generate(int argc, char **argv)
     const char *prompt_args[MAX_ARGV_LIST], *stops[MAX_ARGV_LIST];
     const char *system = NULL;
     int n_prompt_args = 0, n_stops = 0, as_json = 0, batch = 8, threads = 0, chat = 0;
+    int compute = -1;
     align_generate_params gp;
     ALIGN_GENERATE_DEFAULT_PARAMS(&gp);
     for (int i = 2; i < argc; i++) {
@@ -250,6 +253,8 @@ int cmd_generate(int argc, char **argv)
             batch = parse_int("--batch", v, 1, 4096);
         } else if (opt(argc, argv, &i, "--threads", &v)) {
             threads = parse_int("--threads", v, 1, 4096);
+        } else if (opt(argc, argv, &i, "--compute", &v)) {
+            compute = parse_compute(v);
         } else if (opt(argc, argv, &i, "--system", &v)) {
             system = v;
         } else if (flag(a, "--chat")) {
@@ -275,7 +280,7 @@ int cmd_generate(int argc, char **argv)
     gp.stop = n_stops ? stops : NULL;
     gp.n_stop = n_stops;
 
-    if (require_inputs(model_path, tok, NULL, NULL))
+    if (require_inputs(model_path, tok, NULL, NULL) || compute_apply(compute))
         return EXIT_RUNTIME;
     char **owned = NULL;
     json_t **conv = NULL;

@@ -71,6 +71,8 @@ const char *const RL_COMMON_HELP =
     "  --sample-every N    every N steps print the latest rollout's responses and scores\n"
     "  --sample-rows N     rows of that table (default 4)\n"
     "  --threads N         CPU threads (default: all)\n"
+    "  --compute MODE      fp32 (default) or bf16: bf16 matrix products, fp32 weights and\n"
+    "                      optimizer (oneDNN; refused without AVX512_BF16 / AMX)\n"
     "  --log-every N       plain progress line every N steps when stderr is not a terminal\n"
     "                      (default 10)\n"
     "  --quiet             no progress output\n"

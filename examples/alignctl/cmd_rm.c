@@ -53,6 +53,8 @@ static const char *const HELP_RM =
     "                      every named metric (loss, accuracy, margin, pairs, rewards/mean,\n"
     "                      rewards/std, ...); eval_<name> on evaluated steps\n"
     "  --threads N         CPU threads (default: all)\n"
+    "  --compute MODE      fp32 (default) or bf16: bf16 matrix products, fp32 weights and\n"
+    "                      optimizer (oneDNN; refused without AVX512_BF16 / AMX)\n"
     "  --seed S            data shuffling seed (default 1234)\n"
     "  --log-every N       plain log line every N steps when stderr is not a terminal\n"
     "  --quiet             no progress output\n"

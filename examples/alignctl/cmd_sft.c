@@ -49,6 +49,8 @@ static const char *const HELP_SFT =
     "                      grad_norm, tokens, tokens_per_sec, time (s), and eval_loss /\n"
     "                      eval_accuracy on evaluated steps\n"
     "  --threads N         CPU threads (default: all)\n"
+    "  --compute MODE      fp32 (default) or bf16: bf16 matrix products, fp32 weights and\n"
+    "                      optimizer (oneDNN; refused without AVX512_BF16 / AMX)\n"
     "  --dist mpi|none     data parallel under mpirun (default: auto; docs/distributed.md)\n"
     "  --seed S            data shuffling seed (default 1234)\n"
     "  --log-every N       plain log line every N steps when stderr is not a terminal\n"

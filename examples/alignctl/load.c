@@ -82,7 +82,8 @@ int load_model(const char *path, align_model **out)
     int r = rt_fail(rc, align_last_errmsg(), "cannot load model '%s'", path);
     if (rc == ALIGN_EFORMAT)
         msg("'%s' is not a safetensors file libalign accepts (truncated, another format, a "
-            "corrupt header or data, or not a GPT-2 model: the reason is above)",
+            "corrupt header or data, or an architecture libalign does not implement: the reason "
+            "is above)",
             path);
     return r;
 }
@@ -175,8 +176,22 @@ void blas_setup(char **argv, int threads)
         if (rc < 0)
             msg("could not set %d threads (%s)", threads, align_err_name(rc));
     }
-    msg("libalign %s, BLAS: %s, threads: %d", align_version_string(), info,
-        align_threads_get());
+    msg("libalign %s, BLAS: %s, threads: %d, compute: %s", align_version_string(), info,
+        align_threads_get(), align_compute_get() == ALIGN_COMPUTE_BF16 ? "bf16" : "fp32");
+}
+
+int compute_apply(int mode)
+{
+    if (mode < 0)
+        return 0;
+    int rc = align_compute_set(mode);
+    if (rc < 0) {
+        rt_fail(rc, align_last_errmsg(), "--compute %s is not available",
+                mode == ALIGN_COMPUTE_BF16 ? "bf16" : "fp32");
+        msg("stopping rather than computing in another mode (leave out --compute for fp32)");
+        return EXIT_RUNTIME;
+    }
+    return 0;
 }
 
 void blas_quiet(void)

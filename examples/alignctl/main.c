@@ -60,7 +60,7 @@ int main(int argc, char **argv)
         return EXIT_OK;
     }
     if (strcmp(argv[1], "--version") == 0) {
-        printf("alignctl (libalign %s)\n", align_version_string());
+        printf("alignctl (libalign %s)\ncompute: %s\n", align_version_string(), align_compute_info());
         return EXIT_OK;
     }
     log_install();

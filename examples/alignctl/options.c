@@ -97,3 +97,12 @@ float parse_float(const char *name, const char *v, double lo, double hi)
         usage_die("%s expects a number in [%g, %g], got '%s'", name, lo, hi, v);
     return (float)x;
 }
+
+int parse_compute(const char *v)
+{
+    if (strcmp(v, "fp32") == 0)
+        return ALIGN_COMPUTE_FP32;
+    if (strcmp(v, "bf16") == 0)
+        return ALIGN_COMPUTE_BF16;
+    usage_die("--compute expects fp32 or bf16, got '%s'", v);
+}

@@ -17,6 +17,7 @@ void train_opts_init(train_opts *o)
 {
     memset(o, 0, sizeof *o);
     o->log_every = 10;
+    o->compute = -1;
     ALIGN_OPTIMIZER_DEFAULT_PARAMS(&o->op);
     ALIGN_LORA_DEFAULT_PARAMS(&o->lora);
 }
@@ -140,6 +141,8 @@ int train_opt(int argc, char **argv, int *i, train_opts *o)
         o->metrics_path = v;
     } else if (opt(argc, argv, i, "--threads", &v)) {
         o->threads = parse_int("--threads", v, 1, 4096);
+    } else if (opt(argc, argv, i, "--compute", &v)) {
+        o->compute = parse_compute(v);
     } else if (opt(argc, argv, i, "--log-every", &v)) {
         o->log_every = parse_int("--log-every", v, 0, INT32_MAX);
     } else if (opt(argc, argv, i, "--dist", &v)) {
@@ -168,6 +171,8 @@ int train_opts_finish(train_opts *o)
         usage_die("--eval-every needs --eval-data");
     if (o->lora_merged && !o->use_lora)
         usage_die("--lora-merged needs --lora");
+    if (compute_apply(o->compute))
+        return EXIT_RUNTIME;
     if (o->resume) {
         if (resume_resolve(o->resume, o->resume_dir, sizeof o->resume_dir))
             return EXIT_RUNTIME;
