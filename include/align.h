@@ -321,7 +321,12 @@ ALIGN_API int align_optimizer_step(align_optimizer *o, float *grad_norm_out);
 ALIGN_API float align_optimizer_lr(const align_optimizer *o);
 /* Updates applied so far. */
 ALIGN_API int64_t align_optimizer_steps_done(const align_optimizer *o);
-/* Moments and step counter, as safetensors (atomic write). */
+/* Moments and step counter, as safetensors (atomic write). The load checks
+ * the whole file first and refuses (ALIGN_EFORMAT, message naming the tensor
+ * or field, optimizer unchanged) state saved for other trainable tensors
+ * (size, LoRA adapters or not, names and shapes), a bad step, non-finite
+ * moments, a negative exp_avg_sq, or moments no AdamW run produces
+ * (docs/reliability.md). */
 ALIGN_API int align_optimizer_save(const align_optimizer *o, const char *path);
 ALIGN_API int align_optimizer_load(align_optimizer *o, const char *path);
 

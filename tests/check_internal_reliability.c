@@ -4,8 +4,10 @@
  * call that succeeds leaves align_last_errmsg() as it found it. */
 #include "data/batch.h"
 #include "data/dataset.h"
+#include "model/model_impl.h"
 #include "model/safetensors.h"
 
+#include "st_edit.h"
 #include "testutil.h"
 
 #include <math.h>
@@ -415,6 +417,312 @@ START_TEST(test_optimizer_state_bad)
 }
 END_TEST
 
+/* One real update: forward over a fixed sequence, a backward of a fixed
+ * loss gradient, an AdamW step. */
+static void real_step(align_model *m, align_optimizer *o, float scale)
+{
+    int32_t tok[8] = { 1, 2, 3, 4, 5, 6, 7, 8 }, len[1] = { 8 };
+    float lp[7], d[7];
+    for (int i = 0; i < 7; i++)
+        d[i] = scale * (float)(i % 3 - 1) - 0.05f * (float)i;
+    ck_assert_int_eq(align_model_forward(m, tok, len, 1, 8, lp, NULL, NULL), 0);
+    ck_assert_int_eq(align_model_backward(m, d, NULL), 0);
+    ck_assert_int_eq(align_optimizer_step(o, NULL), ALIGN_OK);
+}
+
+static int same_bytes(const char *a, const char *b)
+{
+    st_image x = st_image_read(a), y = st_image_read(b);
+    int same = x.len == y.len && memcmp(x.buf, y.buf, x.len) == 0;
+    st_image_free(&x);
+    st_image_free(&y);
+    return same;
+}
+
+/* Flat index of element i of trainable tensor name. */
+static size_t flat_index(const align_model *m, const char *name, size_t i)
+{
+    align__train_view v;
+    align__model_train_view(m, &v);
+    for (int k = 0; k < v.n_tensors; k++)
+        if (strcmp(v.tensors[k].name, name) == 0)
+            return v.tensors[k].offset + i;
+    ck_abort_msg("no trainable tensor %s", name);
+    return 0;
+}
+
+/* Real state after three real steps, edited in place one way at a time
+ * (checksum re-sealed, so the contents are what is judged): every edit is
+ * refused with ALIGN_EFORMAT and a message naming the tensor and the
+ * problem, and leaves the optimizer bitwise as it was. */
+START_TEST(test_optimizer_state_edited_in_place)
+{
+    char *dir = test_tmpdir("rel-optedit");
+    char *good = tmpfile_in(dir, "good.safetensors"), *bad = tmpfile_in(dir, "bad.safetensors");
+    char *after = tmpfile_in(dir, "after.safetensors");
+    align_model *m = small_model();
+    align_optimizer_params op;
+    ALIGN_OPTIMIZER_DEFAULT_PARAMS(&op);
+    op.learning_rate = 1e-2f;
+    op.weight_decay = 0.1f;
+    align_optimizer *o = NULL;
+    ck_assert_int_eq(align_optimizer_create(&o, m, &op), ALIGN_OK);
+    for (int s = 0; s < 3; s++)
+        real_step(m, o, 0.3f + 0.1f * (float)s);
+    ck_assert_int_eq(align_optimizer_save(o, good), ALIGN_OK);
+    /* a reference that loads the clean file: it must continue bitwise */
+    align_model *mref = NULL;
+    align_optimizer *oref = NULL;
+    ck_assert_int_eq(align_model_clone(&mref, m, 0), ALIGN_OK);
+    ck_assert_int_eq(align_optimizer_create(&oref, mref, &op), ALIGN_OK);
+    ck_assert_msg(align_optimizer_load(oref, good) == ALIGN_OK, "%s", align_optimizer_errmsg(oref));
+    ck_assert_int_eq(align_optimizer_steps_done(oref), 3);
+
+    const char *T = "h.0.attn.c_attn.weight";
+    size_t at = flat_index(m, T, 17);
+    st_image im = st_image_read(good);
+    float m17 = st_image_get(&im, "exp_avg", at), v17 = st_image_get(&im, "exp_avg_sq", at);
+    st_image_free(&im);
+    ck_assert_msg(m17 != 0.0f && v17 > 0.0f, "element 17 of %s did not train (%g, %g)", T, m17, v17);
+    struct {
+        const char *tensor;
+        float value;
+        const char *want;
+    } elems[] = {
+        { "exp_avg_sq", -1.0f, "exp_avg_sq of 'h.0.attn.c_attn.weight' at 17 has a negative value (-1)" },
+        { "exp_avg_sq", -1e-30f, "exp_avg_sq of 'h.0.attn.c_attn.weight' at 17 has a negative value" },
+        { "exp_avg_sq", NAN, "exp_avg_sq of 'h.0.attn.c_attn.weight' at 17 is NaN" },
+        { "exp_avg_sq", INFINITY, "exp_avg_sq of 'h.0.attn.c_attn.weight' at 17 is infinite" },
+        { "exp_avg", NAN, "exp_avg of 'h.0.attn.c_attn.weight' at 17 is NaN" },
+        { "exp_avg", -INFINITY, "exp_avg of 'h.0.attn.c_attn.weight' at 17 is infinite" },
+        /* finite, but not a pair one AdamW run produces: the step would move
+         * the weight by ~lr * |exp_avg| / eps */
+        { "exp_avg_sq", 0.0f, "exp_avg of 'h.0.attn.c_attn.weight' at 17 is" },
+        { "exp_avg", 1000.0f * m17, "(the moments are not from one AdamW run)" },
+    };
+    for (size_t c = 0; c < sizeof elems / sizeof *elems; c++) {
+        im = st_image_read(good);
+        st_image_set(&im, elems[c].tensor, at, elems[c].value);
+        st_image_write(&im, bad);
+        st_image_free(&im);
+        ck_assert_int_eq(align_optimizer_load(o, bad), ALIGN_EFORMAT);
+        ck_assert_msg(strstr(align_optimizer_errmsg(o), elems[c].want), "case %zu: %s", c, align_optimizer_errmsg(o));
+        ck_assert_int_eq(align_optimizer_steps_done(o), 3);
+    }
+    /* metadata edits: the step and what the state is for */
+    struct {
+        const char *key, *value, *want;
+    } metas[] = {
+        { "step", "0", "step is 0 but exp_avg of '" },
+        { "step", "-1", "step '-1' is not a number" },
+        { "step", "3.0", "step '3.0' is not a number" },
+        { "step", NULL, "not an AdamW state file" },
+        { "n_params", "5", "holds moments for n_params '5', this optimizer updates" },
+        { "n_params", "x", "holds moments for n_params 'x'" },
+        { "trains", "lora", "saved for a model's LoRA adapters, but this optimizer updates the whole model" },
+        { "trains", "both", "trains is 'both'" },
+        { "layout", "fnv1a64:0000000000000000", "saved for other trainable tensors" },
+        { "beta1", "1.5", "beta1 '1.5'" },
+        { "beta2", NULL, "beta2 '(none)'" },
+        { "beta2", "nan", "beta2 'nan'" },
+    };
+    for (size_t c = 0; c < sizeof metas / sizeof *metas; c++) {
+        im = st_image_read(good);
+        st_image_meta(&im, metas[c].key, metas[c].value);
+        st_image_write(&im, bad);
+        st_image_free(&im);
+        ck_assert_int_eq(align_optimizer_load(o, bad), ALIGN_EFORMAT);
+        ck_assert_msg(strstr(align_optimizer_errmsg(o), metas[c].want), "meta %s=%s: %s", metas[c].key,
+                      metas[c].value ? metas[c].value : "(removed)", align_optimizer_errmsg(o));
+        ck_assert_int_eq(align_optimizer_steps_done(o), 3);
+    }
+    /* the checksum still guards the data when it is not re-sealed */
+    im = st_image_read(good);
+    st_image_set(&im, "exp_avg", at, 0.5f * m17);
+    FILE *f = fopen(bad, "wb");
+    ck_assert(f && fwrite(im.buf, 1, im.len, f) == im.len);
+    fclose(f);
+    st_image_free(&im);
+    ck_assert_int_eq(align_optimizer_load(o, bad), ALIGN_EFORMAT);
+    ck_assert_ptr_nonnull(strstr(align_optimizer_errmsg(o), "checksum mismatch"));
+
+    /* nothing changed: the state saves to the same bytes, and the next step
+     * equals the reference's bit for bit */
+    ck_assert_int_eq(align_optimizer_save(o, after), ALIGN_OK);
+    ck_assert(same_bytes(good, after));
+    real_step(m, o, 0.7f);
+    real_step(mref, oref, 0.7f);
+    ck_assert_int_eq(memcmp(m->params, mref->params, m->n_params * sizeof(float)), 0);
+    ck_assert_int_eq(align_optimizer_save(o, after), ALIGN_OK);
+    ck_assert_int_eq(align_optimizer_save(oref, bad), ALIGN_OK);
+    ck_assert(same_bytes(bad, after));
+
+    /* a file of libalign 0.3 (no betas, trains or layout) still loads */
+    im = st_image_read(good);
+    st_image_meta(&im, "beta1", NULL);
+    st_image_meta(&im, "beta2", NULL);
+    st_image_meta(&im, "trains", NULL);
+    st_image_meta(&im, "layout", NULL);
+    st_image_write(&im, bad);
+    st_image_free(&im);
+    ck_assert_msg(align_optimizer_load(o, bad) == ALIGN_OK, "%s", align_optimizer_errmsg(o));
+    ck_assert_int_eq(align_optimizer_steps_done(o), 3);
+
+    align_optimizer_free(oref);
+    align_model_free(mref);
+    align_optimizer_free(o);
+    align_model_free(m);
+    free(good);
+    free(bad);
+    free(after);
+    free(dir);
+}
+END_TEST
+
+/* The bound exp_avg^2 <= C(beta1, beta2, t) * exp_avg_sq is sharp and has
+ * no false refusals: moments built by AdamW's own float recursion from the
+ * gradients that reach it (Cauchy-Schwarz equality, g_k ~ (b1/b2)^(t-k)),
+ * at scales from underflow to 1e10 and for betas with b1^2/b2 below, at and
+ * above 1, load; the same state with one exp_avg 1.5 times larger does not. */
+START_TEST(test_optimizer_moment_bound_sharp)
+{
+    char *dir = test_tmpdir("rel-optbound");
+    char *p = tmpfile_in(dir, "opt.safetensors");
+    align_model *m = small_model();
+    align_optimizer *o = NULL;
+    ck_assert_int_eq(align_optimizer_create(&o, m, NULL), ALIGN_OK);
+    ck_assert_int_eq(align_optimizer_save(o, p), ALIGN_OK);
+    int64_t n = n_params_of(p);
+    const float betas[][2] = { { 0.9f, 0.999f }, { 0.9f, 0.95f }, { 0.5f, 0.25f }, { 0.99f, 0.9f },
+                               { 0.0f, 0.999f }, { 0.9f, 0.99999f } };
+    const int steps[] = { 1, 2, 7, 40, 300 };
+    float *mm = calloc((size_t)n, sizeof *mm), *vv = calloc((size_t)n, sizeof *vv);
+    for (size_t b = 0; b < sizeof betas / sizeof *betas; b++)
+        for (size_t s = 0; s < sizeof steps / sizeof *steps; s++) {
+            float b1 = betas[b][0], b2 = betas[b][1], ib1 = 1.0f - b1, ib2 = 1.0f - b2;
+            int t = steps[s];
+            int capped = 0;
+            for (int64_t i = 0; i < n; i++) {
+                double scale = pow(10.0, -30.0 + 40.0 * (double)(i % 41) / 40.0) * (i % 2 ? -1.0 : 1.0);
+                float mi = 0.0f, vi = 0.0f;
+                for (int k = 1; k <= t; k++) {
+                    /* the equality case, capped so that no gradient overflows */
+                    double e = (double)(t - k) * log((double)b1 / (double)b2);
+                    capped |= b1 != 0.0f && e >= 20.0;
+                    float gi = b1 == 0.0f ? (k == t ? (float)scale : 0.0f)
+                                          : (float)(scale * exp(e < 20.0 ? e : 20.0));
+                    mi = b1 * mi + ib1 * gi;
+                    vi = b2 * vi + ib2 * gi * gi;
+                }
+                mm[i] = mi;
+                vv[i] = vi;
+            }
+            char st[16], s1[32], s2[32];
+            snprintf(st, sizeof st, "%d", t);
+            snprintf(s1, sizeof s1, "%.9g", (double)b1);
+            snprintf(s2, sizeof s2, "%.9g", (double)b2);
+            align__st_tensor tt[2] = { { "exp_avg", mm, 1, { n, 0 } }, { "exp_avg_sq", vv, 1, { n, 0 } } };
+            align__st_meta meta[] = { { "libalign.kind", "adamw" }, { "step", st }, { "beta1", s1 }, { "beta2", s2 } };
+            align__errbuf eb = { { 0 } };
+            ck_assert_int_eq(align__st_write(&eb, p, tt, 2, meta, 4), ALIGN_OK);
+            ck_assert_msg(align_optimizer_load(o, p) == ALIGN_OK, "betas %g %g, %d steps: %s", (double)b1,
+                          (double)b2, t, align_optimizer_errmsg(o));
+            ck_assert_int_eq(align_optimizer_steps_done(o), t);
+            /* 1.5x above the bound (x 2.25 in exp_avg^2) at a normal scale */
+            int64_t j = 41 * 3 + 30; /* scale 1e0 */
+            float keep = mm[j];
+            mm[j] *= 1.5f;
+            ck_assert_int_eq(align__st_write(&eb, p, tt, 2, meta, 4), ALIGN_OK);
+            int rc = align_optimizer_load(o, p);
+            mm[j] = keep;
+            /* b1 > b2 and many steps: the equality gradients were capped,
+             * so the state may be far inside the bound and 1.5x still fit */
+            if (!capped) {
+                ck_assert_msg(rc == ALIGN_EFORMAT, "betas %g %g, %d steps: 1.5x accepted", (double)b1, (double)b2, t);
+                ck_assert_ptr_nonnull(strstr(align_optimizer_errmsg(o), "not from one AdamW run"));
+                ck_assert_int_eq(align_optimizer_steps_done(o), t);
+            }
+        }
+    free(mm);
+    free(vv);
+    align_optimizer_free(o);
+    align_model_free(m);
+    free(p);
+    free(dir);
+}
+END_TEST
+
+/* State saved with LoRA adapters attached holds the adapters' moments only:
+ * an optimizer over the whole model refuses it, and the other way round. */
+START_TEST(test_optimizer_state_lora_mismatch)
+{
+    char *dir = test_tmpdir("rel-optlora");
+    char *pl = tmpfile_in(dir, "lora.safetensors"), *pf = tmpfile_in(dir, "full.safetensors");
+    char *bad = tmpfile_in(dir, "bad.safetensors");
+    align_model *ml = small_model(), *mf = small_model();
+    align_lora_params lp;
+    ALIGN_LORA_DEFAULT_PARAMS(&lp);
+    lp.r = 2;
+    ck_assert_int_eq(align_model_lora_attach(ml, &lp), ALIGN_OK);
+    align_optimizer *ol = NULL, *of = NULL;
+    ck_assert_int_eq(align_optimizer_create(&ol, ml, NULL), ALIGN_OK);
+    ck_assert_int_eq(align_optimizer_create(&of, mf, NULL), ALIGN_OK);
+    for (int s = 0; s < 2; s++) {
+        real_step(ml, ol, 0.5f);
+        real_step(mf, of, 0.5f);
+    }
+    ck_assert_int_eq(align_optimizer_save(ol, pl), ALIGN_OK);
+    ck_assert_int_eq(align_optimizer_save(of, pf), ALIGN_OK);
+    /* each loads into its own kind, and the adapters' state names adapter tensors */
+    ck_assert_int_eq(align_optimizer_load(ol, pl), ALIGN_OK);
+    ck_assert_int_eq(align_optimizer_load(of, pf), ALIGN_OK);
+    st_image im = st_image_read(pl);
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(im.hdr, "__metadata__"), "trains")), "lora");
+    size_t at = flat_index(ml, "transformer.h.0.attn.c_attn.lora_A.weight", 3);
+    st_image_set(&im, "exp_avg_sq", at, -2.0f);
+    st_image_write(&im, bad);
+    st_image_free(&im);
+    ck_assert_int_eq(align_optimizer_load(ol, bad), ALIGN_EFORMAT);
+    ck_assert_msg(strstr(align_optimizer_errmsg(ol), "exp_avg_sq of 'transformer.h.0.attn.c_attn.lora_A.weight' at 3 has a "
+                                                      "negative value (-2)"), "%s", align_optimizer_errmsg(ol));
+
+    ck_assert_int_eq(align_optimizer_load(of, pl), ALIGN_EFORMAT);
+    ck_assert_msg(strstr(align_optimizer_errmsg(of), "saved for a model's LoRA adapters, but this optimizer updates "
+                                                      "the whole model"), "%s", align_optimizer_errmsg(of));
+    ck_assert_int_eq(align_optimizer_load(ol, pf), ALIGN_EFORMAT);
+    ck_assert_msg(strstr(align_optimizer_errmsg(ol), "saved for a whole model, but this optimizer updates LoRA "
+                                                      "adapters only"), "%s", align_optimizer_errmsg(ol));
+    /* older files (no 'trains'): the size still tells them apart */
+    im = st_image_read(pl);
+    st_image_meta(&im, "trains", NULL);
+    st_image_meta(&im, "layout", NULL);
+    st_image_write(&im, bad);
+    st_image_free(&im);
+    ck_assert_int_eq(align_optimizer_load(of, bad), ALIGN_EFORMAT);
+    ck_assert_msg(strstr(align_optimizer_errmsg(of), "holds moments for n_params"), "%s", align_optimizer_errmsg(of));
+    im = st_image_read(pl);
+    st_image_meta(&im, "trains", NULL);
+    st_image_meta(&im, "layout", NULL);
+    st_image_meta(&im, "n_params", NULL);
+    st_image_write(&im, bad);
+    st_image_free(&im);
+    ck_assert_int_eq(align_optimizer_load(of, bad), ALIGN_EFORMAT);
+    ck_assert_int_eq(align_optimizer_steps_done(of), 2);
+    ck_assert_int_eq(align_optimizer_steps_done(ol), 2);
+    /* both still step */
+    real_step(ml, ol, 0.5f);
+    real_step(mf, of, 0.5f);
+    align_optimizer_free(ol);
+    align_optimizer_free(of);
+    align_model_free(ml);
+    align_model_free(mf);
+    free(pl);
+    free(pf);
+    free(bad);
+    free(dir);
+}
+END_TEST
+
 START_TEST(test_optimizer_params_checked)
 {
     align_model *m = small_model();
@@ -554,6 +862,9 @@ Suite *internal_reliability_suite(void)
     tcase_add_test(tc, test_atomic_write_failure_keeps_old_file);
     tcase_add_test(tc, test_safetensors_bad_headers);
     tcase_add_test(tc, test_optimizer_state_bad);
+    tcase_add_test(tc, test_optimizer_state_edited_in_place);
+    tcase_add_test(tc, test_optimizer_moment_bound_sharp);
+    tcase_add_test(tc, test_optimizer_state_lora_mismatch);
     tcase_add_test(tc, test_optimizer_params_checked);
     tcase_add_test(tc, test_errmsg_not_stale_after_success);
     tcase_add_test(tc, test_error_recovered);

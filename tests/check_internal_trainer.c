@@ -9,6 +9,8 @@
  * role tables are validated. */
 #include "train/trainer.h"
 #include "data/batch.h"
+#include "model/model_impl.h"
+#include "st_edit.h"
 #include "testutil.h"
 
 #include <math.h>
@@ -472,6 +474,168 @@ START_TEST(test_roles_save_resume)
 }
 END_TEST
 
+/* Re-seals an edited file of checkpoint ck: its digest and size in
+ * trainer.json, so that resume reaches the file's contents. */
+static void reseal(const char *ck, const char *role, const char *file)
+{
+    char p[4300], tj[4300];
+    snprintf(p, sizeof p, "%s/%s", ck, file);
+    snprintf(tj, sizeof tj, "%s/trainer.json", ck);
+    align__errbuf eb = {{0}};
+    uint64_t d, sz;
+    ck_assert_int_eq(align__file_digest(&eb, p, &d, &sz), ALIGN_OK);
+    json_error_t je;
+    json_t *root = json_load_file(tj, 0, &je);
+    ck_assert_ptr_nonnull(root);
+    json_t *e = json_object_get(json_object_get(root, "roles"), role);
+    ck_assert(json_is_object(e));
+    ck_assert_int_eq(align__json_set_u64(e, "optimizer_digest", d), 0);
+    ck_assert_int_eq(align__json_set_u64(e, "optimizer_bytes", sz), 0);
+    ck_assert_int_eq(json_dump_file(root, tj, JSON_INDENT(2)), 0);
+    json_decref(root);
+}
+
+static void copy_file(const char *from, const char *to)
+{
+    st_image im = st_image_read(from);
+    FILE *f = fopen(to, "wb");
+    ck_assert(f && fwrite(im.buf, 1, im.len, f) == im.len);
+    ck_assert_int_eq(fclose(f), 0);
+    st_image_free(&im);
+}
+
+static int files_equal(const char *a, const char *b)
+{
+    st_image x = st_image_read(a), y = st_image_read(b);
+    int same = x.len == y.len && memcmp(x.buf, y.buf, x.len) == 0;
+    st_image_free(&x);
+    st_image_free(&y);
+    return same;
+}
+
+/* A checkpoint whose optimizer file was edited (moments or step; its
+ * checksum and trainer.json digest re-sealed, so only the contents are
+ * wrong) is refused with ALIGN_EFORMAT and a message naming the tensor or
+ * the step, and the trainer, its models and optimizers stay bitwise as they
+ * were: their state saves to the same bytes and the next step equals a
+ * trainer's that never tried. The clean checkpoint then resumes. */
+START_TEST(test_resume_refuses_bad_optimizer_state)
+{
+    char *dir = test_tmpdir("roles-optstate");
+    char ck[4200], keep[4300], o1[4300], o2[4300], o3[4300], o4[4300];
+    snprintf(ck, sizeof ck, "%s/ck", dir);
+    snprintf(o1, sizeof o1, "%s/p1.safetensors", dir);
+    snprintf(o2, sizeof o2, "%s/v1.safetensors", dir);
+    snprintf(o3, sizeof o3, "%s/p2.safetensors", dir);
+    snprintf(o4, sizeof o4, "%s/v2.safetensors", dir);
+    align_step_stats st;
+    align_step_stats_init(&st, sizeof st);
+    cb_reject_at = -1;
+    rig b = rig_open(5);
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(align_trainer_step(b.tr, &st), 0);
+    ck_assert_int_eq(align_trainer_save(b.tr, ck), 0);
+    rig_close(&b);
+
+    struct {
+        const char *role, *file, *tensor;
+        float value;
+        const char *key, *meta, *want;
+    } cases[] = {
+        {"value", "value.optimizer.safetensors", "exp_avg_sq", -1.0f, NULL, NULL,
+         "exp_avg_sq of 'h.0.attn.c_attn.weight' at 17 has a negative value (-1)"},
+        {"policy", "optimizer.safetensors", "exp_avg_sq", NAN, NULL, NULL,
+         "exp_avg_sq of 'h.0.attn.c_attn.weight' at 17 is NaN"},
+        {"policy", "optimizer.safetensors", "exp_avg", INFINITY, NULL, NULL,
+         "exp_avg of 'h.0.attn.c_attn.weight' at 17 is infinite"},
+        {"value", "value.optimizer.safetensors", NULL, 0.0f, "step", "4",
+         "role 'value': optimizer_steps is 3 but value.optimizer.safetensors holds 4"},
+        {"policy", "optimizer.safetensors", NULL, 0.0f, "step", "0", "step is 0 but exp_avg"},
+        {"policy", "optimizer.safetensors", NULL, 0.0f, "step", "-3", "step '-3' is not a number"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        char p[4300];
+        snprintf(p, sizeof p, "%s/%s", ck, cases[c].file);
+        snprintf(keep, sizeof keep, "%s/keep.bin", dir);
+        copy_file(p, keep);
+        st_image im = st_image_read(p);
+        if (cases[c].tensor) {
+            json_t *e = json_object_get(im.hdr, "exp_avg");
+            ck_assert(json_is_object(e));
+            /* element 17 of h.0.attn.c_attn.weight: the offset of that tensor */
+            align_model *m = mk(0, 1);
+            align__train_view v;
+            align__model_train_view(m, &v);
+            size_t at = 0;
+            for (int k = 0; k < v.n_tensors; k++)
+                if (strcmp(v.tensors[k].name, "h.0.attn.c_attn.weight") == 0)
+                    at = v.tensors[k].offset + 17;
+            align_model_free(m);
+            ck_assert(at > 0);
+            st_image_set(&im, cases[c].tensor, at, cases[c].value);
+        } else {
+            st_image_meta(&im, cases[c].key, cases[c].meta);
+        }
+        st_image_write(&im, p);
+        st_image_free(&im);
+        reseal(ck, cases[c].role, cases[c].file);
+
+        rig d = rig_open(5), e = rig_open(5);
+        ck_assert_int_eq(align_trainer_step(d.tr, &st), 0);
+        ck_assert_int_eq(align_trainer_step(e.tr, &st), 0);
+        float p1[NB * NT + NB * (NT - 1)], v1[NB * NT + NB * (NT - 1)];
+        fp(d.policy, p1);
+        fp(d.value, v1);
+        ck_assert_int_eq(align_optimizer_save(d.popt, o1), 0);
+        ck_assert_int_eq(align_optimizer_save(d.vopt, o2), 0);
+        ck_assert_int_eq(align_trainer_resume(d.tr, ck), ALIGN_EFORMAT);
+        ck_assert_msg(strstr(align_trainer_errmsg(d.tr), cases[c].want), "case %zu: %s", c,
+                      align_trainer_errmsg(d.tr));
+        ck_assert(same_model(d.policy, p1));
+        ck_assert(same_model(d.value, v1));
+        ck_assert_int_eq(align_optimizer_save(d.popt, o3), 0);
+        ck_assert_int_eq(align_optimizer_save(d.vopt, o4), 0);
+        ck_assert(files_equal(o1, o3));
+        ck_assert(files_equal(o2, o4));
+        /* the next step is the one a trainer that never tried runs */
+        align_step_stats sd, se;
+        align_step_stats_init(&sd, sizeof sd);
+        align_step_stats_init(&se, sizeof se);
+        ck_assert_int_eq(align_trainer_step(d.tr, &sd), 0);
+        ck_assert_int_eq(align_trainer_step(e.tr, &se), 0);
+        ck_assert_int_eq(sd.step, 2);
+        ck_assert(memcmp(&sd.loss, &se.loss, sizeof sd.loss) == 0);
+        fp(e.policy, p1);
+        fp(e.value, v1);
+        ck_assert(same_model(d.policy, p1));
+        ck_assert(same_model(d.value, v1));
+        rig_close(&d);
+        rig_close(&e);
+        copy_file(keep, p);
+        reseal(ck, cases[c].role, cases[c].file);
+    }
+    /* restored: resumes, and continues as the run that saved it */
+    rig a = rig_open(5), c2 = rig_open(123);
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(align_trainer_step(a.tr, &st), 0);
+    ck_assert_msg(align_trainer_resume(c2.tr, ck) == 0, "%s", align_trainer_errmsg(c2.tr));
+    align_step_stats sa, sc;
+    align_step_stats_init(&sa, sizeof sa);
+    align_step_stats_init(&sc, sizeof sc);
+    ck_assert_int_eq(align_trainer_step(a.tr, &sa), 0);
+    ck_assert_int_eq(align_trainer_step(c2.tr, &sc), 0);
+    ck_assert(memcmp(&sa.loss, &sc.loss, sizeof sa.loss) == 0);
+    float pa[NB * NT + NB * (NT - 1)];
+    fp(a.policy, pa);
+    ck_assert(same_model(c2.policy, pa));
+    fp(a.value, pa);
+    ck_assert(same_model(c2.value, pa));
+    rig_close(&a);
+    rig_close(&c2);
+    free(dir);
+}
+END_TEST
+
 START_TEST(test_role_table_checks)
 {
     align_model *a = mk(0, 1), *b = mk(0, 2);
@@ -654,6 +818,7 @@ Suite *internal_trainer_suite(void)
     TCase *tc = test_tcase(s, "roles", 120);
     tcase_add_test(tc, test_discarded_step_leaves_every_role);
     tcase_add_test(tc, test_roles_save_resume);
+    tcase_add_test(tc, test_resume_refuses_bad_optimizer_state);
     tcase_add_test(tc, test_role_table_checks);
     tcase_add_test(tc, test_json_counters);
     tcase_add_test(tc, test_sft_matches_plain_loop);

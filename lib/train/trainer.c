@@ -669,6 +669,11 @@ static int file_digest(align__errbuf *eb, const char *path, uint64_t *digest, ui
     return ALIGN_OK;
 }
 
+int align__file_digest(align__errbuf *eb, const char *path, uint64_t *digest, uint64_t *size)
+{
+    return file_digest(eb, path, digest, size);
+}
+
 static int make_dirs(align__errbuf *eb, const char *dir)
 {
     size_t n = strlen(dir);

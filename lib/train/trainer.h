@@ -219,6 +219,10 @@ align_model *align__trainer_role_model(const align_trainer *tr, const char *name
 /* ALIGN_ECANCELED (and consumes the request) if a stop was requested. */
 int  align__trainer_poll_stop(align_trainer *tr);
 
+/* The digest and size trainer.json records for a checkpoint file (tests use
+ * it to re-seal a file they edited, so that resume reaches its contents). */
+int  align__file_digest(align__errbuf *eb, const char *path, uint64_t *digest, uint64_t *size);
+
 /* JSON helpers for save_state / load_state: 64-bit values are stored as
  * decimal strings so no precision is lost. The getters accept only a
  * string of decimal digits (a leading '-' for i64) that fits the type:
