@@ -22,7 +22,7 @@
 /* ---- version (the Makefile reads these three lines) -------------------- */
 #define ALIGN_VERSION_MAJOR 0
 #define ALIGN_VERSION_MINOR 3
-#define ALIGN_VERSION_PATCH 0
+#define ALIGN_VERSION_PATCH 1
 #define ALIGN_VERSION_HEX \
     ((ALIGN_VERSION_MAJOR << 16) | (ALIGN_VERSION_MINOR << 8) | ALIGN_VERSION_PATCH)
 #define ALIGN_VERSION_AT_LEAST(x, y, z) \
@@ -55,7 +55,7 @@ extern "C" {
 
 /* Hex version of the loaded library, (major << 16) | (minor << 8) | patch. */
 ALIGN_API unsigned align_version(void);
-/* "0.3.0"; static storage, never NULL. */
+/* "0.3.1"; static storage, never NULL. */
 ALIGN_API const char *align_version_string(void);
 
 /* ---- status and error codes ---------------------------------------------

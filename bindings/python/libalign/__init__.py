@@ -54,4 +54,4 @@ __all__ = [
     "set_log_handler", "set_log_level", "live_handles", "blas_remedy_state",
 ]
 
-__version__ = "0.3.0"
+__version__ = "0.3.1"

@@ -40,7 +40,7 @@ lib = _loader.load()
 
 ALIGN_VERSION_MAJOR = 0
 ALIGN_VERSION_MINOR = 3
-ALIGN_VERSION_PATCH = 0
+ALIGN_VERSION_PATCH = 1
 #: The version of align.h this file mirrors (the loaded library may be newer).
 ALIGN_VERSION_HEX = (ALIGN_VERSION_MAJOR << 16) | (ALIGN_VERSION_MINOR << 8) | ALIGN_VERSION_PATCH
 

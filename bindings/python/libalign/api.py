@@ -287,7 +287,7 @@ def version() -> Tuple[int, int, int]:
 
 
 def version_string() -> str:
-    """The loaded library's version, e.g. ``"0.3.0"``."""
+    """The loaded library's version, e.g. ``"0.3.1"``."""
     return _decode(_raw.align_version_string())
 
 
