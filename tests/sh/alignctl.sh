@@ -5,27 +5,8 @@
 set -euo pipefail
 
 BUILD=${BUILD:-build}
-A="$(cd "$BUILD" && pwd)/bin/alignctl"
-[ -x "$A" ] || { echo "alignctl.sh: $A is not built (make examples)" >&2; exit 1; }
 FIX="$(cd "$(dirname "$0")/../fixtures" && pwd)"
-mkdir -p "$BUILD/tmp"
-T=$(mktemp -d "$BUILD/tmp/alignctl.XXXXXX")
-trap 'rm -rf "$T"' EXIT
-cd "$T"
-
-fail() { echo "FAIL: $*" >&2; exit 1; }
-ok() { echo "ok - $*"; }
-
-# expect CODE PATTERN cmd...: exit status CODE and PATTERN (grep -E) in stderr.
-expect() {
-    local code=$1 pat=$2 rc=0
-    shift 2
-    "$@" >out.txt 2>err.txt </dev/null || rc=$?
-    [ "$rc" = "$code" ] || { cat err.txt >&2; fail "'$*' exited $rc, expected $code"; }
-    grep -Eq -- "$pat" err.txt || { cat err.txt >&2; fail "'$*': stderr lacks /$pat/"; }
-    # under make asan a sanitizer report also exits 1: it must not pass as an expected error
-    ! grep -Eq 'Sanitizer|runtime error:' err.txt || { cat err.txt >&2; fail "'$*': sanitizer"; }
-}
+. "$(dirname "$0")/alignctl_common.bash"   # A, T (the working folder), fail, ok, expect
 
 # ---- help ------------------------------------------------------------------
 "$A" --help | grep -q '^usage: alignctl COMMAND' || fail "alignctl --help"

@@ -7,13 +7,7 @@
 set -euo pipefail
 
 BUILD=${BUILD:-build}
-A="$(cd "$BUILD" && pwd)/bin/alignctl"
-[ -x "$A" ] || { echo "alignctl_blas.sh: $A is not built (make examples)" >&2; exit 1; }
-mkdir -p "$BUILD/tmp"
-T=$(mktemp -d "$BUILD/tmp/alignctl_blas.XXXXXX")
-trap 'rm -rf "$T"' EXIT
-cd "$T"
-fail() { echo "FAIL: $*" >&2; exit 1; }
+. "$(dirname "$0")/alignctl_common.bash"   # A, T (the working folder), fail, ok, expect
 
 "$A" init --layers 1 --heads 1 --width 8 --vocab 257 --context 16 --out m.safetensors >/dev/null
 printf '{"prompt":"a","completion":"b"}\n' > d.jsonl

@@ -4,13 +4,7 @@
 # ids SFT trained on (the ids of the trained row up to the assistant's reply).
 set -euo pipefail
 BUILD=${BUILD:-build}
-A="$(cd "$BUILD" && pwd)/bin/alignctl"
-[ -x "$A" ] || { echo "alignctl_chat.sh: $A is not built (make examples)" >&2; exit 1; }
-mkdir -p "$BUILD/tmp"
-T=$(mktemp -d "$BUILD/tmp/alignctl_chat.XXXXXX")
-trap 'rm -rf "$T"' EXIT
-cd "$T"
-fail() { echo "FAIL: $*" >&2; exit 1; }
+. "$(dirname "$0")/alignctl_common.bash"   # A, T (the working folder), fail, ok, expect
 
 cat > chats.jsonl <<'J'
 {"messages":[{"role":"system","content":"be brief"},{"role":"user","content":"red?"},{"role":"assistant","content":"apple"}]}

@@ -7,15 +7,8 @@
 set -euo pipefail
 
 BUILD=${BUILD:-build}
-A="$(cd "$BUILD" && pwd)/bin/alignctl"
-[ -x "$A" ] || { echo "alignctl_collect.sh: $A is not built (make examples)" >&2; exit 1; }
-mkdir -p "$BUILD/tmp"
-T=$(mktemp -d "$BUILD/tmp/collect.XXXXXX")
-trap 'rm -rf "$T"' EXIT
-cd "$T"
+. "$(dirname "$0")/alignctl_common.bash"   # A, T (the working folder), fail, ok, expect
 
-fail() { echo "FAIL: $*" >&2; exit 1; }
-ok() { echo "ok - $*"; }
 # run CODE cmd...: exit status CODE; stderr in err.txt
 run() {
     local code=$1 rc=0

@@ -4,29 +4,11 @@
 # refusals of invalid shapes; and --compute fp32|bf16 on the training and
 # generation commands (bf16 must work where the library says it is available,
 # and fail with the reason where it is not).
-# Env: BUILD (build folder, default build). Runs in $BUILD/tmp/alignctl_arch.XXXXXX.
+# Env: BUILD (build folder, default build). Runs in $BUILD/tmp/alignctl_init_arch.XXXXXX.
 set -euo pipefail
 
 BUILD=${BUILD:-build}
-A="$(cd "$BUILD" && pwd)/bin/alignctl"
-[ -x "$A" ] || { echo "alignctl_init_arch.sh: $A is not built (make examples)" >&2; exit 1; }
-mkdir -p "$BUILD/tmp"
-T=$(mktemp -d "$BUILD/tmp/alignctl_arch.XXXXXX")
-trap 'rm -rf "$T"' EXIT
-cd "$T"
-
-fail() { echo "FAIL: $*" >&2; exit 1; }
-ok() { echo "ok - $*"; }
-
-# expect CODE PATTERN cmd...: exit status CODE and PATTERN (grep -E) in stderr.
-expect() {
-    local code=$1 pat=$2 rc=0
-    shift 2
-    "$@" >out.txt 2>err.txt </dev/null || rc=$?
-    [ "$rc" = "$code" ] || { cat err.txt >&2; fail "'$*' exited $rc, expected $code"; }
-    grep -Eq -- "$pat" err.txt || { cat err.txt >&2; fail "'$*': stderr lacks /$pat/"; }
-    ! grep -Eq 'Sanitizer|runtime error:' err.txt || { cat err.txt >&2; fail "'$*': sanitizer"; }
-}
+. "$(dirname "$0")/alignctl_common.bash"   # A, T (the working folder), fail, ok, expect
 
 # ---- init --arch llama: a file -----------------------------------------------
 "$A" init --arch llama --layers 2 --heads 4 --kv-heads 2 --width 32 --intermediate 64 \

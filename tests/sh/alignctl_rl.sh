@@ -19,17 +19,10 @@ set -euo pipefail
 BUILD=${BUILD:-build}
 CC=${CC:-cc}
 SRC=$(pwd)
-B="$(cd "$BUILD" && pwd)"
-A="$B/bin/alignctl"
-[ -x "$A" ] || { echo "alignctl_rl.sh: $A is not built (make examples)" >&2; exit 1; }
 command -v python3 > /dev/null || { echo "alignctl_rl.sh: python3 is required" >&2; exit 1; }
-mkdir -p "$BUILD/tmp"
-T=$(cd "$(mktemp -d "$BUILD/tmp/alignctl_rl.XXXXXX")" && pwd)
-trap 'rm -rf "$T"' EXIT
-cd "$T"
+B="$(cd "$BUILD" && pwd)"
+. "$(dirname "$0")/alignctl_common.bash"   # A, T (the working folder), fail, ok, expect
 
-fail() { echo "FAIL: $*" >&2; exit 1; }
-ok() { echo "ok - $*"; }
 # expect STATUS WANTED PATTERN FILE WHAT: a command's exit status and message
 expect() {
     [ "$1" = "$2" ] || { cat "$4" >&2; fail "$5: exit $1, expected $2"; }

@@ -7,15 +7,7 @@
 set -euo pipefail
 
 BUILD=${BUILD:-build}
-A="$(cd "$BUILD" && pwd)/bin/alignctl"
-[ -x "$A" ] || { echo "alignctl_signals.sh: $A is not built (make examples)" >&2; exit 1; }
-mkdir -p "$BUILD/tmp"
-T=$(mktemp -d "$BUILD/tmp/alignctl_signals.XXXXXX")
-trap 'rm -rf "$T"' EXIT
-cd "$T"
-
-fail() { echo "FAIL: $*" >&2; exit 1; }
-ok() { echo "ok - $*"; }
+. "$(dirname "$0")/alignctl_common.bash"   # A, T (the working folder), fail, ok, expect
 
 for i in $(seq 0 31); do
     printf '{"prompt":"add %d %d =","completion":" %d."}\n' $((i % 10)) $((i % 7)) $((i % 10 + i % 7))
