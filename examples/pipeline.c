@@ -700,7 +700,8 @@ int main(int argc, char **argv)
         CHECK("grpo", align_trainer_create_grpo(&tr, &roles, prompts, &gr), align_last_errmsg());
     }
     snprintf(path, sizeof path, "%s/metrics_rl.jsonl", dir);
-    run(tr, algo, rl_steps, rl_steps > 60 ? 20 : 5, path, (const char *const[]){"objective/scores", "objective/kl", "loss", NULL});
+    run(tr, algo, rl_steps, rl_steps > 60 ? 20 : 5, path,
+        (const char *const[]){"objective/scores", "objective/kl", "loss", NULL});
     double score_first = tail_mean(path, "objective/scores", 1000) , kl_end = tail_mean(path, "objective/kl", 5);
     double score_end = tail_mean(path, "objective/scores", 5);
     {
